@@ -1,0 +1,2 @@
+//! Entry point of the `udplab` binary.
+fn main() {}

@@ -1,0 +1,218 @@
+//! Plain result structs shared by the stats, the sessions and the report writers.
+//!
+//! Everything here is data: `Serialize`/`Deserialize` so the receiver's results can travel to the
+//! sender as JSON and be written as JSON/CSV. Times are integer nanoseconds (`_ns`) inside the
+//! program; the report writers convert to the documented units (`_us`, `_s`, `_bps`).
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON report and of the receiver-results payload on the wire.
+pub const REPORT_VERSION: u32 = 1;
+
+/// Percentiles of an unsigned time distribution (one-way latency, RTT, PDV, schedule lateness).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub min_ns: u64,
+    pub mean_ns: f64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Percentiles of a signed time distribution (IPDV, RFC 3393).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SignedSummary {
+    pub count: u64,
+    pub min_ns: i64,
+    pub p01_ns: i64,
+    pub p50_ns: i64,
+    pub p99_ns: i64,
+    pub max_ns: i64,
+}
+
+/// One bucket of the reordering-extent distribution: `count` reordered datagrams whose extent
+/// (RFC 4737 §4.2.2) lies in `lo..=hi`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtentBucket {
+    pub lo: u64,
+    pub hi: u64,
+    pub count: u64,
+}
+
+/// What the receiver measured, for one interval or for the whole run.
+///
+/// Definitions are in DESIGN.md and `results/README.md`. For an interval, `lost` and
+/// `loss_periods` count what was *declared* lost during that interval (a sequence is declared
+/// lost once it has been missing for Tmax, or at the end of the test), so interval rows add up
+/// to the run total.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReceiverStatsSummary {
+    /// Datagrams the sender reported sending (known only at the end; 0 in interval rows).
+    pub expected: u64,
+    /// Distinct sequences received within Tmax.
+    pub received: u64,
+    /// UDP payload bytes of those distinct datagrams.
+    pub received_bytes: u64,
+    /// Sequences never received within Tmax (RFC 7680). Duplicates never offset losses.
+    pub lost: u64,
+    /// Datagrams that arrived after their sequence had been declared lost (not counted received).
+    pub late: u64,
+    /// Arrivals too old for the duplicate window to classify (duplicate or very late).
+    pub stale: u64,
+    /// Extra copies of a sequence already received.
+    pub duplicates: u64,
+    /// RFC 4737 reordered datagrams (arrived with s < NextExp).
+    pub reordered: u64,
+    pub reorder_extent_max: u64,
+    pub reorder_extent: Vec<ExtentBucket>,
+    /// RFC 4737 n-reordering counts for n = 1, 2, 3.
+    pub n_reordered: [u64; 3],
+    /// RFC 3357 loss periods: maximal runs of consecutive lost sequences.
+    pub loss_periods: u64,
+    pub loss_period_max: u64,
+    /// RFC 3550 interarrival jitter estimate (J += (|D| - J)/16), nanoseconds.
+    pub jitter_ns: f64,
+    /// RFC 3393 IPDV between consecutive sequences both received (signed).
+    pub ipdv: Option<SignedSummary>,
+    /// Magnitude of the IPDV values.
+    pub ipdv_abs: Option<LatencySummary>,
+    /// One-way delay D = R - S (receiver clock minus sender clock).
+    pub latency: Option<LatencySummary>,
+    /// RFC 5481 PDV: D - min D.
+    pub pdv: Option<LatencySummary>,
+    /// Datagrams whose one-way delay came out negative (clocks not synchronised); their delay is
+    /// recorded as 0 in `latency`.
+    pub negative_delays: u64,
+    /// Receive time of the first and last counted datagram (receiver clock, ns since epoch).
+    pub first_recv_ns: Option<u64>,
+    pub last_recv_ns: Option<u64>,
+}
+
+/// Requested and effective socket buffer size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferInfo {
+    /// What the user asked for (None: kernel default).
+    pub requested: Option<u64>,
+    /// What getsockopt reports after setting (Linux reports twice the usable size).
+    pub effective: u64,
+    /// True when the kernel gave less than requested (net.core.rmem_max / wmem_max).
+    pub clamped: bool,
+    /// True when SO_RCVBUFFORCE/SO_SNDBUFFORCE was used.
+    pub forced: bool,
+}
+
+/// What an impairment engine did, by its own count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImpairCounters {
+    /// Datagrams offered to the impairment.
+    pub offered: u64,
+    /// Dropped by the loss model (Bernoulli or Gilbert-Elliott).
+    pub dropped: u64,
+    /// Tail-dropped by the rate limiter's queue.
+    pub queue_dropped: u64,
+    /// Extra copies emitted.
+    pub duplicated: u64,
+    /// Datagrams held for a non-zero delay (delay and/or jitter).
+    pub delayed: u64,
+    /// Datagrams deliberately held back behind later ones.
+    pub reordered: u64,
+    /// Datagrams released (including duplicates).
+    pub released: u64,
+}
+
+/// The receiver's view of one test, as sent back to the sender.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReceiverReport {
+    pub stats: ReceiverStatsSummary,
+    /// Seconds from the first to the last counted datagram.
+    pub duration_s: f64,
+    /// Received payload bits per second over `duration_s`.
+    pub rate_achieved_bps: f64,
+    pub pps_achieved: f64,
+    pub rcvbuf: BufferInfo,
+    pub sndbuf: BufferInfo,
+    /// Datagrams the kernel dropped because the receive buffer was full (SO_RXQ_OVFL), when the
+    /// platform reports it.
+    pub rcvbuf_drops: Option<u64>,
+    /// "kernel" (SO_TIMESTAMPNS) or "user" (clock read after recv).
+    pub timestamp_source: String,
+    /// Datagrams that were not udplab's or belonged to another session.
+    pub foreign_datagrams: u64,
+    /// Waiting time for late datagrams after the sender's end (RFC 7680 Tmax).
+    pub tmax_s: f64,
+    /// Per-interval rows (receiver side).
+    pub intervals: Vec<IntervalRow>,
+    /// True when the receiver was interrupted before the test ended.
+    pub interrupted: bool,
+}
+
+/// The sender's view of one test.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SenderReport {
+    pub sent: u64,
+    pub sent_bytes: u64,
+    /// Failed sends (ENOBUFS, EAGAIN, ...); the sequence was consumed and counts as lost.
+    pub send_errors: u64,
+    pub send_errors_enobufs: u64,
+    pub send_errors_eagain: u64,
+    /// Seconds from the first to the last send.
+    pub duration_s: f64,
+    /// Target payload bits per second (None: unpaced, `--rate max`).
+    pub rate_target_bps: Option<f64>,
+    pub rate_achieved_bps: f64,
+    pub pps_target: Option<f64>,
+    pub pps_achieved: f64,
+    /// How far sends fell behind their scheduled deadline.
+    pub schedule_lateness: Option<LatencySummary>,
+    /// Round-trip times from `--echo` replies.
+    pub rtt: Option<LatencySummary>,
+    pub echo_replies: u64,
+    pub sndbuf: BufferInfo,
+    pub rcvbuf: BufferInfo,
+    /// The impairment spec applied in the sender, canonical form.
+    pub impairment: Option<String>,
+    pub impair_counters: Option<ImpairCounters>,
+    /// Per-interval rows (sender side).
+    pub intervals: Vec<IntervalRow>,
+}
+
+/// One interval line, sender or receiver. Fields that do not apply to the role are None/0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IntervalRow {
+    pub role: String,
+    /// Interval start and end, seconds since the test start.
+    pub start_s: f64,
+    pub end_s: f64,
+    pub sent: u64,
+    pub send_errors: u64,
+    /// Receiver-side figures for the interval (None on sender rows).
+    pub stats: Option<ReceiverStatsSummary>,
+    /// RTT from echo replies received in the interval (sender rows).
+    pub rtt: Option<LatencySummary>,
+    /// Payload bits per second sent (sender) or received (receiver) in the interval.
+    pub rate_bps: f64,
+    pub pps: f64,
+}
+
+/// A whole run, as written to JSON (`version` first) and flattened into CSV rows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub version: u32,
+    pub run_id: String,
+    /// Test start, RFC 3339 UTC.
+    pub started_at: String,
+    /// The receiver's address as given.
+    pub target: String,
+    pub payload_bytes: u32,
+    pub pattern: String,
+    pub echo: bool,
+    pub sender: Option<SenderReport>,
+    pub receiver: Option<ReceiverReport>,
+    /// Things the user should know (clamped buffers, no results from the receiver, ...).
+    pub warnings: Vec<String>,
+    /// True when the run was cut short (Ctrl-C/SIGTERM): figures cover what was measured.
+    pub interrupted: bool,
+}
