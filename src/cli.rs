@@ -1,0 +1,301 @@
+//! What the user typed: clap derive types for `udplab recv|send|loopback|proxy`.
+//!
+//! Values are parsed with the unit parsers (so `--rate 1.5G` and `--duration 500ms` fail with a
+//! one-line message and exit code 2), but cross-field rules live in `config`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::impair::ImpairSpec;
+use crate::pacing::Pattern;
+use crate::units;
+
+const EXAMPLES: &str = "\
+Examples:
+  udplab loopback                                   5 s test over 127.0.0.1, full report
+  udplab recv --bind 0.0.0.0:5210                   serve tests one after another
+  udplab send 192.0.2.7:5210 --rate 100M --size 1400 --duration 30s
+  udplab send 192.0.2.7 --pps 50000 --size 64 --count 1M --echo --csv runs.csv
+  udplab loopback --count 200000 --pps 50000 --impair loss=5%,seed=1
+  udplab proxy --listen 127.0.0.1:6000 --to 127.0.0.1:5210 --impair loss=1%,delay=20ms
+
+Exit codes: 0 ran and passed its thresholds, 1 ran but a threshold failed (or the
+receiver's results needed by a threshold never came back), 2 usage or setup error,
+130 interrupted (what was measured is still reported and written).";
+
+/// The impairment syntax, shown by `udplab proxy --help`.
+pub const IMPAIR_SPEC_HELP: &str = "\
+Impairment SPEC: a comma list, applied in this order: loss, dup, rate, delay/jitter, reorder.
+  loss=1%                     Bernoulli loss
+  loss=ge:p=0.5%,r=20%,h=0%,k=100%
+                              Gilbert-Elliott: p = P(good->bad), r = P(bad->good) per datagram;
+                              k = delivery probability in the good state, h = in the bad state
+                              (loss 1-k in good, 1-h in bad). p and r alone: k=100%, h=0%.
+  dup=1%                      emit an extra copy right after the original
+  rate=10M,queue=64K          token-bucket bottleneck (bit/s) with a tail-drop queue (bytes)
+  delay=20ms                  constant extra one-way delay
+  jitter=5ms[:uniform|:normal] uniform +-5ms (default) or normal with sd 5ms, clamped at 0
+  reorder=2%[:N]              hold a datagram back behind the next N (default 1)
+  reorder-hold=100ms          longest a held datagram waits when fewer than N follow
+  seed=42                     the RNG seed: the same seed gives the same fates
+Example: udplab proxy --listen 127.0.0.1:6000 --to 127.0.0.1:5210 --impair loss=1%,delay=20ms,jitter=2ms,seed=7";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "udplab",
+    version,
+    about = "UDP reliability and packet-loss test harness",
+    long_about = "UDP reliability and packet-loss test harness.\n\n\
+        A sender and a receiver exchange sequenced datagrams and measure loss (RFC 7680), loss \
+        periods (RFC 3357), duplicates, reordering (RFC 4737), jitter (RFC 3550), IPDV (RFC 3393), \
+        one-way latency and RTT. The receiver's results come back to the sender, so one command \
+        shows both sides.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Listen for tests and measure what arrives (prints its address first).
+    Recv(RecvArgs),
+    /// Send a test to a running `udplab recv` and print both sides' results.
+    Send(SendCmd),
+    /// Receiver and sender in one process over loopback: a complete test with no setup.
+    Loopback(LoopbackCmd),
+    /// Relay UDP between two endpoints, impairing each direction (any UDP traffic).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  udplab recv\n  udplab recv --bind 127.0.0.1:0 --once --csv recv.csv\n  udplab recv --bind [::]:5210 --rcvbuf 4M")]
+pub struct RecvArgs {
+    /// Address to listen on; port 0 picks a free port (printed as the first stdout line).
+    #[arg(long, default_value = "0.0.0.0:5210")]
+    pub bind: String,
+    /// Requested SO_RCVBUF, e.g. 4M (binary units). Default: the kernel's.
+    #[arg(long, value_parser = parse_size)]
+    pub rcvbuf: Option<u64>,
+    /// Requested SO_SNDBUF (echo replies and control).
+    #[arg(long, value_parser = parse_size)]
+    pub sndbuf: Option<u64>,
+    /// Use SO_RCVBUFFORCE/SO_SNDBUFFORCE (root) to go beyond net.core.rmem_max/wmem_max.
+    #[arg(long)]
+    pub force_buf: bool,
+    /// Exit after one test instead of serving tests one after another.
+    #[arg(long)]
+    pub once: bool,
+    /// How many tests may run at once (parallel flows count one each).
+    #[arg(long, default_value_t = 16)]
+    pub max_sessions: usize,
+    /// Use the user-space clock instead of kernel receive timestamps.
+    #[arg(long)]
+    pub no_kernel_timestamps: bool,
+    #[command(flatten)]
+    pub reports: ReportArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SendCmd {
+    /// Receiver address: HOST:PORT, [IPv6]:PORT, or HOST (port 5210).
+    pub target: String,
+    #[command(flatten)]
+    pub opts: SendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LoopbackCmd {
+    /// Use ::1 instead of 127.0.0.1.
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Also use kernel receive timestamps on the receiver (default on).
+    #[arg(long)]
+    pub no_kernel_timestamps: bool,
+    #[command(flatten)]
+    pub opts: SendArgs,
+}
+
+/// Options shared by `send` and `loopback`.
+#[derive(Debug, Args, Clone)]
+pub struct SendArgs {
+    /// Target payload bit rate (decimal SI: 100M, 1.5G), or `max` for unpaced.
+    /// Counts UDP payload bits, like iperf's -b. Default 10M.
+    #[arg(long, short = 'b', conflicts_with = "pps", value_parser = parse_rate_arg)]
+    pub rate: Option<RateArg>,
+    /// Target datagrams per second instead of a bit rate.
+    #[arg(long, value_parser = parse_pps)]
+    pub pps: Option<f64>,
+    /// UDP payload length in bytes, udplab's 24-byte header included (24..=65507).
+    #[arg(long, short = 'l', default_value = "1200", value_parser = parse_size)]
+    pub size: u64,
+    /// Test length, e.g. 10s, 500ms (default 10s for send, 5s for loopback unless --count).
+    #[arg(long, short = 't', value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Number of datagrams to send (with --duration too, whichever ends first).
+    #[arg(long, short = 'n', value_parser = parse_count)]
+    pub count: Option<u64>,
+    /// Requested SO_SNDBUF of the sending socket, e.g. 4M.
+    #[arg(long, value_parser = parse_size)]
+    pub sndbuf: Option<u64>,
+    /// Requested SO_RCVBUF (of the sender's socket; for loopback also of the receiver).
+    #[arg(long, value_parser = parse_size)]
+    pub rcvbuf: Option<u64>,
+    /// Use SO_RCVBUFFORCE/SO_SNDBUFFORCE (root) beyond net.core.{r,w}mem_max.
+    #[arg(long)]
+    pub force_buf: bool,
+    /// Departure pattern: cbr, poisson, or burst=N (N back to back at the same mean rate).
+    #[arg(long, default_value = "cbr")]
+    pub pattern: Pattern,
+    /// Interval between report lines.
+    #[arg(long, short = 'i', default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Ask the receiver to echo a 24-byte timestamp reply per datagram: RTT percentiles.
+    #[arg(long)]
+    pub echo: bool,
+    /// Waiting time for late datagrams (RFC 7680 Tmax): later arrivals count as lost.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub tmax: Duration,
+    /// Seeded impairment applied before the socket, e.g. loss=1%,delay=5ms,seed=7
+    /// (see `udplab proxy --help` for the full syntax).
+    #[arg(long)]
+    pub impair: Option<ImpairSpec>,
+    /// Write each impaired datagram's fate (drop, qdrop, dup, hold) to FILE as CSV.
+    #[arg(long)]
+    pub impair_log: Option<PathBuf>,
+    /// How datagrams are handed to the kernel: auto, plain, mmsg (sendmmsg) or gso (UDP GSO).
+    #[arg(long, default_value = "auto")]
+    pub send_mode: String,
+    /// Most datagrams per syscall when sending back to back.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Pin the sending thread (and for loopback the receiving thread) to these CPUs, e.g. 0,1.
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Seed for the Poisson schedule and the session id (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    #[command(flatten)]
+    pub reports: ReportArgs,
+}
+
+/// `--rate` is a bit rate or `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateArg {
+    Bps(u64),
+    Max,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReportArgs {
+    /// Append one summary row per role to this CSV file (header written when new).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Append one row per interval to this CSV file.
+    #[arg(long)]
+    pub intervals_csv: Option<PathBuf>,
+    /// Write the whole run as JSON to FILE, or `-` for stdout (the text report then goes to stderr).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the lost sequence ranges (receiver's view) to FILE, one `first,last` line each.
+    #[arg(long)]
+    pub loss_log: Option<PathBuf>,
+    /// No interval lines, only the summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Limits that turn a run into a pass/fail check (exit code 1 when one is exceeded).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ThresholdArgs {
+    /// Fail when loss exceeds this percentage, e.g. 0.1%.
+    #[arg(long, value_parser = parse_percent)]
+    pub max_loss: Option<f64>,
+    /// Fail when more than N duplicates arrive.
+    #[arg(long)]
+    pub max_dup: Option<u64>,
+    /// Fail when the reordered share exceeds this percentage.
+    #[arg(long, value_parser = parse_percent)]
+    pub max_reorder: Option<f64>,
+    /// Fail when RFC 3550 jitter exceeds this, e.g. 2ms.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_jitter: Option<Duration>,
+    /// Fail when one-way latency p99 exceeds this.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_latency_p99: Option<Duration>,
+    /// Fail when RTT p99 (with --echo) exceeds this.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_rtt_p99: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = IMPAIR_SPEC_HELP)]
+pub struct ProxyArgs {
+    /// Address clients send to.
+    #[arg(long)]
+    pub listen: String,
+    /// Address datagrams are relayed to.
+    #[arg(long)]
+    pub to: String,
+    /// Impairment of client → target datagrams.
+    #[arg(long)]
+    pub impair: Option<ImpairSpec>,
+    /// Impairment of target → client datagrams (default: none).
+    #[arg(long)]
+    pub reverse_impair: Option<ImpairSpec>,
+    /// Interval between counter lines (0 for none).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Requested SO_RCVBUF/SO_SNDBUF of the proxy's sockets.
+    #[arg(long, value_parser = parse_size)]
+    pub buffers: Option<u64>,
+    /// Write the proxy's final counters as JSON to FILE (`-` for stdout).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    units::parse_size_bytes(s).map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    units::parse_count(s).map_err(|e| e.to_string())
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    units::parse_percent(s).map_err(|e| e.to_string())
+}
+
+fn parse_rate_arg(s: &str) -> Result<RateArg, String> {
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(RateArg::Max);
+    }
+    units::parse_rate_bps(s)
+        .map(RateArg::Bps)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_pps(s: &str) -> Result<f64, String> {
+    let v: f64 = match s.parse::<f64>() {
+        Ok(v) => v,
+        Err(_) => units::parse_count(s).map_err(|e| e.to_string())? as f64,
+    };
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!(
+            "invalid packet rate \"{s}\": expected a positive number of datagrams per second"
+        ));
+    }
+    Ok(v)
+}

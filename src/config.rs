@@ -1,0 +1,290 @@
+//! Validated, resolved settings: what the library runs, built from what the user typed.
+//!
+//! Every cross-field rule lives here (rate vs size, duration vs count, sizes vs the wire header)
+//! so the driver never sees an inconsistent configuration, and every refusal is a one-line
+//! `UsageError` that maps to exit code 2.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{RateArg, RecvArgs, ReportArgs, SendArgs, ThresholdArgs};
+use crate::error::UsageError;
+use crate::impair::ImpairSpec;
+use crate::net::SendMode;
+use crate::pacing::Pattern;
+use crate::wire;
+
+/// Default receiver port.
+pub const DEFAULT_PORT: u16 = 5210;
+/// Default payload bit rate of `send` and `loopback`.
+pub const DEFAULT_RATE_BPS: u64 = 10_000_000;
+
+/// How fast to send.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Paced at this many datagrams per second.
+    Pps(f64),
+    /// Back to back, as fast as the socket takes them.
+    Max,
+}
+
+/// Where the JSON report goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonOut {
+    Stdout,
+    File(PathBuf),
+}
+
+/// Report outputs shared by every role.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outputs {
+    pub csv: Option<PathBuf>,
+    pub intervals_csv: Option<PathBuf>,
+    pub json: Option<JsonOut>,
+    pub loss_log: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl Outputs {
+    fn from_args(a: &ReportArgs) -> Self {
+        Outputs {
+            csv: a.csv.clone(),
+            intervals_csv: a.intervals_csv.clone(),
+            json: a.json.as_ref().map(|p| {
+                if p.as_os_str() == "-" {
+                    JsonOut::Stdout
+                } else {
+                    JsonOut::File(p.clone())
+                }
+            }),
+            loss_log: a.loss_log.clone(),
+            quiet: a.quiet,
+        }
+    }
+
+    /// True when stdout is reserved for JSON, so the text report goes to stderr.
+    pub fn json_on_stdout(&self) -> bool {
+        self.json == Some(JsonOut::Stdout)
+    }
+}
+
+/// Pass/fail limits; all optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Thresholds {
+    /// Fraction 0..=1.
+    pub max_loss: Option<f64>,
+    pub max_dup: Option<u64>,
+    /// Fraction 0..=1.
+    pub max_reorder: Option<f64>,
+    pub max_jitter: Option<Duration>,
+    pub max_latency_p99: Option<Duration>,
+    pub max_rtt_p99: Option<Duration>,
+}
+
+impl Thresholds {
+    fn from_args(a: &ThresholdArgs) -> Self {
+        Thresholds {
+            max_loss: a.max_loss,
+            max_dup: a.max_dup,
+            max_reorder: a.max_reorder,
+            max_jitter: a.max_jitter,
+            max_latency_p99: a.max_latency_p99,
+            max_rtt_p99: a.max_rtt_p99,
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        *self != Thresholds::default()
+    }
+}
+
+/// Everything a sender needs, validated.
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    /// The receiver as the user wrote it (for reports).
+    pub target: String,
+    pub addr: SocketAddr,
+    pub rate: Rate,
+    /// Target payload bit rate, when paced.
+    pub rate_bps: Option<f64>,
+    pub payload_size: usize,
+    pub duration: Option<Duration>,
+    pub count: Option<u64>,
+    pub sndbuf: Option<u64>,
+    pub rcvbuf: Option<u64>,
+    pub force_buf: bool,
+    pub pattern: Pattern,
+    pub interval: Duration,
+    pub echo: bool,
+    pub tmax: Duration,
+    pub impair: Option<ImpairSpec>,
+    pub impair_log: Option<PathBuf>,
+    /// None: choose the fastest the socket supports.
+    pub send_mode: Option<SendMode>,
+    pub batch: usize,
+    pub cpus: Vec<usize>,
+    pub seed: Option<u64>,
+    pub thresholds: Thresholds,
+    pub outputs: Outputs,
+}
+
+impl SendConfig {
+    /// Validates `args` for a sender to `addr`. `default_duration` applies when neither
+    /// --duration nor --count is given.
+    pub fn from_args(
+        target: &str,
+        addr: SocketAddr,
+        args: &SendArgs,
+        default_duration: Duration,
+    ) -> Result<Self, UsageError> {
+        let size = args.size;
+        if size < wire::DATA_HEADER_LEN as u64 || size > wire::MAX_PAYLOAD as u64 {
+            return Err(UsageError(format!(
+                "--size {size}: the UDP payload must be {}..={} bytes (udplab's header takes {})",
+                wire::DATA_HEADER_LEN,
+                wire::MAX_PAYLOAD,
+                wire::DATA_HEADER_LEN
+            )));
+        }
+        let (rate, rate_bps) = match (args.rate, args.pps) {
+            (Some(RateArg::Max), _) => (Rate::Max, None),
+            (Some(RateArg::Bps(0)), _) => {
+                return Err(UsageError(
+                    "--rate 0: the rate must be above zero (use --rate max for unpaced)".into(),
+                ));
+            }
+            (Some(RateArg::Bps(bps)), _) => {
+                let pps = bps as f64 / (size as f64 * 8.0);
+                (Rate::Pps(pps), Some(bps as f64))
+            }
+            (None, Some(pps)) if pps <= 0.0 => {
+                return Err(UsageError(
+                    "--pps 0: the rate must be above zero (use --rate max for unpaced)".into(),
+                ));
+            }
+            (None, Some(pps)) => (Rate::Pps(pps), Some(pps * size as f64 * 8.0)),
+            (None, None) => {
+                let pps = DEFAULT_RATE_BPS as f64 / (size as f64 * 8.0);
+                (Rate::Pps(pps), Some(DEFAULT_RATE_BPS as f64))
+            }
+        };
+        if let Rate::Pps(pps) = rate
+            && pps > 100_000_000.0
+        {
+            return Err(UsageError(format!(
+                "rate of {pps:.0} datagrams/s is beyond any host; use --rate max for unpaced"
+            )));
+        }
+        if args.duration == Some(Duration::ZERO) {
+            return Err(UsageError(
+                "--duration 0: the test must last longer than zero".into(),
+            ));
+        }
+        if args.count == Some(0) {
+            return Err(UsageError("--count 0: send at least one datagram".into()));
+        }
+        let duration = match (args.duration, args.count) {
+            (None, None) => Some(default_duration),
+            (d, _) => d,
+        };
+        if args.interval < Duration::from_millis(10) {
+            return Err(UsageError(
+                "--interval: the report interval must be at least 10ms".into(),
+            ));
+        }
+        if args.tmax > Duration::from_secs(600) {
+            return Err(UsageError("--tmax: at most 600s".into()));
+        }
+        if args.batch == 0 || args.batch > 1024 {
+            return Err(UsageError("--batch: 1..=1024 datagrams per syscall".into()));
+        }
+        let send_mode = match args.send_mode.to_ascii_lowercase().as_str() {
+            "auto" => None,
+            other => Some(other.parse::<SendMode>().map_err(|_| {
+                UsageError(format!(
+                    "--send-mode {other}: expected auto, plain, mmsg or gso"
+                ))
+            })?),
+        };
+        let cpus = match &args.cpu {
+            None => Vec::new(),
+            Some(list) => crate::net::parse_cpu_list(list)
+                .map_err(|e| UsageError(format!("--cpu {list}: {e}")))?,
+        };
+        let impair = args.impair.clone().filter(|s| !s.is_noop());
+        if args.impair_log.is_some() && impair.is_none() {
+            return Err(UsageError(
+                "--impair-log needs an --impair spec to log".into(),
+            ));
+        }
+        Ok(SendConfig {
+            target: target.to_string(),
+            addr,
+            rate,
+            rate_bps,
+            payload_size: size as usize,
+            duration,
+            count: args.count,
+            sndbuf: args.sndbuf,
+            rcvbuf: args.rcvbuf,
+            force_buf: args.force_buf,
+            pattern: args.pattern,
+            interval: args.interval,
+            echo: args.echo,
+            tmax: args.tmax,
+            impair,
+            impair_log: args.impair_log.clone(),
+            send_mode,
+            batch: args.batch,
+            cpus,
+            seed: args.seed,
+            thresholds: Thresholds::from_args(&args.thresholds),
+            outputs: Outputs::from_args(&args.reports),
+        })
+    }
+
+    /// Target datagrams per second, when paced.
+    pub fn pps(&self) -> Option<f64> {
+        match self.rate {
+            Rate::Pps(p) => Some(p),
+            Rate::Max => None,
+        }
+    }
+}
+
+/// Everything a receiver needs, validated.
+#[derive(Debug, Clone)]
+pub struct RecvConfig {
+    pub bind: SocketAddr,
+    pub rcvbuf: Option<u64>,
+    pub sndbuf: Option<u64>,
+    pub force_buf: bool,
+    pub once: bool,
+    pub max_sessions: usize,
+    pub kernel_timestamps: bool,
+    pub outputs: Outputs,
+    /// Print nothing but the listening line (loopback's receiver half).
+    pub silent: bool,
+    pub cpus: Vec<usize>,
+}
+
+impl RecvConfig {
+    pub fn from_args(bind: SocketAddr, args: &RecvArgs) -> Result<Self, UsageError> {
+        if args.max_sessions == 0 {
+            return Err(UsageError("--max-sessions must be at least 1".into()));
+        }
+        Ok(RecvConfig {
+            bind,
+            rcvbuf: args.rcvbuf,
+            sndbuf: args.sndbuf,
+            force_buf: args.force_buf,
+            once: args.once,
+            max_sessions: args.max_sessions,
+            kernel_timestamps: !args.no_kernel_timestamps,
+            outputs: Outputs::from_args(&args.reports),
+            silent: false,
+            cpus: Vec::new(),
+        })
+    }
+}

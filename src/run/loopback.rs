@@ -1,0 +1,67 @@
+//! `udplab loopback`: a receiver thread and a sender in one process over 127.0.0.1 (or ::1).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::thread;
+
+use anyhow::Context;
+
+use crate::config::{Outputs, RecvConfig, SendConfig};
+use crate::run::recv::Receiver;
+use crate::run::{Stop, send};
+use crate::summary::RunReport;
+
+/// Runs one complete test over loopback and returns the sender's report (which carries the
+/// receiver's). The receiver half writes only the loss log; the caller writes the reports.
+pub fn run(
+    mut cfg: SendConfig,
+    ipv6: bool,
+    kernel_timestamps: bool,
+    stop: &Stop,
+) -> anyhow::Result<RunReport> {
+    let ip: IpAddr = if ipv6 {
+        Ipv6Addr::LOCALHOST.into()
+    } else {
+        Ipv4Addr::LOCALHOST.into()
+    };
+    let rcfg = RecvConfig {
+        bind: SocketAddr::new(ip, 0),
+        rcvbuf: cfg.rcvbuf,
+        sndbuf: None,
+        force_buf: cfg.force_buf,
+        once: true,
+        max_sessions: 1,
+        kernel_timestamps,
+        outputs: Outputs {
+            loss_log: cfg.outputs.loss_log.take(),
+            ..Outputs::default()
+        },
+        silent: true,
+        cpus: cfg.cpus.get(1).copied().into_iter().collect(),
+    };
+    let receiver = Receiver::bind(rcfg)?;
+    let addr = receiver.local_addr();
+    for w in receiver.warnings() {
+        eprintln!("warning: receiver: {w}");
+    }
+    let rstop = Stop::new();
+    let rx = {
+        let rstop = rstop.clone();
+        thread::Builder::new()
+            .name("udplab-recv".into())
+            .spawn(move || receiver.run(&rstop))
+            .context("starting the receive thread")?
+    };
+    cfg.addr = addr;
+    cfg.target = addr.to_string();
+    let result = send::run(&cfg, stop);
+    // The receiver ends by itself once results went out; make sure it does on failure too.
+    if result.is_err() || stop.requested() {
+        rstop.raise_to(1);
+    }
+    let received = rx
+        .join()
+        .map_err(|_| anyhow::anyhow!("the receive thread panicked"))?;
+    let report = result?;
+    received.context("receiver")?;
+    Ok(report)
+}

@@ -1,0 +1,261 @@
+//! The receiver's driver: binds, prints its address, feeds batches of datagrams (with kernel
+//! timestamps and receive-queue drop counts) to the `ReceiverServer`, and reports each test.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, ErrorKind, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::RecvConfig;
+use crate::error::SetupError;
+use crate::net::{self, BoundSocket, RecvBatch, SocketOptions};
+use crate::report;
+use crate::run::{Stop, text_writer, write_outputs};
+use crate::session::{ReceiverServer, ServerConfig, ServerEvent, TestParams};
+use crate::summary::{REPORT_VERSION, ReceiverReport, RunReport};
+use crate::time;
+use crate::wire;
+
+/// How long a `--once` receiver keeps answering result requests after the last one.
+const ONCE_QUIET: Duration = Duration::from_secs(1);
+
+/// A bound receiver, ready to run.
+pub struct Receiver {
+    cfg: RecvConfig,
+    bound: BoundSocket,
+}
+
+/// What a receiver run produced.
+#[derive(Debug, Default)]
+pub struct RecvOutcome {
+    /// The receiver's report of every test that ended.
+    pub reports: Vec<RunReport>,
+    pub interrupted: bool,
+}
+
+impl Receiver {
+    /// Binds the socket (so the caller knows the address before any test starts).
+    pub fn bind(cfg: RecvConfig) -> Result<Self, SetupError> {
+        let bound = net::bind(
+            cfg.bind,
+            &SocketOptions {
+                rcvbuf: cfg.rcvbuf,
+                sndbuf: cfg.sndbuf,
+                force_buffers: cfg.force_buf,
+                kernel_timestamps: cfg.kernel_timestamps,
+                rxq_overflow: true,
+                gro: false,
+            },
+        )
+        .map_err(|e| SetupError(e.to_string()))?;
+        Ok(Receiver { cfg, bound })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.bound.local_addr
+    }
+
+    /// What binding had to warn about (clamped buffers, missing timestamps).
+    pub fn warnings(&self) -> &[String] {
+        &self.bound.warnings
+    }
+
+    /// Serves tests until Ctrl-C (or, with `once`, until one test ended and its results went out).
+    pub fn run(self, stop: &Stop) -> anyhow::Result<RecvOutcome> {
+        let Receiver { cfg, bound } = self;
+        let sock = &bound.socket;
+        if let Some(cpu) = cfg.cpus.first().copied()
+            && let Err(e) = net::pin_current_thread(cpu)
+        {
+            eprintln!("warning: could not pin the receive thread to CPU {cpu}: {e}");
+        }
+        if !cfg.silent {
+            for w in &bound.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        let mut text = text_writer(&cfg.outputs);
+        let mut loss_log = match &cfg.outputs.loss_log {
+            Some(path) => {
+                let mut w = BufWriter::new(
+                    File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                );
+                writeln!(w, "run_id,first_seq,last_seq")?;
+                Some(w)
+            }
+            None => None,
+        };
+        let mut server = ReceiverServer::new(ServerConfig {
+            max_sessions: cfg.max_sessions,
+            rcvbuf: bound.rcvbuf,
+            sndbuf: bound.sndbuf,
+            timestamp_source: if bound.kernel_timestamps {
+                "kernel".into()
+            } else {
+                "user".into()
+            },
+            record_loss_ranges: loss_log.is_some(),
+        });
+        let mut batch = RecvBatch::new(64, 65536);
+        let mut echo = [0u8; wire::DATA_HEADER_LEN];
+        let mut started: HashMap<u32, (u64, TestParams)> = HashMap::new();
+        let mut outcome = RecvOutcome::default();
+        loop {
+            let now = time::now();
+            let wait = server
+                .poll_timeout()
+                .map_or(Duration::from_millis(100), |t| t.saturating_duration_since(now))
+                .clamp(Duration::from_millis(1), Duration::from_millis(100));
+            sock.set_read_timeout(Some(wait))?;
+            match batch.recv(sock) {
+                Ok(n) => {
+                    let now = time::now();
+                    for i in 0..n {
+                        let (buf, meta) = batch.get(i);
+                        let recv_ns = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
+                        if server.handle_datagram(now, recv_ns, meta.src, buf, &mut echo) {
+                            // Best effort: a lost echo is an RTT sample lost, never a retry.
+                            let _ = sock.send_to(&echo, meta.src);
+                        }
+                    }
+                    server.set_rxq_dropped(batch.rxq_dropped());
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                // An earlier reply hit a closed port: nothing to do with this socket's health.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e).context("receiving"),
+            }
+            let now = time::now();
+            if server.poll_timeout().is_some_and(|t| now >= t) {
+                server.handle_timeout(now, time::wall_ns());
+            }
+            if stop.requested() {
+                server.interrupt_all(now, time::wall_ns());
+                outcome.interrupted = true;
+            }
+            while let Some((dst, msg)) = server.poll_transmit() {
+                let _ = sock.send_to(&msg, dst);
+            }
+            while let Some(ev) = server.poll_event() {
+                match ev {
+                    ServerEvent::Started {
+                        session_id,
+                        peer,
+                        params,
+                    } => {
+                        started.insert(session_id, (time::wall_ns(), params));
+                        if !cfg.silent {
+                            writeln!(
+                                text,
+                                "test {session_id:08x} from {peer}: {} B datagrams{}, report every {:?}, Tmax {:?}",
+                                params.payload_size,
+                                if params.echo { ", echo on" } else { "" },
+                                params.interval,
+                                params.tmax
+                            )?;
+                            if !cfg.outputs.quiet {
+                                report::write_interval_header(&mut text, "receiver")?;
+                            }
+                            text.flush()?;
+                        }
+                    }
+                    ServerEvent::Interval { row, .. } => {
+                        if !cfg.silent && !cfg.outputs.quiet {
+                            report::write_interval_line(&mut text, &row)?;
+                            text.flush()?;
+                        }
+                    }
+                    ServerEvent::Lost { session_id, ranges } => {
+                        if let Some(w) = loss_log.as_mut() {
+                            for r in ranges {
+                                writeln!(w, "{session_id:08x},{},{}", r.start(), r.end())?;
+                            }
+                        }
+                    }
+                    ServerEvent::Finished {
+                        session_id,
+                        peer,
+                        report,
+                    } => {
+                        let (wall, params) = started
+                            .remove(&session_id)
+                            .unwrap_or((time::wall_ns(), zero_params()));
+                        let run = receiver_run_report(session_id, peer, wall, &params, *report);
+                        if let Some(w) = loss_log.as_mut() {
+                            w.flush()?;
+                        }
+                        if !cfg.silent {
+                            write_outputs(&run, &cfg.outputs, true)?;
+                        }
+                        outcome.reports.push(run);
+                    }
+                }
+            }
+            if outcome.interrupted {
+                break;
+            }
+            if cfg.once && server.may_exit_once(time::now(), ONCE_QUIET) {
+                break;
+            }
+        }
+        if let Some(w) = loss_log.as_mut() {
+            w.flush()?;
+        }
+        Ok(outcome)
+    }
+}
+
+fn zero_params() -> TestParams {
+    TestParams {
+        payload_size: 0,
+        echo: false,
+        interval: Duration::from_secs(1),
+        tmax: Duration::ZERO,
+        count: 0,
+        duration: Duration::ZERO,
+        rate_bps: 0,
+        pps_milli: 0,
+    }
+}
+
+fn receiver_run_report(
+    session_id: u32,
+    peer: SocketAddr,
+    started_wall: u64,
+    params: &TestParams,
+    report: ReceiverReport,
+) -> RunReport {
+    let mut warnings = Vec::new();
+    if report.rcvbuf.clamped {
+        warnings.push(format!(
+            "SO_RCVBUF was clamped by the kernel to {} bytes",
+            report.rcvbuf.effective
+        ));
+    }
+    if report.stats.negative_delays > 0 {
+        warnings.push(format!(
+            "{} datagrams had a negative one-way delay: the sender's clock is ahead of ours",
+            report.stats.negative_delays
+        ));
+    }
+    RunReport {
+        version: REPORT_VERSION,
+        run_id: format!("{session_id:08x}"),
+        started_at: time::rfc3339(started_wall),
+        target: peer.to_string(),
+        payload_bytes: params.payload_size,
+        pattern: String::new(),
+        echo: params.echo,
+        sender: None,
+        interrupted: report.interrupted,
+        receiver: Some(report),
+        warnings,
+    }
+}

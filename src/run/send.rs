@@ -1,0 +1,662 @@
+//! The sender's driver: handshake, the paced data thread, echo/RTT and intervals, then the
+//! end-of-test exchange that brings the receiver's results back.
+
+use std::fs::File;
+use std::io::{self, BufWriter, ErrorKind, Write};
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::config::{Rate, SendConfig};
+use crate::error::SetupError;
+use crate::impair::{Fate, Impairment};
+use crate::net::{self, SendMode, SocketOptions};
+use crate::pacing::Pacer;
+use crate::report;
+use crate::run::{Stop, text_writer, wait_until};
+use crate::session::{ControlError, SenderControl, SenderEvent, TestParams};
+use crate::stats::LatencyHistogram;
+use crate::summary::{
+    ImpairCounters, IntervalRow, REPORT_VERSION, ReceiverReport, RunReport, SenderReport,
+};
+use crate::time;
+use crate::wire::{DataHeader, Kind};
+
+/// Live counters the data thread publishes for interval lines.
+#[derive(Debug, Default)]
+struct LiveCounters {
+    sent: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// What the data thread did.
+#[derive(Debug)]
+struct DataResult {
+    sent: u64,
+    bytes: u64,
+    errors_enobufs: u64,
+    errors_eagain: u64,
+    errors_other: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    lateness: Option<LatencyHistogram>,
+    impair: Option<ImpairCounters>,
+    mode: SendMode,
+    warnings: Vec<String>,
+}
+
+impl DataResult {
+    fn errors(&self) -> u64 {
+        self.errors_enobufs + self.errors_eagain + self.errors_other
+    }
+}
+
+/// What the data thread needs, moved into it.
+struct DataPlan {
+    session_id: u32,
+    payload: usize,
+    pps: Option<f64>,
+    pattern: crate::pacing::Pattern,
+    seed: u64,
+    duration: Option<Duration>,
+    count: Option<u64>,
+    batch: usize,
+    mode: SendMode,
+    impair: Option<crate::impair::ImpairSpec>,
+    impair_log: Option<BufWriter<File>>,
+    cpu: Option<usize>,
+}
+
+/// Runs one test against the receiver in `cfg` and returns the whole run's report.
+pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
+    let started_wall = time::wall_ns();
+    let bound = net::bind(
+        net::unspecified_for(&cfg.addr),
+        &SocketOptions {
+            rcvbuf: cfg.rcvbuf,
+            sndbuf: cfg.sndbuf,
+            force_buffers: cfg.force_buf,
+            ..SocketOptions::default()
+        },
+    )
+    .map_err(|e| SetupError(e.to_string()))?;
+    let mut warnings = bound.warnings.clone();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let sock = bound.socket;
+    sock.connect(cfg.addr)
+        .map_err(|e| SetupError(format!("cannot reach {}: {e}", cfg.target)))?;
+
+    let session_id = crate::run::session_id(cfg.seed);
+    let run_id = format!("{session_id:08x}");
+    let params = TestParams {
+        payload_size: cfg.payload_size as u32,
+        echo: cfg.echo,
+        interval: cfg.interval,
+        tmax: cfg.tmax,
+        count: cfg.count.unwrap_or(0),
+        duration: cfg.duration.unwrap_or(Duration::ZERO),
+        rate_bps: cfg.rate_bps.map_or(0, |r| r as u64),
+        pps_milli: cfg.pps().map_or(0, |p| (p * 1000.0) as u64),
+    };
+    let mut ctl = SenderControl::new(session_id, params, time::now());
+    let mut rx = vec![0u8; 65536];
+
+    // Handshake.
+    loop {
+        flush_control(&sock, &mut ctl);
+        match ctl.poll_event() {
+            Some(SenderEvent::Accepted { .. }) => break,
+            Some(SenderEvent::Failed(e)) => {
+                return Err(SetupError(format!("{}: {e}", cfg.target)).into());
+            }
+            _ => {}
+        }
+        if stop.requested() {
+            return Err(SetupError("interrupted before the test started".into()).into());
+        }
+        match recv_until(&sock, &mut rx, ctl.poll_timeout()) {
+            Ok(Some(n)) => ctl.handle_datagram(time::now(), &rx[..n]),
+            Ok(None) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                return Err(SetupError(format!(
+                    "{}: nothing is listening there (the host answered port unreachable); start `udplab recv` first",
+                    cfg.target
+                ))
+                .into());
+            }
+            Err(e) => return Err(SetupError(format!("{}: {e}", cfg.target)).into()),
+        }
+        ctl.handle_timeout(time::now());
+    }
+
+    let mut text = text_writer(&cfg.outputs);
+    let impair_log = match &cfg.impair_log {
+        Some(path) => {
+            let mut w = BufWriter::new(
+                File::create(path).with_context(|| format!("creating {}", path.display()))?,
+            );
+            writeln!(w, "seq,fate")?;
+            Some(w)
+        }
+        None => None,
+    };
+    let mode = match cfg.send_mode {
+        Some(m) => m,
+        None if net::gso_supported(&sock) => SendMode::Gso,
+        None if cfg!(target_os = "linux") => SendMode::Mmsg,
+        None => SendMode::Plain,
+    };
+    let plan = DataPlan {
+        session_id,
+        payload: cfg.payload_size,
+        pps: cfg.pps(),
+        pattern: cfg.pattern,
+        seed: cfg.seed.unwrap_or(u64::from(session_id)),
+        duration: cfg.duration,
+        count: cfg.count,
+        batch: cfg.batch,
+        mode,
+        impair: cfg.impair.clone(),
+        impair_log,
+        cpu: cfg.cpus.first().copied(),
+    };
+    let live = Arc::new(LiveCounters::default());
+    let halt = Arc::new(AtomicBool::new(false));
+    let data_sock = sock.try_clone().context("cloning the socket")?;
+    let data = {
+        let live = Arc::clone(&live);
+        let halt = Arc::clone(&halt);
+        thread::Builder::new()
+            .name("udplab-send".into())
+            .spawn(move || data_loop(&data_sock, plan, &halt, &live))
+            .context("starting the send thread")?
+    };
+
+    // While data flows: echoes, control, interval lines.
+    let start = time::now();
+    let mut rtt_interval = LatencyHistogram::new();
+    let mut rtt_total = LatencyHistogram::new();
+    let mut echo_replies = 0u64;
+    let mut intervals: Vec<IntervalRow> = Vec::new();
+    let mut next_tick = start + cfg.interval;
+    let mut prev = (0u64, 0u64, 0u64);
+    let mut peer_aborted = false;
+    if !cfg.outputs.quiet {
+        report::write_interval_header(&mut text, "sender")?;
+    }
+    while !data.is_finished() {
+        if stop.requested() || peer_aborted {
+            halt.store(true, Ordering::Relaxed);
+        }
+        let wake = next_tick.min(time::now() + Duration::from_millis(20));
+        match recv_until(&sock, &mut rx, Some(wake)) {
+            Ok(Some(n)) => handle_reply(
+                &rx[..n],
+                session_id,
+                &mut ctl,
+                &mut rtt_interval,
+                &mut echo_replies,
+            ),
+            Ok(None) => {}
+            Err(_) => {} // ICMP errors are the data thread's to count
+        }
+        while let Some(ev) = ctl.poll_event() {
+            if let SenderEvent::Failed(ControlError::PeerAborted) = ev {
+                peer_aborted = true;
+                warnings.push("the receiver ended the test early".into());
+            }
+        }
+        let now = time::now();
+        if now >= next_tick {
+            let row = sender_row(
+                &live,
+                &mut prev,
+                &mut rtt_interval,
+                &mut rtt_total,
+                intervals.len() as f64 * cfg.interval.as_secs_f64(),
+                cfg.interval.as_secs_f64(),
+                cfg.payload_size,
+            );
+            if !cfg.outputs.quiet {
+                report::write_interval_line(&mut text, &row)?;
+                text.flush()?;
+            }
+            intervals.push(row);
+            next_tick += cfg.interval;
+        }
+    }
+    let result = data
+        .join()
+        .map_err(|_| anyhow::anyhow!("the send thread panicked"))?;
+    warnings.extend(result.warnings.iter().cloned());
+    // The last, partial interval.
+    let elapsed = time::now().saturating_duration_since(start).as_secs_f64();
+    let start_s = intervals.len() as f64 * cfg.interval.as_secs_f64();
+    if elapsed > start_s + 1e-3 {
+        let row = sender_row(
+            &live,
+            &mut prev,
+            &mut rtt_interval,
+            &mut rtt_total,
+            start_s,
+            elapsed - start_s,
+            cfg.payload_size,
+        );
+        if !cfg.outputs.quiet {
+            report::write_interval_line(&mut text, &row)?;
+        }
+        intervals.push(row);
+    }
+    text.flush()?;
+
+    // End of test: totals to the receiver, then its results back.
+    let mut receiver: Option<ReceiverReport> = None;
+    if !peer_aborted {
+        ctl.finish(time::now(), result.sent, result.bytes, result.errors());
+        loop {
+            flush_control(&sock, &mut ctl);
+            match ctl.poll_event() {
+                Some(SenderEvent::Results(r)) => {
+                    receiver = Some(*r);
+                    break;
+                }
+                Some(SenderEvent::Failed(e)) => {
+                    warnings.push(format!("no results from the receiver: {e}"));
+                    break;
+                }
+                Some(SenderEvent::Accepted { .. }) => {}
+                None if ctl.is_done() => break,
+                None => {}
+            }
+            if stop.abandon() {
+                ctl.abort();
+                flush_control(&sock, &mut ctl);
+                warnings.push("interrupted while waiting for the receiver's results".into());
+                break;
+            }
+            let wake = ctl
+                .poll_timeout()
+                .map(|t| t.min(time::now() + Duration::from_millis(50)));
+            match recv_until(&sock, &mut rx, wake) {
+                Ok(Some(n)) => handle_reply(
+                    &rx[..n],
+                    session_id,
+                    &mut ctl,
+                    &mut rtt_interval,
+                    &mut echo_replies,
+                ),
+                Ok(None) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                Err(e) => warnings.push(format!("receiving results: {e}")),
+            }
+            ctl.handle_timeout(time::now());
+        }
+    }
+    rtt_total.add(&rtt_interval);
+
+    let duration_s = match (result.first, result.last) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+        _ => 0.0,
+    };
+    // Achieved rate over the sends' own span: n datagrams span n-1 gaps.
+    let pps_achieved = if result.sent >= 2 && duration_s > 0.0 {
+        (result.sent - 1) as f64 / duration_s
+    } else {
+        0.0
+    };
+    if let Some(r) = &receiver {
+        if r.rcvbuf.clamped {
+            warnings.push(format!(
+                "the receiver's SO_RCVBUF was clamped by its kernel to {} bytes",
+                r.rcvbuf.effective
+            ));
+        }
+        if r.stats.negative_delays > 0 {
+            warnings.push(format!(
+                "{} datagrams had a negative one-way delay: the two hosts' clocks disagree, so one-way latency is not meaningful (RTT is)",
+                r.stats.negative_delays
+            ));
+        }
+    }
+    let sender = SenderReport {
+        sent: result.sent,
+        sent_bytes: result.bytes,
+        send_errors: result.errors(),
+        send_errors_enobufs: result.errors_enobufs,
+        send_errors_eagain: result.errors_eagain,
+        duration_s,
+        rate_target_bps: cfg.rate_bps,
+        rate_achieved_bps: pps_achieved * cfg.payload_size as f64 * 8.0,
+        pps_target: cfg.pps(),
+        pps_achieved,
+        schedule_lateness: result.lateness.as_ref().and_then(LatencyHistogram::summary),
+        rtt: rtt_total.summary(),
+        echo_replies,
+        sndbuf: bound.sndbuf,
+        rcvbuf: bound.rcvbuf,
+        impairment: cfg.impair.as_ref().map(ToString::to_string),
+        impair_counters: result.impair,
+        intervals,
+    };
+    let _ = result.mode;
+    Ok(RunReport {
+        version: REPORT_VERSION,
+        run_id,
+        started_at: time::rfc3339(started_wall),
+        target: cfg.target.clone(),
+        payload_bytes: cfg.payload_size as u32,
+        pattern: match cfg.rate {
+            Rate::Max => "max".into(),
+            Rate::Pps(_) => cfg.pattern.to_string(),
+        },
+        echo: cfg.echo,
+        sender: Some(sender),
+        receiver,
+        warnings,
+        interrupted: stop.requested() || peer_aborted,
+    })
+}
+
+/// One datagram from the receiver: an echo (RTT) or a control message.
+fn handle_reply(
+    buf: &[u8],
+    session_id: u32,
+    ctl: &mut SenderControl,
+    rtt: &mut LatencyHistogram,
+    echo_replies: &mut u64,
+) {
+    if let Some(h) = DataHeader::parse_echo(buf) {
+        if h.session_id == session_id {
+            rtt.record(time::wall_ns().saturating_sub(h.send_ns));
+            *echo_replies += 1;
+        }
+    } else {
+        ctl.handle_datagram(time::now(), buf);
+    }
+}
+
+fn sender_row(
+    live: &LiveCounters,
+    prev: &mut (u64, u64, u64),
+    rtt_interval: &mut LatencyHistogram,
+    rtt_total: &mut LatencyHistogram,
+    start_s: f64,
+    secs: f64,
+    payload: usize,
+) -> IntervalRow {
+    let now = (
+        live.sent.load(Ordering::Relaxed),
+        live.bytes.load(Ordering::Relaxed),
+        live.errors.load(Ordering::Relaxed),
+    );
+    let (sent, bytes, errors) = (now.0 - prev.0, now.1 - prev.1, now.2 - prev.2);
+    *prev = now;
+    let rtt = rtt_interval.summary();
+    rtt_total.add(rtt_interval);
+    rtt_interval.reset();
+    let _ = payload;
+    IntervalRow {
+        role: "sender".into(),
+        start_s,
+        end_s: start_s + secs,
+        sent,
+        send_errors: errors,
+        stats: None,
+        rtt,
+        rate_bps: bytes as f64 * 8.0 / secs,
+        pps: sent as f64 / secs,
+    }
+}
+
+/// Sends queued control datagrams. Failures are retried by the session's own timers.
+fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl) {
+    while let Some(msg) = ctl.poll_transmit() {
+        let _ = sock.send(&msg);
+    }
+}
+
+/// Receives one datagram, waiting at most until `deadline` (None: 50 ms).
+fn recv_until(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> io::Result<Option<usize>> {
+    let now = time::now();
+    let wait = deadline
+        .map_or(Duration::from_millis(50), |d| d.saturating_duration_since(now))
+        .clamp(Duration::from_micros(100), Duration::from_millis(50));
+    sock.set_read_timeout(Some(wait))?;
+    match sock.recv(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The timed data path: an absolute schedule, batched sends, optional impairment.
+fn data_loop(sock: &UdpSocket, mut plan: DataPlan, halt: &AtomicBool, live: &LiveCounters) -> DataResult {
+    let mut warnings = Vec::new();
+    if let Some(cpu) = plan.cpu
+        && let Err(e) = net::pin_current_thread(cpu)
+    {
+        warnings.push(format!("could not pin the send thread to CPU {cpu}: {e}"));
+    }
+    net::tighten_timer_slack();
+    let payload = plan.payload;
+    let mut mode = plan.mode;
+    let batch = match mode {
+        SendMode::Gso => plan.batch.min(net::max_gso_segments(payload)),
+        _ => plan.batch,
+    }
+    .max(1);
+    let mut buf = vec![0u8; payload * batch];
+    let start = time::now();
+    let end = plan.duration.map(|d| start + d);
+    let limit = plan.count.unwrap_or(u64::MAX);
+    let mut pacer = plan
+        .pps
+        .map(|pps| Pacer::new(start, pps, plan.pattern, plan.seed));
+    let mut lateness = pacer.as_ref().map(|_| LatencyHistogram::new());
+    let mut impair: Option<Impairment<(u64, u64)>> = plan.impair.as_ref().map(Impairment::new);
+    let mut res = DataResult {
+        sent: 0,
+        bytes: 0,
+        errors_enobufs: 0,
+        errors_eagain: 0,
+        errors_other: 0,
+        first: None,
+        last: None,
+        lateness: None,
+        impair: None,
+        mode,
+        warnings: Vec::new(),
+    };
+    let halted = || halt.load(Ordering::Relaxed);
+    let mut seq = 0u64;
+    let mut scratch = vec![0u8; payload];
+    loop {
+        if halted() {
+            break;
+        }
+        let mut now = time::now();
+        if end.is_some_and(|e| now >= e) || seq >= limit {
+            break;
+        }
+        let n = match pacer.as_mut() {
+            None => batch.min((limit - seq).min(batch as u64) as usize),
+            Some(p) => {
+                let due = p.next_deadline();
+                if end.is_some_and(|e| due >= e) {
+                    break;
+                }
+                if due > now {
+                    let wake = impair
+                        .as_ref()
+                        .and_then(Impairment::poll_timeout)
+                        .map_or(due, |t| t.min(due));
+                    wait_until(wake, halted);
+                    if let Some(imp) = impair.as_mut() {
+                        release_due(imp, sock, &mut scratch, plan.session_id, time::now(), &mut res);
+                    }
+                    continue;
+                }
+                let mut n = 0usize;
+                while n < batch
+                    && seq + (n as u64) < limit
+                    && p.next_deadline() <= now
+                    && end.is_none_or(|e| p.next_deadline() < e)
+                {
+                    let due = p.advance();
+                    if let Some(l) = lateness.as_mut() {
+                        l.record((now - due).as_nanos() as u64);
+                    }
+                    n += 1;
+                }
+                n
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        let wall = time::wall_ns();
+        if res.first.is_none() {
+            res.first = Some(now);
+        }
+        match impair.as_mut() {
+            None => {
+                for i in 0..n {
+                    DataHeader {
+                        session_id: plan.session_id,
+                        seq: seq + i as u64,
+                        send_ns: wall,
+                    }
+                    .write(Kind::Data, &mut buf[i * payload..]);
+                }
+                let mut off = 0usize;
+                while off < n {
+                    match net::send_batch(sock, mode, &buf[off * payload..n * payload], payload, n - off) {
+                        Ok(0) => {
+                            res.errors_other += 1;
+                            off += 1;
+                        }
+                        Ok(k) => off += k,
+                        Err(e) if mode == SendMode::Gso && net::is_gso_refused(&e) => {
+                            // Some paths refuse GSO (e.g. a device without segmentation): fall
+                            // back for the rest of the run without losing this batch.
+                            warnings.push(format!("UDP GSO refused ({e}); sending with sendmmsg"));
+                            mode = SendMode::Mmsg;
+                            res.mode = mode;
+                        }
+                        Err(e) => {
+                            // GSO is all-or-nothing; sendmmsg failed on its first datagram.
+                            let dropped = if mode == SendMode::Gso { n - off } else { 1 };
+                            count_error(&mut res, &e, dropped as u64);
+                            off += dropped;
+                        }
+                    }
+                }
+            }
+            Some(imp) => {
+                for i in 0..n {
+                    let s = seq + i as u64;
+                    let fate = imp.handle(now, payload, (s, wall));
+                    if let Some(log) = plan.impair_log.as_mut() {
+                        log_fate(log, s, &fate);
+                    }
+                }
+                now = time::now();
+                release_due(imp, sock, &mut scratch, plan.session_id, now, &mut res);
+            }
+        }
+        seq += n as u64;
+        res.sent = seq;
+        res.bytes = seq * payload as u64;
+        res.last = Some(now);
+        live.sent.store(seq, Ordering::Relaxed);
+        live.bytes.store(res.bytes, Ordering::Relaxed);
+        live.errors.store(res.errors(), Ordering::Relaxed);
+    }
+    // Datagrams still inside the emulated network arrive at their time (at once when halted).
+    if let Some(imp) = impair.as_mut() {
+        while imp.pending() > 0 {
+            if halted() {
+                for (s, ts) in imp.flush_all() {
+                    send_one(sock, &mut scratch, plan.session_id, s, ts, &mut res);
+                }
+                break;
+            }
+            if let Some(t) = imp.poll_timeout() {
+                wait_until(t, halted);
+            }
+            release_due(imp, sock, &mut scratch, plan.session_id, time::now(), &mut res);
+        }
+        res.impair = Some(imp.counters());
+    }
+    if let Some(log) = plan.impair_log.as_mut()
+        && let Err(e) = log.flush()
+    {
+        warnings.push(format!("writing the impairment log: {e}"));
+    }
+    live.errors.store(res.errors(), Ordering::Relaxed);
+    res.lateness = lateness;
+    res.warnings = warnings;
+    res
+}
+
+fn release_due(
+    imp: &mut Impairment<(u64, u64)>,
+    sock: &UdpSocket,
+    scratch: &mut [u8],
+    session_id: u32,
+    now: Instant,
+    res: &mut DataResult,
+) {
+    while let Some((s, ts)) = imp.poll_release(now) {
+        send_one(sock, scratch, session_id, s, ts, res);
+    }
+}
+
+fn send_one(sock: &UdpSocket, scratch: &mut [u8], session_id: u32, seq: u64, send_ns: u64, res: &mut DataResult) {
+    DataHeader {
+        session_id,
+        seq,
+        send_ns,
+    }
+    .write(Kind::Data, scratch);
+    if let Err(e) = sock.send(scratch) {
+        count_error(res, &e, 1);
+    }
+}
+
+fn log_fate(log: &mut BufWriter<File>, seq: u64, fate: &Fate) {
+    let what = match fate {
+        Fate::Dropped => Some("drop"),
+        Fate::QueueDropped => Some("qdrop"),
+        Fate::Passed { copies, held_back, .. } => {
+            if *copies > 1 {
+                let _ = writeln!(log, "{seq},dup");
+            }
+            held_back.then_some("hold")
+        }
+    };
+    if let Some(what) = what {
+        let _ = writeln!(log, "{seq},{what}");
+    }
+}
+
+fn count_error(res: &mut DataResult, e: &io::Error, n: u64) {
+    if net::is_enobufs(e) {
+        res.errors_enobufs += n;
+    } else if net::is_eagain(e) {
+        res.errors_eagain += n;
+    } else {
+        res.errors_other += n;
+    }
+}

@@ -1,0 +1,892 @@
+//! Sender and receiver session state machines: handshake, end-of-test exchange, results transfer.
+//!
+//! Sans-IO in the quinn-proto style: datagrams go in through `handle_*`, datagrams to send come
+//! out of `poll_transmit`, the next deadline out of `poll_timeout`, happenings out of
+//! `poll_event`. Time is always an argument. The control exchange travels on the same UDP
+//! 5-tuple as the data, so it crosses `udplab proxy`, NATs and firewalls exactly as the data does;
+//! every control message is retried until answered, so control survives the loss being measured.
+//!
+//! Exchange: Hello → HelloAck; data; Fin (sender totals) → FinAck (receiver's Tmax); after Tmax,
+//! ResultReq → ResultChunk×n (the receiver's report as JSON, in chunks that fit any MTU).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::stats::{ReceiverStats, StatsConfig};
+use crate::summary::{BufferInfo, IntervalRow, REPORT_VERSION, ReceiverReport};
+use crate::wire::{
+    self, AbortReason, DataHeader, Fin, FinAck, Hello, HelloAck, HelloStatus, Kind, Message,
+    ResultChunk,
+};
+
+/// How often an unanswered control message is sent again.
+pub const CONTROL_RETRY: Duration = Duration::from_millis(200);
+/// How long the sender waits for the receiver to answer the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the sender waits for the receiver to acknowledge the end of the test.
+pub const FIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long after Tmax the sender keeps asking for results.
+pub const RESULTS_GRACE: Duration = Duration::from_secs(5);
+/// A running test with no datagram for this long is ended by the receiver.
+pub const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a finished test's results stay available for (re)requests.
+pub const RESULTS_LINGER: Duration = Duration::from_secs(30);
+
+/// Test parameters the sender announces in its Hello.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TestParams {
+    pub payload_size: u32,
+    pub echo: bool,
+    pub interval: Duration,
+    pub tmax: Duration,
+    /// Datagrams to send (0: limited by duration instead).
+    pub count: u64,
+    /// Test length (zero: limited by count instead).
+    pub duration: Duration,
+    /// Target payload bits per second (0: unpaced).
+    pub rate_bps: u64,
+    /// Target datagrams per second × 1000 (0: unpaced).
+    pub pps_milli: u64,
+}
+
+impl TestParams {
+    fn hello(&self, session_id: u32) -> Hello {
+        Hello {
+            session_id,
+            payload_size: self.payload_size,
+            echo: self.echo,
+            interval_ns: self.interval.as_nanos() as u64,
+            tmax_ns: self.tmax.as_nanos() as u64,
+            count: self.count,
+            duration_ns: self.duration.as_nanos() as u64,
+            rate_bps: self.rate_bps,
+            pps_milli: self.pps_milli,
+        }
+    }
+
+    fn from_hello(h: &Hello) -> Self {
+        TestParams {
+            payload_size: h.payload_size,
+            echo: h.echo,
+            interval: Duration::from_nanos(h.interval_ns),
+            tmax: Duration::from_nanos(h.tmax_ns),
+            count: h.count,
+            duration: Duration::from_nanos(h.duration_ns),
+            rate_bps: h.rate_bps,
+            pps_milli: h.pps_milli,
+        }
+    }
+
+    /// Why a receiver refuses these parameters, if it does.
+    pub fn validate(&self) -> Result<(), String> {
+        if (self.payload_size as usize) < wire::DATA_HEADER_LEN
+            || self.payload_size as usize > wire::MAX_PAYLOAD
+        {
+            return Err(format!(
+                "payload size {} outside {}..={}",
+                self.payload_size,
+                wire::DATA_HEADER_LEN,
+                wire::MAX_PAYLOAD
+            ));
+        }
+        if self.interval < Duration::from_millis(10) {
+            return Err("interval below 10 ms".into());
+        }
+        if self.tmax > Duration::from_secs(600) {
+            return Err("Tmax above 600 s".into());
+        }
+        Ok(())
+    }
+}
+
+fn emit(msg: &Message<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    msg.emit(&mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sender side
+// ---------------------------------------------------------------------------------------------
+
+/// Why the sender's control exchange failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "no answer from a udplab receiver within {0:.1} s: is `udplab recv` running there, and is UDP allowed through?"
+    )]
+    NoReceiver(f64),
+    #[error("the receiver is busy with another test; try again when it has finished")]
+    Busy,
+    #[error("the receiver rejected the test parameters")]
+    Rejected,
+    #[error("the receiver did not acknowledge the end of the test within {0:.1} s")]
+    NoFinAck(f64),
+    #[error("the receiver's results did not arrive within {0:.1} s")]
+    NoResults(f64),
+    #[error("the receiver's results could not be decoded: {0}")]
+    BadResults(String),
+    #[error("the receiver ended the test early")]
+    PeerAborted,
+}
+
+/// What the sender's control exchange tells its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SenderEvent {
+    /// The receiver accepted the test: start sending data.
+    Accepted { rcvbuf_effective: u64 },
+    /// The receiver's full report.
+    Results(Box<ReceiverReport>),
+    /// The exchange failed; for failures after data was sent the sender still reports its side.
+    Failed(ControlError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SenderPhase {
+    Handshake,
+    Running,
+    Finishing,
+    AwaitingResults,
+    Done,
+}
+
+/// The sender's half of the control exchange.
+#[derive(Debug)]
+pub struct SenderControl {
+    session_id: u32,
+    params: TestParams,
+    phase: SenderPhase,
+    phase_started: Instant,
+    next_send: Option<Instant>,
+    fin: Option<Fin>,
+    /// Time from which ResultReq starts (FinAck + Tmax).
+    results_from: Option<Instant>,
+    results_deadline: Option<Instant>,
+    chunks: Vec<Option<Vec<u8>>>,
+    outbox: VecDeque<Vec<u8>>,
+    events: VecDeque<SenderEvent>,
+}
+
+impl SenderControl {
+    /// Starts the handshake at `now`: the first Hello is ready in `poll_transmit`.
+    pub fn new(session_id: u32, params: TestParams, now: Instant) -> Self {
+        let mut s = SenderControl {
+            session_id,
+            params,
+            phase: SenderPhase::Handshake,
+            phase_started: now,
+            next_send: Some(now),
+            fin: None,
+            results_from: None,
+            results_deadline: None,
+            chunks: Vec::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        s.handle_timeout(now);
+        s
+    }
+
+    pub fn session_id(&self) -> u32 {
+        self.session_id
+    }
+
+    pub fn params(&self) -> &TestParams {
+        &self.params
+    }
+
+    /// True once results arrived or the exchange failed.
+    pub fn is_done(&self) -> bool {
+        self.phase == SenderPhase::Done
+    }
+
+    /// Feeds a datagram from the receiver (Echo datagrams are the driver's: ignored here).
+    pub fn handle_datagram(&mut self, now: Instant, buf: &[u8]) {
+        let Ok(msg) = wire::parse(buf) else { return };
+        match msg {
+            Message::HelloAck(ack) if ack.session_id == self.session_id => {
+                if self.phase != SenderPhase::Handshake {
+                    return; // a retried Hello's second ack
+                }
+                match ack.status {
+                    HelloStatus::Accepted => {
+                        self.phase = SenderPhase::Running;
+                        self.phase_started = now;
+                        self.next_send = None;
+                        self.events.push_back(SenderEvent::Accepted {
+                            rcvbuf_effective: ack.rcvbuf_effective,
+                        });
+                    }
+                    HelloStatus::Busy => self.fail(ControlError::Busy),
+                    HelloStatus::Rejected => self.fail(ControlError::Rejected),
+                }
+            }
+            Message::FinAck(FinAck {
+                session_id,
+                tmax_ns,
+            }) if session_id == self.session_id => {
+                if self.phase == SenderPhase::Finishing {
+                    let tmax = Duration::from_nanos(tmax_ns);
+                    self.phase = SenderPhase::AwaitingResults;
+                    self.phase_started = now;
+                    self.results_from = Some(now + tmax);
+                    self.results_deadline = Some(now + tmax + RESULTS_GRACE);
+                    self.next_send = Some(now + tmax);
+                }
+            }
+            Message::ResultChunk(chunk) if chunk.session_id == self.session_id => {
+                self.handle_chunk(now, &chunk);
+            }
+            Message::Abort { session_id, .. } if session_id == self.session_id => {
+                if self.phase != SenderPhase::Done {
+                    self.fail(ControlError::PeerAborted);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_chunk(&mut self, now: Instant, chunk: &ResultChunk<'_>) {
+        if !matches!(
+            self.phase,
+            SenderPhase::Finishing | SenderPhase::AwaitingResults
+        ) || !chunk.ready
+            || chunk.count == 0
+            || chunk.index >= chunk.count
+        {
+            return;
+        }
+        if self.phase == SenderPhase::Finishing {
+            // FinAck lost but results already flowing: the receiver is done waiting.
+            self.phase = SenderPhase::AwaitingResults;
+            self.results_deadline = Some(now + RESULTS_GRACE);
+        }
+        if self.chunks.len() != chunk.count as usize {
+            self.chunks = vec![None; chunk.count as usize];
+        }
+        self.chunks[chunk.index as usize] = Some(chunk.data.to_vec());
+        if self.chunks.iter().all(Option::is_some) {
+            let json: Vec<u8> = self.chunks.iter().flatten().flatten().copied().collect();
+            match serde_json::from_slice::<ResultsEnvelope>(&json) {
+                Ok(env) if env.version == REPORT_VERSION => {
+                    self.phase = SenderPhase::Done;
+                    self.next_send = None;
+                    self.events
+                        .push_back(SenderEvent::Results(Box::new(env.report)));
+                }
+                Ok(env) => self.fail(ControlError::BadResults(format!(
+                    "results version {} (this udplab reads {REPORT_VERSION})",
+                    env.version
+                ))),
+                Err(e) => self.fail(ControlError::BadResults(e.to_string())),
+            }
+        }
+    }
+
+    fn fail(&mut self, e: ControlError) {
+        self.phase = SenderPhase::Done;
+        self.next_send = None;
+        self.events.push_back(SenderEvent::Failed(e));
+    }
+
+    /// Data is over: announce the totals (retried until acknowledged).
+    pub fn finish(&mut self, now: Instant, total_sent: u64, total_bytes: u64, send_errors: u64) {
+        if matches!(self.phase, SenderPhase::Done) {
+            return;
+        }
+        self.fin = Some(Fin {
+            session_id: self.session_id,
+            total_sent,
+            total_bytes,
+            send_errors,
+        });
+        self.phase = SenderPhase::Finishing;
+        self.phase_started = now;
+        self.next_send = Some(now);
+        self.handle_timeout(now);
+    }
+
+    /// The user interrupted the run: tell the receiver (best effort) and stop.
+    pub fn abort(&mut self) {
+        self.outbox.push_back(emit(&Message::Abort {
+            session_id: self.session_id,
+            reason: AbortReason::Interrupted,
+        }));
+        self.phase = SenderPhase::Done;
+        self.next_send = None;
+    }
+
+    /// Earliest time `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_send
+    }
+
+    /// Sends what is due (retries) and fails the exchange when a phase ran out of time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(due) = self.next_send else { return };
+        if now < due {
+            return;
+        }
+        let waited = now.saturating_duration_since(self.phase_started);
+        match self.phase {
+            SenderPhase::Handshake => {
+                if waited >= HANDSHAKE_TIMEOUT {
+                    return self.fail(ControlError::NoReceiver(waited.as_secs_f64()));
+                }
+                self.outbox
+                    .push_back(emit(&Message::Hello(self.params.hello(self.session_id))));
+            }
+            SenderPhase::Finishing => {
+                if waited >= FIN_TIMEOUT {
+                    return self.fail(ControlError::NoFinAck(waited.as_secs_f64()));
+                }
+                if let Some(fin) = self.fin {
+                    self.outbox.push_back(emit(&Message::Fin(fin)));
+                }
+            }
+            SenderPhase::AwaitingResults => {
+                if self.results_deadline.is_some_and(|d| now >= d) {
+                    return self.fail(ControlError::NoResults(waited.as_secs_f64()));
+                }
+                if self.results_from.is_none_or(|t| now >= t) {
+                    self.outbox.push_back(emit(&Message::ResultReq {
+                        session_id: self.session_id,
+                    }));
+                }
+            }
+            SenderPhase::Running | SenderPhase::Done => {
+                self.next_send = None;
+                return;
+            }
+        }
+        self.next_send = Some(now + CONTROL_RETRY);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SenderEvent> {
+        self.events.pop_front()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiver side
+// ---------------------------------------------------------------------------------------------
+
+/// Settings of a receiver that are not negotiated per test.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How many tests may run at once (parallel flows are separate tests).
+    pub max_sessions: usize,
+    pub rcvbuf: BufferInfo,
+    pub sndbuf: BufferInfo,
+    /// "kernel" or "user".
+    pub timestamp_source: String,
+    /// Whether lost sequence ranges are kept for an event log.
+    pub record_loss_ranges: bool,
+}
+
+/// What the receiver tells its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    Started {
+        session_id: u32,
+        peer: SocketAddr,
+        params: TestParams,
+    },
+    Interval {
+        session_id: u32,
+        row: IntervalRow,
+    },
+    /// Lost sequence ranges declared since the last such event (only with `record_loss_ranges`).
+    Lost {
+        session_id: u32,
+        ranges: Vec<std::ops::RangeInclusive<u64>>,
+    },
+    /// A test ended (normally, by the peer's Abort, by silence, or by `interrupt_all`).
+    Finished {
+        session_id: u32,
+        peer: SocketAddr,
+        report: Box<ReceiverReport>,
+    },
+}
+
+#[derive(Debug)]
+enum RxState {
+    Running,
+    /// Fin received; waiting Tmax for late datagrams.
+    Draining {
+        until: Instant,
+        total_sent: u64,
+    },
+    Finished {
+        chunks: Vec<Vec<u8>>,
+        linger_until: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct RxSession {
+    peer: SocketAddr,
+    params: TestParams,
+    stats: ReceiverStats,
+    state: RxState,
+    started: Instant,
+    last_activity: Instant,
+    next_interval: Instant,
+    interval_index: u64,
+    intervals: Vec<IntervalRow>,
+    send_errors: u64,
+    rxq_at_start: Option<u64>,
+    foreign: u64,
+}
+
+/// The receiver: any number of sessions, keyed by session id.
+#[derive(Debug)]
+pub struct ReceiverServer {
+    cfg: ServerConfig,
+    sessions: HashMap<u32, RxSession>,
+    outbox: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<ServerEvent>,
+    /// Datagrams that were not udplab's or named no known session.
+    foreign: u64,
+    /// Latest cumulative count of kernel receive-queue drops on the socket.
+    rxq_dropped: Option<u64>,
+    last_result_request: Option<Instant>,
+    completed: u64,
+}
+
+impl ReceiverServer {
+    pub fn new(cfg: ServerConfig) -> Self {
+        ReceiverServer {
+            cfg,
+            sessions: HashMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            foreign: 0,
+            rxq_dropped: None,
+            last_result_request: None,
+            completed: 0,
+        }
+    }
+
+    /// Feeds one received datagram. `recv_ns` is its receive time (kernel timestamp or the
+    /// driver's wall clock). Returns true when an echo reply was written into `echo` and must be
+    /// sent back to `src` (the hot path avoids the outbox's allocation).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        recv_ns: u64,
+        src: SocketAddr,
+        buf: &[u8],
+        echo: &mut [u8; wire::DATA_HEADER_LEN],
+    ) -> bool {
+        if let Some(h) = DataHeader::parse_data(buf) {
+            let Some(s) = self.sessions.get_mut(&h.session_id) else {
+                self.foreign += 1;
+                return false;
+            };
+            if s.peer != src || matches!(s.state, RxState::Finished { .. }) {
+                s.foreign += 1;
+                self.foreign += 1;
+                return false;
+            }
+            s.stats.on_datagram(h.seq, h.send_ns, recv_ns, buf.len());
+            s.last_activity = now;
+            if s.params.echo {
+                h.write(Kind::Echo, echo);
+                return true;
+            }
+            return false;
+        }
+        match wire::parse(buf) {
+            Ok(msg) => self.handle_control(now, recv_ns, src, msg),
+            Err(_) => self.foreign += 1,
+        }
+        false
+    }
+
+    fn handle_control(&mut self, now: Instant, recv_ns: u64, src: SocketAddr, msg: Message<'_>) {
+        match msg {
+            Message::Hello(h) => self.handle_hello(now, recv_ns, src, &h),
+            Message::Fin(fin) => {
+                let Some(s) = self.sessions.get_mut(&fin.session_id) else {
+                    self.foreign += 1;
+                    return;
+                };
+                s.last_activity = now;
+                if matches!(s.state, RxState::Running) {
+                    s.send_errors = fin.send_errors;
+                    s.state = RxState::Draining {
+                        until: now + s.params.tmax,
+                        total_sent: fin.total_sent,
+                    };
+                }
+                // Acknowledge every Fin: the first FinAck may have been lost.
+                let remaining = match s.state {
+                    RxState::Draining { until, .. } => until.saturating_duration_since(now),
+                    _ => Duration::ZERO,
+                };
+                self.outbox.push_back((
+                    src,
+                    emit(&Message::FinAck(FinAck {
+                        session_id: fin.session_id,
+                        tmax_ns: remaining.as_nanos() as u64,
+                    })),
+                ));
+            }
+            Message::ResultReq { session_id } => {
+                let Some(s) = self.sessions.get_mut(&session_id) else {
+                    self.foreign += 1;
+                    return;
+                };
+                self.last_result_request = Some(now);
+                match &s.state {
+                    RxState::Finished { chunks, .. } => {
+                        let count = chunks.len() as u16;
+                        for (i, data) in chunks.iter().enumerate() {
+                            self.outbox.push_back((
+                                src,
+                                emit(&Message::ResultChunk(ResultChunk {
+                                    session_id,
+                                    ready: true,
+                                    index: i as u16,
+                                    count,
+                                    data,
+                                })),
+                            ));
+                        }
+                    }
+                    _ => self.outbox.push_back((
+                        src,
+                        emit(&Message::ResultChunk(ResultChunk {
+                            session_id,
+                            ready: false,
+                            index: 0,
+                            count: 0,
+                            data: &[],
+                        })),
+                    )),
+                }
+            }
+            Message::Abort { session_id, .. } => {
+                if let Some(s) = self.sessions.get(&session_id)
+                    && !matches!(s.state, RxState::Finished { .. })
+                {
+                    self.finish_session(now, recv_ns, session_id, true);
+                }
+            }
+            _ => self.foreign += 1,
+        }
+    }
+
+    fn handle_hello(&mut self, now: Instant, recv_ns: u64, src: SocketAddr, h: &Hello) {
+        let reply = |status| {
+            emit(&Message::HelloAck(HelloAck {
+                session_id: h.session_id,
+                status,
+                rcvbuf_effective: 0,
+            }))
+        };
+        if let Some(s) = self.sessions.get(&h.session_id) {
+            // A retried Hello: answer again with the same verdict.
+            let status = if s.peer == src {
+                HelloStatus::Accepted
+            } else {
+                HelloStatus::Rejected
+            };
+            let mut ack = reply(status);
+            if status == HelloStatus::Accepted {
+                ack = emit(&Message::HelloAck(HelloAck {
+                    session_id: h.session_id,
+                    status,
+                    rcvbuf_effective: self.cfg.rcvbuf.effective,
+                }));
+            }
+            self.outbox.push_back((src, ack));
+            return;
+        }
+        let params = TestParams::from_hello(h);
+        if params.validate().is_err() {
+            self.outbox.push_back((src, reply(HelloStatus::Rejected)));
+            return;
+        }
+        let running = self
+            .sessions
+            .values()
+            .filter(|s| !matches!(s.state, RxState::Finished { .. }))
+            .count();
+        if running >= self.cfg.max_sessions {
+            self.outbox.push_back((src, reply(HelloStatus::Busy)));
+            return;
+        }
+        let stats = ReceiverStats::new(StatsConfig {
+            loss_horizon_ns: params.tmax.as_nanos() as u64,
+            record_loss_ranges: self.cfg.record_loss_ranges,
+            ..StatsConfig::default()
+        });
+        let _ = recv_ns;
+        self.sessions.insert(
+            h.session_id,
+            RxSession {
+                peer: src,
+                params,
+                stats,
+                state: RxState::Running,
+                started: now,
+                last_activity: now,
+                next_interval: now + params.interval,
+                interval_index: 0,
+                intervals: Vec::new(),
+                send_errors: 0,
+                rxq_at_start: self.rxq_dropped,
+                foreign: 0,
+            },
+        );
+        self.outbox.push_back((
+            src,
+            emit(&Message::HelloAck(HelloAck {
+                session_id: h.session_id,
+                status: HelloStatus::Accepted,
+                rcvbuf_effective: self.cfg.rcvbuf.effective,
+            })),
+        ));
+        self.events.push_back(ServerEvent::Started {
+            session_id: h.session_id,
+            peer: src,
+            params,
+        });
+    }
+
+    /// Latest cumulative receive-queue drop counter of the socket (SO_RXQ_OVFL), if known.
+    pub fn set_rxq_dropped(&mut self, total: Option<u64>) {
+        if total.is_some() {
+            self.rxq_dropped = total;
+        }
+    }
+
+    /// Earliest time `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .map(|s| match s.state {
+                RxState::Running => s
+                    .next_interval
+                    .min(s.last_activity + PEER_SILENCE_TIMEOUT),
+                RxState::Draining { until, .. } => until.min(s.next_interval),
+                RxState::Finished { linger_until, .. } => linger_until,
+            })
+            .min()
+    }
+
+    /// Closes intervals, declares losses older than Tmax, ends drained and silent tests.
+    pub fn handle_timeout(&mut self, now: Instant, wall_ns: u64) {
+        let ids: Vec<u32> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            match s.state {
+                RxState::Finished { linger_until, .. } => {
+                    if now >= linger_until {
+                        self.sessions.remove(&id);
+                    }
+                    continue;
+                }
+                RxState::Draining { until, total_sent } if now >= until => {
+                    s.stats.finish(total_sent, wall_ns);
+                    self.finish_session(now, wall_ns, id, false);
+                    continue;
+                }
+                RxState::Running if now >= s.last_activity + PEER_SILENCE_TIMEOUT => {
+                    self.finish_session(now, wall_ns, id, true);
+                    continue;
+                }
+                _ => {}
+            }
+            s.stats.on_tick(wall_ns);
+            while now >= s.next_interval {
+                let row = Self::interval_row(s, wall_ns);
+                s.intervals.push(row.clone());
+                self.events.push_back(ServerEvent::Interval { session_id: id, row });
+                s.next_interval += s.params.interval;
+            }
+            if self.cfg.record_loss_ranges {
+                let ranges = s.stats.drain_loss_ranges();
+                if !ranges.is_empty() {
+                    self.events.push_back(ServerEvent::Lost {
+                        session_id: id,
+                        ranges,
+                    });
+                }
+            }
+        }
+    }
+
+    fn interval_row(s: &mut RxSession, wall_ns: u64) -> IntervalRow {
+        let stats = s.stats.take_interval(wall_ns);
+        let secs = s.params.interval.as_secs_f64();
+        let start_s = s.interval_index as f64 * secs;
+        s.interval_index += 1;
+        IntervalRow {
+            role: "receiver".into(),
+            start_s,
+            end_s: start_s + secs,
+            rate_bps: stats.received_bytes as f64 * 8.0 / secs,
+            pps: stats.received as f64 / secs,
+            stats: Some(stats),
+            ..IntervalRow::default()
+        }
+    }
+
+    /// Ends a test: final (partial) interval, the report, results ready for the sender.
+    fn finish_session(&mut self, now: Instant, wall_ns: u64, id: u32, interrupted: bool) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if interrupted {
+            // Unknown total: everything up to the highest sequence seen is what was expected.
+            let seen = s.stats.seen_end();
+            s.stats.finish(seen, wall_ns);
+        }
+        // The last, partial interval.
+        let elapsed = now.saturating_duration_since(s.started).as_secs_f64();
+        let secs = s.params.interval.as_secs_f64();
+        let start_s = s.interval_index as f64 * secs;
+        if elapsed > start_s {
+            let stats = s.stats.take_interval(wall_ns);
+            let dt = (elapsed - start_s).max(1e-9);
+            let row = IntervalRow {
+                role: "receiver".into(),
+                start_s,
+                end_s: elapsed,
+                rate_bps: stats.received_bytes as f64 * 8.0 / dt,
+                pps: stats.received as f64 / dt,
+                stats: Some(stats),
+                ..IntervalRow::default()
+            };
+            s.intervals.push(row.clone());
+            self.events.push_back(ServerEvent::Interval { session_id: id, row });
+        }
+        if self.cfg.record_loss_ranges {
+            let ranges = s.stats.drain_loss_ranges();
+            if !ranges.is_empty() {
+                self.events.push_back(ServerEvent::Lost {
+                    session_id: id,
+                    ranges,
+                });
+            }
+        }
+        let stats = s.stats.summary();
+        let duration_s = match (stats.first_recv_ns, stats.last_recv_ns) {
+            (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
+            _ => 0.0,
+        };
+        let per_s = |x: f64| if duration_s > 0.0 { x / duration_s } else { 0.0 };
+        let rcvbuf_drops = match (self.rxq_dropped, s.rxq_at_start) {
+            (Some(now_total), Some(start)) => Some(now_total.saturating_sub(start)),
+            (Some(now_total), None) => Some(now_total),
+            _ => None,
+        };
+        let report = ReceiverReport {
+            duration_s,
+            rate_achieved_bps: per_s(stats.received_bytes as f64 * 8.0),
+            pps_achieved: per_s(stats.received as f64),
+            rcvbuf: self.cfg.rcvbuf,
+            sndbuf: self.cfg.sndbuf,
+            rcvbuf_drops,
+            timestamp_source: self.cfg.timestamp_source.clone(),
+            foreign_datagrams: self.foreign,
+            tmax_s: s.params.tmax.as_secs_f64(),
+            intervals: std::mem::take(&mut s.intervals),
+            interrupted,
+            stats,
+        };
+        let json = serde_json::to_vec(&ResultsEnvelope {
+            version: REPORT_VERSION,
+            report: report.clone(),
+        })
+        .unwrap_or_default();
+        let chunks: Vec<Vec<u8>> = json
+            .chunks(wire::RESULT_CHUNK_DATA)
+            .map(<[u8]>::to_vec)
+            .collect();
+        s.state = RxState::Finished {
+            chunks,
+            linger_until: now + RESULTS_LINGER,
+        };
+        self.completed += 1;
+        self.events.push_back(ServerEvent::Finished {
+            session_id: id,
+            peer: s.peer,
+            report: Box::new(report),
+        });
+    }
+
+    /// Ctrl-C: ends every running test with what was measured, and tells the peers.
+    pub fn interrupt_all(&mut self, now: Instant, wall_ns: u64) {
+        let running: Vec<(u32, SocketAddr)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !matches!(s.state, RxState::Finished { .. }))
+            .map(|(id, s)| (*id, s.peer))
+            .collect();
+        for (id, peer) in running {
+            self.finish_session(now, wall_ns, id, true);
+            self.outbox.push_back((
+                peer,
+                emit(&Message::Abort {
+                    session_id: id,
+                    reason: AbortReason::Interrupted,
+                }),
+            ));
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Tests that are running or draining.
+    pub fn active_sessions(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| !matches!(s.state, RxState::Finished { .. }))
+            .count()
+    }
+
+    /// Tests that have ended since the server started.
+    pub fn completed_sessions(&self) -> u64 {
+        self.completed
+    }
+
+    /// True when a `--once` receiver may exit: a test ended, none is running, and the sender
+    /// has stopped asking for results for `quiet` (or never asked and the results lingered).
+    pub fn may_exit_once(&self, now: Instant, quiet: Duration) -> bool {
+        self.completed > 0
+            && self.active_sessions() == 0
+            && (self.sessions.is_empty()
+                || self
+                    .last_result_request
+                    .is_some_and(|t| now.saturating_duration_since(t) >= quiet))
+    }
+
+    /// Datagrams that were not udplab's or named no known session.
+    pub fn foreign_datagrams(&self) -> u64 {
+        self.foreign
+    }
+}
+
+/// The results payload carries its version so a mismatched peer fails loudly.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ResultsEnvelope {
+    version: u32,
+    report: ReceiverReport,
+}
