@@ -6,3 +6,5 @@
 
 pub mod summary;
 pub mod time;
+pub mod units;
+pub mod wire;
