@@ -668,6 +668,17 @@ mod tests {
     }
 
     #[test]
+    fn every_column_is_documented_in_the_results_readme() {
+        let readme = include_str!("../../results/README.md");
+        for column in SUMMARY_COLUMNS.iter().chain(&INTERVAL_COLUMNS) {
+            assert!(
+                readme.contains(&format!("`{column}`")),
+                "{column} is not documented in results/README.md"
+            );
+        }
+    }
+
+    #[test]
     fn summary_rows_for_both_roles_parse_back() {
         let report = fixtures::run_report();
         let text = summary_text(&report, Header::Include);
