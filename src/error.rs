@@ -33,9 +33,3 @@ impl Outcome {
         }
     }
 }
-
-/// Exit code for an error that stopped the run before it produced results.
-pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
-    let _ = err;
-    ExitCode::from(2)
-}

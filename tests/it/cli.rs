@@ -1,0 +1,236 @@
+//! CLI tests: the built binary over loopback, its reports, its errors and exit codes.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{RecvChild, cell, num, read_csv, run_bounded, udplab};
+
+const REQUIRED_COLUMNS: &str = "run_id,role,target,payload_bytes,duration_s,sent,received,lost,loss_pct,duplicates,reordered,reordered_pct,reorder_extent_max,loss_periods,loss_period_max,jitter_us,ipdv_p50_us,ipdv_p99_us,latency_min_us,latency_p50_us,latency_p90_us,latency_p99_us,latency_p999_us,latency_max_us,rtt_p50_us,rtt_p99_us,rate_target_bps,rate_achieved_bps,send_errors,sndbuf_bytes,rcvbuf_bytes";
+
+#[test]
+fn recv_and_send_write_both_rows_with_every_datagram_accounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("r.csv");
+    let json = dir.path().join("r.json");
+    let recv_csv = dir.path().join("recv.csv");
+    let recv = RecvChild::start(&["--once", "--csv", recv_csv.to_str().unwrap()]);
+    let out = run_bounded(
+        &[
+            "send",
+            &recv.addr,
+            "--pps",
+            "20000",
+            "--size",
+            "200",
+            "--count",
+            "50000",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "send failed: {stderr}");
+    let (status, _) = recv.finish(Duration::from_secs(20));
+    assert!(status.success());
+
+    let (header, rows) = read_csv(&csv);
+    let required: Vec<&str> = REQUIRED_COLUMNS.split(',').collect();
+    assert_eq!(&header[..required.len()], &required[..], "stable leading columns");
+    assert_eq!(rows.len(), 2, "one sender and one receiver row");
+    let roles: Vec<&str> = rows.iter().map(|r| cell(&header, r, "role")).collect();
+    assert_eq!(roles, ["sender", "receiver"]);
+    for row in &rows {
+        assert_eq!(num(&header, row, "sent"), 50_000);
+        assert_eq!(
+            num(&header, row, "received") + num(&header, row, "lost"),
+            50_000
+        );
+        assert_eq!(num(&header, row, "payload_bytes"), 200);
+        assert_eq!(cell(&header, row, "run_id"), cell(&header, &rows[0], "run_id"));
+    }
+    // The receiver wrote its own view too, with the same run id.
+    let (rh, rrows) = read_csv(&recv_csv);
+    assert_eq!(rrows.len(), 1);
+    assert_eq!(cell(&rh, &rrows[0], "role"), "receiver");
+    assert_eq!(cell(&rh, &rrows[0], "run_id"), cell(&header, &rows[0], "run_id"));
+
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["sender"]["sent"], 50_000);
+    let st = &v["receiver"]["stats"];
+    assert_eq!(st["expected"], 50_000);
+    assert_eq!(
+        st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(),
+        50_000
+    );
+    assert_eq!(st["duplicates"], 0, "loopback never duplicates");
+    // One-way latency is measured for every datagram received.
+    assert_eq!(
+        st["latency"]["count"].as_u64().unwrap(),
+        st["received"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn appending_keeps_one_header_and_a_foreign_header_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("runs.csv");
+    for _ in 0..2 {
+        let out = run_bounded(
+            &["loopback", "--count", "300", "--pps", "3000", "--quiet", "--csv", csv.to_str().unwrap()],
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("run_id,")).count(), 1);
+    assert_eq!(text.lines().count(), 5, "header + 2 runs × 2 roles");
+
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "a,b,c\n1,2,3\n").unwrap();
+    let out = run_bounded(
+        &["loopback", "--count", "100", "--pps", "1000", "--quiet", "--csv", other.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "a,b,c\n1,2,3\n", "file untouched");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("header"), "{stderr}");
+}
+
+#[test]
+fn loopback_prints_a_full_report_and_echo_gives_rtt() {
+    let out = run_bounded(
+        &["loopback", "--duration", "1s", "--pps", "2000", "--size", "100", "--echo", "--interval", "500ms"],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for label in ["sent", "received", "lost", "jitter", "RTT", "one-way"] {
+        assert!(stdout.contains(label), "report lacks {label}:\n{stdout}");
+    }
+
+    let out = run_bounded(
+        &["loopback", "--count", "2000", "--pps", "4000", "--echo", "--json", "-"],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is pure JSON");
+    let rtt = &v["sender"]["rtt"];
+    assert!(rtt["count"].as_u64().unwrap() > 0, "{v}");
+    assert!(rtt["p50_ns"].as_u64().unwrap() > 0);
+    assert_eq!(v["sender"]["echo_replies"], rtt["count"]);
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_2() {
+    let cases: &[&[&str]] = &[
+        &["send", "127.0.0.1:9", "--rate", "0"],
+        &["send", "127.0.0.1:9", "--rate", "10X"],
+        &["send", "127.0.0.1:9", "--size", "10"],
+        &["send", "127.0.0.1:9", "--size", "70000"],
+        &["send", "127.0.0.1:9", "--duration", "-1s"],
+        &["send", "127.0.0.1:9", "--pattern", "zigzag"],
+        &["send", "999.1.1.1:5210", "--count", "1"],
+        &["send", "127.0.0.1:99999", "--count", "1"],
+        &["recv", "--bind", "not-an-address:x"],
+        &["loopback", "--impair", "loss=120%"],
+        &["loopback", "--impair", "bogus=1"],
+    ];
+    for args in cases {
+        let out = run_bounded(args, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{args:?}: {stderr}");
+        assert!(!stderr.trim().is_empty(), "{args:?} gave no message");
+    }
+}
+
+#[test]
+fn port_in_use_and_absent_receiver_fail_fast_with_exit_2() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run_bounded(&["recv", "--bind", &addr], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+
+    // Nobody listens on the address we just freed: a clear error within seconds, not a hang.
+    drop(taken);
+    let out = run_bounded(&["send", &addr, "--count", "10"], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&addr), "{stderr}");
+}
+
+#[test]
+fn thresholds_turn_a_run_into_a_check() {
+    let common = ["loopback", "--count", "2000", "--pps", "20000", "--quiet", "--impair", "loss=20%,seed=3"];
+    let out = run_bounded(&[&common[..], &["--max-loss", "1%"]].concat(), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-loss"));
+    let out = run_bounded(&[&common[..], &["--max-loss", "50%"]].concat(), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn foreign_datagrams_are_counted_and_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let recv = RecvChild::start(&["--once"]);
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..50u8 {
+        junk.send_to(&[i; 40], &recv.addr).unwrap();
+    }
+    let out = run_bounded(
+        &["send", &recv.addr, "--count", "1000", "--pps", "5000", "--quiet", "--json", json.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["receiver"]["foreign_datagrams"], 50);
+    let st = &v["receiver"]["stats"];
+    assert_eq!(st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(), 1000);
+    assert_eq!(st["duplicates"], 0);
+    drop(recv);
+}
+
+#[test]
+fn interrupt_reports_what_was_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let child = udplab()
+        .args(["loopback", "--duration", "60s", "--pps", "1000", "--quiet", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: plain kill(2) of our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = crate::common::wait_bounded(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["interrupted"], true);
+    let sent = v["sender"]["sent"].as_u64().unwrap();
+    assert!(sent > 0 && sent < 60_000, "sent {sent}");
+    let st = &v["receiver"]["stats"];
+    assert_eq!(st["expected"].as_u64().unwrap(), sent, "the totals still reached the receiver");
+    assert_eq!(st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(), sent);
+}
+
+#[test]
+fn help_has_examples() {
+    let out = run_bounded(&["--help"], Duration::from_secs(10));
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("Examples:") && s.contains("udplab loopback"));
+    let out = run_bounded(&["proxy", "--help"], Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Gilbert-Elliott"));
+}

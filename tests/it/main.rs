@@ -1,0 +1,4 @@
+//! udplab's integration tests, one binary: simulation, CLI over loopback, impairment, netns.
+
+mod cli;
+mod common;
