@@ -217,8 +217,7 @@ impl ReceiverStats {
         let transit = recv_ns.wrapping_sub(send_ns) as i64;
         c.negative_delays += (transit < 0) as u64;
         self.interval_latency.record(transit.max(0) as u64);
-        self.delay
-            .on_unique(seq, transit, &mut self.interval_ipdv);
+        self.delay.on_unique(seq, transit, &mut self.interval_ipdv);
     }
 
     /// Declares lost every missing sequence that has been overtaken for at least Tmax.

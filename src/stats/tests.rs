@@ -188,7 +188,10 @@ fn late_after_time_based_loss_then_duplicate() {
     let first = st.take_interval(64_010 + tmax - 1);
     assert_eq!(first.lost, 0);
     let second = st.take_interval(64_010 + tmax);
-    assert_eq!((second.lost, second.loss_periods, second.loss_period_max), (1, 1, 1));
+    assert_eq!(
+        (second.lost, second.loss_periods, second.loss_period_max),
+        (1, 1, 1)
+    );
     let late_at = 2 * tmax;
     assert_eq!(st.on_datagram(5, 5000, late_at, 64), Arrival::Late);
     assert_eq!(st.on_datagram(5, 5000, late_at + 1, 64), Arrival::Duplicate);
@@ -196,7 +199,11 @@ fn late_after_time_based_loss_then_duplicate() {
     let s = st.summary();
     assert_eq!((s.received, s.lost, s.late, s.duplicates), (199, 1, 1, 1));
     assert_eq!(s.received_bytes, 199 * 64);
-    assert_eq!(s.last_recv_ns, Some(199 * 1000 + 10), "late copies are not counted");
+    assert_eq!(
+        s.last_recv_ns,
+        Some(199 * 1000 + 10),
+        "late copies are not counted"
+    );
 }
 
 #[test]
@@ -249,7 +256,10 @@ fn out_of_range_after_and_before_finish() {
     // A never-seen sequence below total_sent arriving after the end is late.
     assert_eq!(st.on_datagram(9, 0, 0, 1), Arrival::Late);
     let s = st.summary();
-    assert_eq!((s.expected, s.received, s.lost, s.stale, s.late), (10, 9, 1, 0, 1));
+    assert_eq!(
+        (s.expected, s.received, s.lost, s.stale, s.late),
+        (10, 9, 1, 0, 1)
+    );
 }
 
 #[test]
@@ -288,7 +298,10 @@ fn jitter_pdv_and_latency_from_a_known_stream() {
     let s = st.summary();
     assert_eq!(s.jitter_ns, j);
     let lat = s.latency.expect("latency");
-    assert_eq!((lat.count, lat.min_ns, lat.max_ns, lat.p50_ns), (5, 100, 130, 105));
+    assert_eq!(
+        (lat.count, lat.min_ns, lat.max_ns, lat.p50_ns),
+        (5, 100, 130, 105)
+    );
     let pdv = s.pdv.expect("pdv");
     assert_eq!((pdv.min_ns, pdv.p50_ns, pdv.max_ns), (0, 5, 30));
     assert_eq!(pdv.mean_ns, lat.mean_ns - 100.0);
@@ -303,7 +316,10 @@ fn jitter_pdv_and_latency_from_a_known_stream() {
     assert_eq!(iv.jitter_ns, j);
     let empty = st.take_interval(2000);
     assert_eq!(empty.jitter_ns, j);
-    assert_eq!((empty.received, empty.first_recv_ns, empty.latency), (0, None, None));
+    assert_eq!(
+        (empty.received, empty.first_recv_ns, empty.latency),
+        (0, None, None)
+    );
 }
 
 #[test]
@@ -498,7 +514,10 @@ fn reference(arrivals: &[TestArrival], total: u64, bytes: impl Fn(u64) -> u64) -
             continue;
         }
         r.reordered += 1;
-        let j = unique[..i].iter().position(|b| b.seq > a.seq).expect("exists");
+        let j = unique[..i]
+            .iter()
+            .position(|b| b.seq > a.seq)
+            .expect("exists");
         let extent = (i - j) as u64;
         r.extent_max = r.extent_max.max(extent);
         counts[bucket_index(extent)] += 1;
