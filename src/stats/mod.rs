@@ -25,6 +25,10 @@ use delay::DelayTracker;
 use reorder::{ReorderTally, ReorderTracker};
 use window::{DuplicateWindow, FinishOutcome, LossTally, Verdict};
 
+/// Sequences at or above this are never valid (a sender cannot get there); refusing them keeps
+/// the window arithmetic far from u64 overflow whatever arrives.
+pub const SEQ_LIMIT: u64 = 1 << 62;
+
 /// Settings of the receiver's accounting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsConfig {
@@ -38,6 +42,21 @@ pub struct StatsConfig {
     pub loss_horizon_ns: u64,
     /// Keep the lost sequence ranges for `drain_loss_ranges`.
     pub record_loss_ranges: bool,
+}
+
+impl StatsConfig {
+    /// Window size that covers `pps` x Tmax sequences (so that nothing is declared lost
+    /// before Tmax by the window wrapping), as a power of two, at least the default 2^17 and
+    /// at most 2^30 (128 MiB of bitmap + stamps).
+    pub fn window_bits_for(pps: f64, loss_horizon_ns: u64) -> usize {
+        let needed = (pps.max(0.0) * loss_horizon_ns as f64 / 1e9).ceil();
+        let needed = if needed.is_finite() {
+            needed.min((1u64 << 30) as f64) as usize
+        } else {
+            1 << 30
+        };
+        needed.max(1 << 17).next_power_of_two()
+    }
 }
 
 impl Default for StatsConfig {
@@ -133,7 +152,7 @@ pub struct ReceiverStats {
     window: DuplicateWindow,
     reorder: ReorderTracker,
     delay: DelayTracker,
-    /// Sequences >= this are not counted (u64::MAX before `finish`, total_sent after).
+    /// Sequences >= this are not counted (SEQ_LIMIT before `finish`, total_sent after).
     seq_limit: u64,
     out_of_range: u64,
     interval: ArrivalCounts,
@@ -154,7 +173,7 @@ impl ReceiverStats {
             window: DuplicateWindow::new(cfg.window_bits, cfg.record_loss_ranges),
             reorder: ReorderTracker::new(),
             delay: DelayTracker::new(),
-            seq_limit: u64::MAX,
+            seq_limit: SEQ_LIMIT,
             out_of_range: 0,
             interval: ArrivalCounts::default(),
             interval_latency: LatencyHistogram::new(),
@@ -173,7 +192,10 @@ impl ReceiverStats {
     }
 
     /// Accounts one datagram: sequence, sender timestamp, receive timestamp (ns), payload
-    /// bytes.
+    /// bytes. `recv_ns` must be on the same clock as the `now_ns` given to `on_tick`,
+    /// `take_interval` and `finish` (it stamps when sequences were overtaken, for Tmax).
+    /// A sequence >= SEQ_LIMIT (or >= total_sent after `finish`) is counted only in
+    /// `out_of_range()` and reported as `Stale`.
     #[inline]
     pub fn on_datagram(&mut self, seq: u64, send_ns: u64, recv_ns: u64, bytes: usize) -> Arrival {
         if seq >= self.seq_limit {
@@ -220,7 +242,9 @@ impl ReceiverStats {
         self.delay.on_unique(seq, transit, &mut self.interval_ipdv);
     }
 
-    /// Declares lost every missing sequence that has been overtaken for at least Tmax.
+    /// Declares lost every missing sequence that has been overtaken (a higher sequence
+    /// received) for at least Tmax. Cheap when nothing is due: call it as often as convenient.
+    /// Sequences in the 64-sequence word holding the highest one seen wait for `finish`.
     pub fn on_tick(&mut self, now_ns: u64) {
         if self.finished.is_none() {
             self.window.on_tick(now_ns, self.cfg.loss_horizon_ns);
@@ -254,11 +278,12 @@ impl ReceiverStats {
     /// them in `out_of_range`). Interval rows already reported keep them. Should such a bogus
     /// sequence have been more than a whole window above total_sent, losses beyond total_sent
     /// had already been declared; the run summary then reports lost = expected - received.
-    /// Calling `finish` again has no effect.
+    /// Calling `finish` again has no effect. A total above SEQ_LIMIT is taken as SEQ_LIMIT.
     pub fn finish(&mut self, total_sent: u64, now_ns: u64) {
         if self.finished.is_some() {
             return;
         }
+        let total_sent = total_sent.min(SEQ_LIMIT);
         let outcome = self.window.finish(total_sent, now_ns);
         self.out_of_range += outcome.excess_received;
         self.seq_limit = total_sent;

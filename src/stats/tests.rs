@@ -277,6 +277,44 @@ fn bogus_sequence_far_beyond_total_never_gives_negative_or_excess_loss() {
 }
 
 #[test]
+fn window_sized_for_rate_and_tmax() {
+    assert_eq!(StatsConfig::window_bits_for(1000.0, 1_000_000_000), 1 << 17);
+    assert_eq!(StatsConfig::window_bits_for(1e6, 1_000_000_000), 1 << 20);
+    assert_eq!(StatsConfig::window_bits_for(1e6, 3_000_000_000), 1 << 22);
+    assert_eq!(
+        StatsConfig::window_bits_for(f64::INFINITY, u64::MAX),
+        1 << 30
+    );
+    assert_eq!(StatsConfig::window_bits_for(f64::NAN, 1), 1 << 17);
+}
+
+#[test]
+fn absurd_sequences_neither_panic_nor_overflow() {
+    let mut st = ReceiverStats::new(StatsConfig {
+        window_bits: 128,
+        record_loss_ranges: true,
+        ..StatsConfig::default()
+    });
+    assert_eq!(st.on_datagram(u64::MAX, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(SEQ_LIMIT, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.out_of_range(), 2);
+    st.on_datagram(0, 0, 1, 1);
+    assert_eq!(
+        st.on_datagram(SEQ_LIMIT - 1, 0, 2, 1),
+        Arrival::Unique { reordered: false }
+    );
+    st.on_tick(u64::MAX);
+    st.take_interval(u64::MAX);
+    st.finish(u64::MAX, u64::MAX);
+    let s = st.summary();
+    assert_eq!(s.expected, SEQ_LIMIT);
+    assert_eq!(s.received, 2);
+    assert_eq!(s.lost, SEQ_LIMIT - 2);
+    assert_eq!(s.loss_periods, 1);
+    assert_eq!(st.drain_loss_ranges(), vec![1..=SEQ_LIMIT - 2]);
+}
+
+#[test]
 fn jitter_pdv_and_latency_from_a_known_stream() {
     let mut st = stats();
     // (seq, send, recv): transits 100, 105, 100, 110, 130 ns.

@@ -106,7 +106,7 @@ impl DuplicateWindow {
         (self.top_word + 1).saturating_sub(self.nwords)
     }
 
-    /// Classifies one arrival and records it. `seq` must be < u64::MAX (the caller filters).
+    /// Classifies one arrival and records it. `seq` must be < SEQ_LIMIT (the caller filters).
     #[inline]
     pub(crate) fn classify(&mut self, seq: u64, now_ns: u64) -> Verdict {
         let word = seq >> 6;
