@@ -6,6 +6,7 @@
 
 pub mod net;
 pub mod report;
+pub mod stats;
 pub mod summary;
 pub mod time;
 pub mod units;
