@@ -428,7 +428,6 @@ enum RxState {
     },
 }
 
-#[derive(Debug)]
 struct RxSession {
     peer: SocketAddr,
     params: TestParams,
@@ -445,7 +444,6 @@ struct RxSession {
 }
 
 /// The receiver: any number of sessions, keyed by session id.
-#[derive(Debug)]
 pub struct ReceiverServer {
     cfg: ServerConfig,
     sessions: HashMap<u32, RxSession>,
@@ -511,7 +509,7 @@ impl ReceiverServer {
 
     fn handle_control(&mut self, now: Instant, recv_ns: u64, src: SocketAddr, msg: Message<'_>) {
         match msg {
-            Message::Hello(h) => self.handle_hello(now, recv_ns, src, &h),
+            Message::Hello(h) => self.handle_hello(now, src, &h),
             Message::Fin(fin) => {
                 let Some(s) = self.sessions.get_mut(&fin.session_id) else {
                     self.foreign += 1;
@@ -583,7 +581,7 @@ impl ReceiverServer {
         }
     }
 
-    fn handle_hello(&mut self, now: Instant, recv_ns: u64, src: SocketAddr, h: &Hello) {
+    fn handle_hello(&mut self, now: Instant, src: SocketAddr, h: &Hello) {
         let reply = |status| {
             emit(&Message::HelloAck(HelloAck {
                 session_id: h.session_id,
@@ -623,12 +621,19 @@ impl ReceiverServer {
             self.outbox.push_back((src, reply(HelloStatus::Busy)));
             return;
         }
+        // The duplicate window must cover everything that can arrive within Tmax; an unpaced
+        // sender is sized for 2 M datagrams/s, beyond what one socket delivers.
+        let pps = if params.pps_milli > 0 {
+            params.pps_milli as f64 / 1000.0
+        } else {
+            2_000_000.0
+        };
+        let tmax_ns = params.tmax.as_nanos() as u64;
         let stats = ReceiverStats::new(StatsConfig {
-            loss_horizon_ns: params.tmax.as_nanos() as u64,
+            window_bits: StatsConfig::window_bits_for(pps * 1.25, tmax_ns.max(1_000_000_000)),
+            loss_horizon_ns: tmax_ns,
             record_loss_ranges: self.cfg.record_loss_ranges,
-            ..StatsConfig::default()
         });
-        let _ = recv_ns;
         self.sessions.insert(
             h.session_id,
             RxSession {

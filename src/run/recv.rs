@@ -100,6 +100,10 @@ impl Receiver {
             record_loss_ranges: loss_log.is_some(),
         });
         let mut batch = RecvBatch::new(64, 65536);
+        // The kernel reports the overflow counter only once it is non-zero: start from 0.
+        if bound.rxq_overflow {
+            server.set_rxq_dropped(Some(0));
+        }
         let mut echo = [0u8; wire::DATA_HEADER_LEN];
         let mut started: HashMap<u32, (u64, TestParams)> = HashMap::new();
         let mut outcome = RecvOutcome::default();
@@ -134,6 +138,12 @@ impl Receiver {
             }
             let now = time::now();
             if server.poll_timeout().is_some_and(|t| now >= t) {
+                // Drops after the last datagram are only visible by asking the socket.
+                if bound.rxq_overflow
+                    && let Ok(total) = batch.refresh_rxq_dropped(sock)
+                {
+                    server.set_rxq_dropped(total);
+                }
                 server.handle_timeout(now, time::wall_ns());
             }
             if stop.requested() {
