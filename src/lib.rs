@@ -4,5 +4,6 @@
 //! that takes time as an argument, a driver (`net`, `run`) that owns sockets, threads and
 //! clocks, and report writers that only see the plain structs in `summary`.
 
+pub mod impair;
 pub mod summary;
 pub mod time;
