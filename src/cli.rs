@@ -72,7 +72,9 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  udplab recv\n  udplab recv --bind 127.0.0.1:0 --once --csv recv.csv\n  udplab recv --bind [::]:5210 --rcvbuf 4M")]
+#[command(
+    after_help = "Examples:\n  udplab recv\n  udplab recv --bind 127.0.0.1:0 --once --csv recv.csv\n  udplab recv --bind [::]:5210 --rcvbuf 4M"
+)]
 pub struct RecvArgs {
     /// Address to listen on; port 0 picks a free port (printed as the first stdout line).
     #[arg(long, default_value = "0.0.0.0:5210")]

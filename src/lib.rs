@@ -4,16 +4,17 @@
 //! that takes time as an argument, a driver (`net`, `run`) that owns sockets, threads and
 //! clocks, and report writers that only see the plain structs in `summary`.
 
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod impair;
 pub mod net;
+pub mod pacing;
 pub mod report;
+pub mod run;
+pub mod session;
 pub mod stats;
 pub mod summary;
 pub mod time;
 pub mod units;
 pub mod wire;
-pub mod cli;
-pub mod config;
-pub mod error;
-pub mod pacing;
-pub mod run;
-pub mod session;

@@ -678,9 +678,7 @@ impl ReceiverServer {
         self.sessions
             .values()
             .map(|s| match s.state {
-                RxState::Running => s
-                    .next_interval
-                    .min(s.last_activity + PEER_SILENCE_TIMEOUT),
+                RxState::Running => s.next_interval.min(s.last_activity + PEER_SILENCE_TIMEOUT),
                 RxState::Draining { until, .. } => until.min(s.next_interval),
                 RxState::Finished { linger_until, .. } => linger_until,
             })
@@ -716,7 +714,10 @@ impl ReceiverServer {
             while now >= s.next_interval {
                 let row = Self::interval_row(s, wall_ns);
                 s.intervals.push(row.clone());
-                self.events.push_back(ServerEvent::Interval { session_id: id, row });
+                self.events.push_back(ServerEvent::Interval {
+                    session_id: id,
+                    row,
+                });
                 s.next_interval += s.params.interval;
             }
             if self.cfg.record_loss_ranges {
@@ -774,7 +775,10 @@ impl ReceiverServer {
                 ..IntervalRow::default()
             };
             s.intervals.push(row.clone());
-            self.events.push_back(ServerEvent::Interval { session_id: id, row });
+            self.events.push_back(ServerEvent::Interval {
+                session_id: id,
+                row,
+            });
         }
         if self.cfg.record_loss_ranges {
             let ranges = s.stats.drain_loss_ranges();
@@ -790,7 +794,13 @@ impl ReceiverServer {
             (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
             _ => 0.0,
         };
-        let per_s = |x: f64| if duration_s > 0.0 { x / duration_s } else { 0.0 };
+        let per_s = |x: f64| {
+            if duration_s > 0.0 {
+                x / duration_s
+            } else {
+                0.0
+            }
+        };
         let rcvbuf_drops = match (self.rxq_dropped, s.rxq_at_start) {
             (Some(now_total), Some(start)) => Some(now_total.saturating_sub(start)),
             (Some(now_total), None) => Some(now_total),

@@ -110,7 +110,11 @@ pub fn text_writer(outputs: &Outputs) -> Box<dyn Write> {
 }
 
 /// Writes the summary and the requested files for a finished run.
-pub fn write_outputs(report: &RunReport, outputs: &Outputs, json_append: bool) -> anyhow::Result<()> {
+pub fn write_outputs(
+    report: &RunReport,
+    outputs: &Outputs,
+    json_append: bool,
+) -> anyhow::Result<()> {
     let mut text = text_writer(outputs);
     report::write_human(&mut text, report)?;
     text.flush()?;
@@ -163,12 +167,13 @@ pub fn check_thresholds(report: &RunReport, th: &Thresholds) -> Outcome {
     let mut failed = Vec::new();
     let Some(rx) = report.receiver.as_ref() else {
         return Outcome::ThresholdFailed(vec![
-            "the receiver's results never came back, so the thresholds could not be checked"
-                .into(),
+            "the receiver's results never came back, so the thresholds could not be checked".into(),
         ]);
     };
     let st = &rx.stats;
-    let sent = st.expected.max(report.sender.as_ref().map_or(0, |s| s.sent));
+    let sent = st
+        .expected
+        .max(report.sender.as_ref().map_or(0, |s| s.sent));
     if let Some(max) = th.max_loss {
         let loss = if sent > 0 {
             st.lost as f64 / sent as f64

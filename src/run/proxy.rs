@@ -169,7 +169,11 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
     let listen_sock = Arc::new(listen.socket);
     {
         let mut out = io::stdout().lock();
-        writeln!(out, "proxy listening on {local}, relaying to {}", cfg.target)?;
+        writeln!(
+            out,
+            "proxy listening on {local}, relaying to {}",
+            cfg.target
+        )?;
         out.flush()?;
     }
     let started = time::now();
@@ -182,9 +186,13 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
     let forward_stage = match &cfg.forward {
         Some(spec) => {
             let fwd = Arc::clone(&fwd);
-            Some(Stage::start(spec, Arc::clone(&done), move |(up, data): (Arc<UdpSocket>, Vec<u8>)| {
-                count_send(&fwd, up.send(&data));
-            })?)
+            Some(Stage::start(
+                spec,
+                Arc::clone(&done),
+                move |(up, data): (Arc<UdpSocket>, Vec<u8>)| {
+                    count_send(&fwd, up.send(&data));
+                },
+            )?)
         }
         None => None,
     };
@@ -193,9 +201,13 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
         Some(spec) => {
             let rev = Arc::clone(&rev);
             let ls = Arc::clone(&listen_sock);
-            Some(Arc::new(Stage::start(spec, Arc::clone(&done), move |(to, data): (SocketAddr, Vec<u8>)| {
-                count_send(&rev, ls.send_to(&data, to));
-            })?))
+            Some(Arc::new(Stage::start(
+                spec,
+                Arc::clone(&done),
+                move |(to, data): (SocketAddr, Vec<u8>)| {
+                    count_send(&rev, ls.send_to(&data, to));
+                },
+            )?))
         }
         None => None,
     };
@@ -282,15 +294,14 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
     let reverse_impair = reverse_stage
         .and_then(|s| Arc::try_unwrap(s).ok())
         .map(Stage::finish);
-    let dir = |c: &DirCounters, spec: &Option<ImpairSpec>, imp: Option<ImpairCounters>| {
-        DirectionReport {
+    let dir =
+        |c: &DirCounters, spec: &Option<ImpairSpec>, imp: Option<ImpairCounters>| DirectionReport {
             received: c.received.load(Ordering::Relaxed),
             sent: c.sent.load(Ordering::Relaxed),
             send_errors: c.send_errors.load(Ordering::Relaxed),
             impairment: spec.as_ref().map(ToString::to_string),
             impair: imp,
-        }
-    };
+        };
     Ok(ProxyReport {
         version: crate::summary::REPORT_VERSION,
         listen: local.to_string(),
@@ -304,7 +315,8 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
 }
 
 fn upstream_socket(target: SocketAddr, opts: &SocketOptions) -> anyhow::Result<UdpSocket> {
-    let b = net::bind(net::unspecified_for(&target), opts).map_err(|e| SetupError(e.to_string()))?;
+    let b =
+        net::bind(net::unspecified_for(&target), opts).map_err(|e| SetupError(e.to_string()))?;
     b.socket
         .connect(target)
         .with_context(|| format!("proxy: connecting to {target}"))?;
@@ -361,7 +373,10 @@ pub fn write_summary(w: &mut dyn Write, r: &ProxyReport) -> io::Result<()> {
         r.duration_s,
         r.clients,
         if r.rejected > 0 {
-            format!(", {} datagrams from clients over the limit dropped", r.rejected)
+            format!(
+                ", {} datagrams from clients over the limit dropped",
+                r.rejected
+            )
         } else {
             String::new()
         }

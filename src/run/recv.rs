@@ -111,7 +111,9 @@ impl Receiver {
             let now = time::now();
             let wait = server
                 .poll_timeout()
-                .map_or(Duration::from_millis(100), |t| t.saturating_duration_since(now))
+                .map_or(Duration::from_millis(100), |t| {
+                    t.saturating_duration_since(now)
+                })
                 .clamp(Duration::from_millis(1), Duration::from_millis(100));
             sock.set_read_timeout(Some(wait))?;
             match batch.recv(sock) {

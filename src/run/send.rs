@@ -430,7 +430,9 @@ fn recv_until(
 ) -> io::Result<Option<usize>> {
     let now = time::now();
     let wait = deadline
-        .map_or(Duration::from_millis(50), |d| d.saturating_duration_since(now))
+        .map_or(Duration::from_millis(50), |d| {
+            d.saturating_duration_since(now)
+        })
         .clamp(Duration::from_micros(100), Duration::from_millis(50));
     sock.set_read_timeout(Some(wait))?;
     match sock.recv(buf) {
@@ -441,7 +443,12 @@ fn recv_until(
 }
 
 /// The timed data path: an absolute schedule, batched sends, optional impairment.
-fn data_loop(sock: &UdpSocket, mut plan: DataPlan, halt: &AtomicBool, live: &LiveCounters) -> DataResult {
+fn data_loop(
+    sock: &UdpSocket,
+    mut plan: DataPlan,
+    halt: &AtomicBool,
+    live: &LiveCounters,
+) -> DataResult {
     let mut warnings = Vec::new();
     if let Some(cpu) = plan.cpu
         && let Err(e) = net::pin_current_thread(cpu)
@@ -503,7 +510,14 @@ fn data_loop(sock: &UdpSocket, mut plan: DataPlan, halt: &AtomicBool, live: &Liv
                         .map_or(due, |t| t.min(due));
                     wait_until(wake, halted);
                     if let Some(imp) = impair.as_mut() {
-                        release_due(imp, sock, &mut scratch, plan.session_id, time::now(), &mut res);
+                        release_due(
+                            imp,
+                            sock,
+                            &mut scratch,
+                            plan.session_id,
+                            time::now(),
+                            &mut res,
+                        );
                     }
                     continue;
                 }
@@ -541,7 +555,13 @@ fn data_loop(sock: &UdpSocket, mut plan: DataPlan, halt: &AtomicBool, live: &Liv
                 }
                 let mut off = 0usize;
                 while off < n {
-                    match net::send_batch(sock, mode, &buf[off * payload..n * payload], payload, n - off) {
+                    match net::send_batch(
+                        sock,
+                        mode,
+                        &buf[off * payload..n * payload],
+                        payload,
+                        n - off,
+                    ) {
                         Ok(0) => {
                             res.errors_other += 1;
                             off += 1;
@@ -595,7 +615,14 @@ fn data_loop(sock: &UdpSocket, mut plan: DataPlan, halt: &AtomicBool, live: &Liv
             if let Some(t) = imp.poll_timeout() {
                 wait_until(t, halted);
             }
-            release_due(imp, sock, &mut scratch, plan.session_id, time::now(), &mut res);
+            release_due(
+                imp,
+                sock,
+                &mut scratch,
+                plan.session_id,
+                time::now(),
+                &mut res,
+            );
         }
         res.impair = Some(imp.counters());
     }
@@ -623,7 +650,14 @@ fn release_due(
     }
 }
 
-fn send_one(sock: &UdpSocket, scratch: &mut [u8], session_id: u32, seq: u64, send_ns: u64, res: &mut DataResult) {
+fn send_one(
+    sock: &UdpSocket,
+    scratch: &mut [u8],
+    session_id: u32,
+    seq: u64,
+    send_ns: u64,
+    res: &mut DataResult,
+) {
     DataHeader {
         session_id,
         seq,
@@ -639,7 +673,9 @@ fn log_fate(log: &mut BufWriter<File>, seq: u64, fate: &Fate) {
     let what = match fate {
         Fate::Dropped => Some("drop"),
         Fate::QueueDropped => Some("qdrop"),
-        Fate::Passed { copies, held_back, .. } => {
+        Fate::Passed {
+            copies, held_back, ..
+        } => {
             if *copies > 1 {
                 let _ = writeln!(log, "{seq},dup");
             }

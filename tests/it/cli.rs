@@ -39,7 +39,11 @@ fn recv_and_send_write_both_rows_with_every_datagram_accounted() {
 
     let (header, rows) = read_csv(&csv);
     let required: Vec<&str> = REQUIRED_COLUMNS.split(',').collect();
-    assert_eq!(&header[..required.len()], &required[..], "stable leading columns");
+    assert_eq!(
+        &header[..required.len()],
+        &required[..],
+        "stable leading columns"
+    );
     assert_eq!(rows.len(), 2, "one sender and one receiver row");
     let roles: Vec<&str> = rows.iter().map(|r| cell(&header, r, "role")).collect();
     assert_eq!(roles, ["sender", "receiver"]);
@@ -50,13 +54,19 @@ fn recv_and_send_write_both_rows_with_every_datagram_accounted() {
             50_000
         );
         assert_eq!(num(&header, row, "payload_bytes"), 200);
-        assert_eq!(cell(&header, row, "run_id"), cell(&header, &rows[0], "run_id"));
+        assert_eq!(
+            cell(&header, row, "run_id"),
+            cell(&header, &rows[0], "run_id")
+        );
     }
     // The receiver wrote its own view too, with the same run id.
     let (rh, rrows) = read_csv(&recv_csv);
     assert_eq!(rrows.len(), 1);
     assert_eq!(cell(&rh, &rrows[0], "role"), "receiver");
-    assert_eq!(cell(&rh, &rrows[0], "run_id"), cell(&header, &rows[0], "run_id"));
+    assert_eq!(
+        cell(&rh, &rrows[0], "run_id"),
+        cell(&header, &rows[0], "run_id")
+    );
 
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["version"], 1);
@@ -81,10 +91,23 @@ fn appending_keeps_one_header_and_a_foreign_header_is_refused() {
     let csv = dir.path().join("runs.csv");
     for _ in 0..2 {
         let out = run_bounded(
-            &["loopback", "--count", "300", "--pps", "3000", "--quiet", "--csv", csv.to_str().unwrap()],
+            &[
+                "loopback",
+                "--count",
+                "300",
+                "--pps",
+                "3000",
+                "--quiet",
+                "--csv",
+                csv.to_str().unwrap(),
+            ],
             Duration::from_secs(30),
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(text.lines().filter(|l| l.starts_with("run_id,")).count(), 1);
@@ -93,11 +116,24 @@ fn appending_keeps_one_header_and_a_foreign_header_is_refused() {
     let other = dir.path().join("other.csv");
     std::fs::write(&other, "a,b,c\n1,2,3\n").unwrap();
     let out = run_bounded(
-        &["loopback", "--count", "100", "--pps", "1000", "--quiet", "--csv", other.to_str().unwrap()],
+        &[
+            "loopback",
+            "--count",
+            "100",
+            "--pps",
+            "1000",
+            "--quiet",
+            "--csv",
+            other.to_str().unwrap(),
+        ],
         Duration::from_secs(30),
     );
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(std::fs::read_to_string(&other).unwrap(), "a,b,c\n1,2,3\n", "file untouched");
+    assert_eq!(
+        std::fs::read_to_string(&other).unwrap(),
+        "a,b,c\n1,2,3\n",
+        "file untouched"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("header"), "{stderr}");
 }
@@ -105,17 +141,34 @@ fn appending_keeps_one_header_and_a_foreign_header_is_refused() {
 #[test]
 fn loopback_prints_a_full_report_and_echo_gives_rtt() {
     let out = run_bounded(
-        &["loopback", "--duration", "1s", "--pps", "2000", "--size", "100", "--echo", "--interval", "500ms"],
+        &[
+            "loopback",
+            "--duration",
+            "1s",
+            "--pps",
+            "2000",
+            "--size",
+            "100",
+            "--echo",
+            "--interval",
+            "500ms",
+        ],
         Duration::from_secs(30),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for label in ["sent", "received", "lost", "jitter", "RTT", "one-way"] {
         assert!(stdout.contains(label), "report lacks {label}:\n{stdout}");
     }
 
     let out = run_bounded(
-        &["loopback", "--count", "2000", "--pps", "4000", "--echo", "--json", "-"],
+        &[
+            "loopback", "--count", "2000", "--pps", "4000", "--echo", "--json", "-",
+        ],
         Duration::from_secs(30),
     );
     assert!(out.status.success());
@@ -145,7 +198,10 @@ fn bad_input_is_one_line_and_exit_code_2() {
         let out = run_bounded(args, Duration::from_secs(20));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{args:?}: {stderr}"
+        );
         assert!(!stderr.trim().is_empty(), "{args:?} gave no message");
     }
 }
@@ -168,12 +224,37 @@ fn port_in_use_and_absent_receiver_fail_fast_with_exit_2() {
 
 #[test]
 fn thresholds_turn_a_run_into_a_check() {
-    let common = ["loopback", "--count", "2000", "--pps", "20000", "--quiet", "--impair", "loss=20%,seed=3"];
-    let out = run_bounded(&[&common[..], &["--max-loss", "1%"]].concat(), Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let common = [
+        "loopback",
+        "--count",
+        "2000",
+        "--pps",
+        "20000",
+        "--quiet",
+        "--impair",
+        "loss=20%,seed=3",
+    ];
+    let out = run_bounded(
+        &[&common[..], &["--max-loss", "1%"]].concat(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-loss"));
-    let out = run_bounded(&[&common[..], &["--max-loss", "50%"]].concat(), Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bounded(
+        &[&common[..], &["--max-loss", "50%"]].concat(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -186,14 +267,31 @@ fn foreign_datagrams_are_counted_and_ignored() {
         junk.send_to(&[i; 40], &recv.addr).unwrap();
     }
     let out = run_bounded(
-        &["send", &recv.addr, "--count", "1000", "--pps", "5000", "--quiet", "--json", json.to_str().unwrap()],
+        &[
+            "send",
+            &recv.addr,
+            "--count",
+            "1000",
+            "--pps",
+            "5000",
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ],
         Duration::from_secs(30),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["receiver"]["foreign_datagrams"], 50);
     let st = &v["receiver"]["stats"];
-    assert_eq!(st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(), 1000);
+    assert_eq!(
+        st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(),
+        1000
+    );
     assert_eq!(st["duplicates"], 0);
     drop(recv);
 }
@@ -203,7 +301,15 @@ fn interrupt_reports_what_was_measured() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let child = udplab()
-        .args(["loopback", "--duration", "60s", "--pps", "1000", "--quiet", "--json"])
+        .args([
+            "loopback",
+            "--duration",
+            "60s",
+            "--pps",
+            "1000",
+            "--quiet",
+            "--json",
+        ])
         .arg(&json)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -215,14 +321,26 @@ fn interrupt_reports_what_was_measured() {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
     let out = crate::common::wait_bounded(child, Duration::from_secs(20));
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["interrupted"], true);
     let sent = v["sender"]["sent"].as_u64().unwrap();
     assert!(sent > 0 && sent < 60_000, "sent {sent}");
     let st = &v["receiver"]["stats"];
-    assert_eq!(st["expected"].as_u64().unwrap(), sent, "the totals still reached the receiver");
-    assert_eq!(st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(), sent);
+    assert_eq!(
+        st["expected"].as_u64().unwrap(),
+        sent,
+        "the totals still reached the receiver"
+    );
+    assert_eq!(
+        st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(),
+        sent
+    );
 }
 
 #[test]

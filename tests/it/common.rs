@@ -114,7 +114,10 @@ impl RecvChild {
         let mut child = self.child.take().expect("child");
         let status = wait_status(&mut child, limit);
         let rest = self.rest.take().map(|t| t.join().unwrap_or_default());
-        (status, String::from_utf8_lossy(&rest.unwrap_or_default()).into_owned())
+        (
+            status,
+            String::from_utf8_lossy(&rest.unwrap_or_default()).into_owned(),
+        )
     }
 }
 

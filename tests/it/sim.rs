@@ -60,11 +60,11 @@ fn run_session(deliveries: &[Delivery], total_sent: u64) -> (ReceiverReport, Vec
     let mut results = None;
 
     let pump = |clock: &ManualClock,
-                    server: &mut ReceiverServer,
-                    ctl: &mut SenderControl,
-                    lost: &mut Vec<(u64, u64)>,
-                    results: &mut Option<ReceiverReport>,
-                    echo: &mut [u8; DATA_HEADER_LEN]| {
+                server: &mut ReceiverServer,
+                ctl: &mut SenderControl,
+                lost: &mut Vec<(u64, u64)>,
+                results: &mut Option<ReceiverReport>,
+                echo: &mut [u8; DATA_HEADER_LEN]| {
         for _ in 0..100 {
             let mut moved = false;
             while let Some(msg) = ctl.poll_transmit() {
@@ -93,7 +93,14 @@ fn run_session(deliveries: &[Delivery], total_sent: u64) -> (ReceiverReport, Vec
             }
         }
     };
-    pump(&clock, &mut server, &mut ctl, &mut lost, &mut results, &mut echo);
+    pump(
+        &clock,
+        &mut server,
+        &mut ctl,
+        &mut lost,
+        &mut results,
+        &mut echo,
+    );
 
     let mut buf = vec![0u8; PAYLOAD];
     let t_start = clock.wall_ns() - WALL0;
@@ -113,7 +120,14 @@ fn run_session(deliveries: &[Delivery], total_sent: u64) -> (ReceiverReport, Vec
     }
     ctl.finish(clock.now(), total_sent, total_sent * PAYLOAD as u64, 0);
     for _ in 0..200 {
-        pump(&clock, &mut server, &mut ctl, &mut lost, &mut results, &mut echo);
+        pump(
+            &clock,
+            &mut server,
+            &mut ctl,
+            &mut lost,
+            &mut results,
+            &mut echo,
+        );
         if results.is_some() {
             break;
         }
@@ -170,7 +184,11 @@ fn chosen_drops_duplicates_and_reorders_come_out_exactly() {
     assert_eq!(lost, vec![(10, 12), (500, 500), (998, 999)]);
     assert_eq!(st.latency.unwrap().count, 994);
     // Interval rows add up to the run.
-    let rows: Vec<_> = report.intervals.iter().filter_map(|r| r.stats.as_ref()).collect();
+    let rows: Vec<_> = report
+        .intervals
+        .iter()
+        .filter_map(|r| r.stats.as_ref())
+        .collect();
     assert_eq!(rows.iter().map(|s| s.received).sum::<u64>(), 994);
     assert_eq!(rows.iter().map(|s| s.lost).sum::<u64>(), 6);
     assert_eq!(rows.iter().map(|s| s.duplicates).sum::<u64>(), 3);
@@ -305,7 +323,8 @@ fn seeded_impairment_matches_the_receivers_accounting_datagram_by_datagram() {
 /// accounting (or in the impairment's decisions) shows up as a diff of this table.
 #[test]
 fn impairment_sweep_matches_the_snapshot() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/snapshots/impair_sweep.csv");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/snapshots/impair_sweep.csv");
     let mut table = String::from(
         "loss,reorder,pps,sent,received,lost,loss_periods,loss_period_max,duplicates,reordered,reorder_extent_max,n_reordered_1,n_reordered_2,n_reordered_3,late,impair_dropped,impair_queue_dropped\n",
     );
@@ -313,7 +332,8 @@ fn impairment_sweep_matches_the_snapshot() {
     for loss in ["0%", "1%", "5%"] {
         for reorder in ["0%", "2%:3"] {
             for pps in [1_000u64, 10_000, 50_000] {
-                let spec = format!("loss={loss},reorder={reorder},dup=0.5%,rate=20M,queue=32K,seed=2026");
+                let spec =
+                    format!("loss={loss},reorder={reorder},dup=0.5%,rate=20M,queue=32K,seed=2026");
                 let (fates, out) = impaired_link(&spec, pps, count);
                 let gap = 1_000_000_000 / pps;
                 let deliveries: Vec<Delivery> = out
@@ -326,8 +346,14 @@ fn impairment_sweep_matches_the_snapshot() {
                     .collect();
                 let (report, _) = run_session(&deliveries, count);
                 let st = report.stats;
-                let dropped = fates.values().filter(|f| matches!(f, Fate::Dropped)).count();
-                let qdropped = fates.values().filter(|f| matches!(f, Fate::QueueDropped)).count();
+                let dropped = fates
+                    .values()
+                    .filter(|f| matches!(f, Fate::Dropped))
+                    .count();
+                let qdropped = fates
+                    .values()
+                    .filter(|f| matches!(f, Fate::QueueDropped))
+                    .count();
                 assert_eq!(st.lost, (dropped + qdropped) as u64, "{spec} at {pps} pps");
                 table.push_str(&format!(
                     "{loss},{reorder},{pps},{},{},{},{},{},{},{},{},{},{},{},{},{dropped},{qdropped}\n",
@@ -352,7 +378,10 @@ fn impairment_sweep_matches_the_snapshot() {
         std::fs::write(&path, &table).unwrap();
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!("missing {}: run with UPDATE_SNAPSHOTS=1 once and commit it", path.display())
+        panic!(
+            "missing {}: run with UPDATE_SNAPSHOTS=1 once and commit it",
+            path.display()
+        )
     });
     if expected != table {
         let diff: Vec<String> = expected
@@ -361,6 +390,9 @@ fn impairment_sweep_matches_the_snapshot() {
             .filter(|(a, b)| a != b)
             .map(|(a, b)| format!("- {a}\n+ {b}"))
             .collect();
-        panic!("the accounting changed against the snapshot:\n{}", diff.join("\n"));
+        panic!(
+            "the accounting changed against the snapshot:\n{}",
+            diff.join("\n")
+        );
     }
 }
