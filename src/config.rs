@@ -212,7 +212,7 @@ impl SendConfig {
             Some(list) => crate::net::parse_cpu_list(list)
                 .map_err(|e| UsageError(format!("--cpu {list}: {e}")))?,
         };
-        let impair = args.impair.clone().filter(|s| !s.is_noop());
+        let impair = args.impair.filter(|s| !s.is_noop());
         if args.impair_log.is_some() && impair.is_none() {
             return Err(UsageError(
                 "--impair-log needs an --impair spec to log".into(),

@@ -225,23 +225,21 @@ impl SenderControl {
             Message::FinAck(FinAck {
                 session_id,
                 tmax_ns,
-            }) if session_id == self.session_id => {
-                if self.phase == SenderPhase::Finishing {
-                    let tmax = Duration::from_nanos(tmax_ns);
-                    self.phase = SenderPhase::AwaitingResults;
-                    self.phase_started = now;
-                    self.results_from = Some(now + tmax);
-                    self.results_deadline = Some(now + tmax + RESULTS_GRACE);
-                    self.next_send = Some(now + tmax);
-                }
+            }) if session_id == self.session_id && self.phase == SenderPhase::Finishing => {
+                let tmax = Duration::from_nanos(tmax_ns);
+                self.phase = SenderPhase::AwaitingResults;
+                self.phase_started = now;
+                self.results_from = Some(now + tmax);
+                self.results_deadline = Some(now + tmax + RESULTS_GRACE);
+                self.next_send = Some(now + tmax);
             }
             Message::ResultChunk(chunk) if chunk.session_id == self.session_id => {
                 self.handle_chunk(now, &chunk);
             }
-            Message::Abort { session_id, .. } if session_id == self.session_id => {
-                if self.phase != SenderPhase::Done {
-                    self.fail(ControlError::PeerAborted);
-                }
+            Message::Abort { session_id, .. }
+                if session_id == self.session_id && self.phase != SenderPhase::Done =>
+            {
+                self.fail(ControlError::PeerAborted);
             }
             _ => {}
         }
@@ -399,7 +397,7 @@ pub enum ServerEvent {
     },
     Interval {
         session_id: u32,
-        row: IntervalRow,
+        row: Box<IntervalRow>,
     },
     /// Lost sequence ranges declared since the last such event (only with `record_loss_ranges`).
     Lost {
@@ -716,7 +714,7 @@ impl ReceiverServer {
                 s.intervals.push(row.clone());
                 self.events.push_back(ServerEvent::Interval {
                     session_id: id,
-                    row,
+                    row: Box::new(row),
                 });
                 s.next_interval += s.params.interval;
             }
@@ -777,7 +775,7 @@ impl ReceiverServer {
             s.intervals.push(row.clone());
             self.events.push_back(ServerEvent::Interval {
                 session_id: id,
-                row,
+                row: Box::new(row),
             });
         }
         if self.cfg.record_loss_ranges {

@@ -163,7 +163,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         count: cfg.count,
         batch: cfg.batch,
         mode,
-        impair: cfg.impair.clone(),
+        impair: cfg.impair,
         impair_log,
         cpu: cfg.cpus.first().copied(),
     };
