@@ -97,6 +97,12 @@ pub struct RecvArgs {
     /// Use the user-space clock instead of kernel receive timestamps.
     #[arg(long)]
     pub no_kernel_timestamps: bool,
+    /// Do not ask the kernel to coalesce datagrams (UDP GRO); each arrives on its own.
+    #[arg(long)]
+    pub no_gro: bool,
+    /// Pin the receiving thread to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }

@@ -263,6 +263,8 @@ pub struct RecvConfig {
     pub once: bool,
     pub max_sessions: usize,
     pub kernel_timestamps: bool,
+    /// Ask for UDP GRO: coalesced datagrams, split again in user space (far fewer wakeups).
+    pub gro: bool,
     pub outputs: Outputs,
     /// Print nothing but the listening line (loopback's receiver half).
     pub silent: bool,
@@ -282,9 +284,10 @@ impl RecvConfig {
             once: args.once,
             max_sessions: args.max_sessions,
             kernel_timestamps: !args.no_kernel_timestamps,
+            gro: !args.no_gro,
             outputs: Outputs::from_args(&args.reports),
             silent: false,
-            cpus: Vec::new(),
+            cpus: args.cpu.into_iter().collect(),
         })
     }
 }

@@ -167,6 +167,9 @@ pub struct SenderReport {
     pub pps_achieved: f64,
     /// How far sends fell behind their scheduled deadline.
     pub schedule_lateness: Option<LatencySummary>,
+    /// Time between consecutive sends (datagrams handed over in one batch have gap 0).
+    #[serde(default)]
+    pub inter_departure: Option<LatencySummary>,
     /// Round-trip times from `--echo` replies.
     pub rtt: Option<LatencySummary>,
     pub echo_replies: u64,

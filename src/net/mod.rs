@@ -15,4 +15,6 @@ pub use batch::{
 };
 pub use cpu::{parse_cpu_list, pin_current_thread, tighten_timer_slack};
 pub use snmp::{UdpSnmp, udp_snmp, udp6_snmp};
-pub use socket::{BoundSocket, NetError, SocketOptions, bind, resolve, unspecified_for};
+pub use socket::{
+    BoundSocket, NetError, SocketOptions, bind, rcvbuf_limit, resolve, unspecified_for,
+};

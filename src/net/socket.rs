@@ -332,6 +332,18 @@ pub fn resolve(target: &str, default_port: u16) -> Result<SocketAddr, NetError> 
         .ok_or_else(|| fail("the name has no addresses".to_string()))
 }
 
+/// The largest SO_RCVBUF an unprivileged request gets (net.core.rmem_max), where known.
+pub fn rcvbuf_limit() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        platform::buffer_limit(BufferKind::Receive)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// The wildcard address of `peer`'s family with port 0: what a sender binds before connecting.
 pub fn unspecified_for(peer: &SocketAddr) -> SocketAddr {
     match peer {

@@ -14,7 +14,7 @@ use crate::summary::{
 };
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 60] = [
+pub const SUMMARY_COLUMNS: [&str; 63] = [
     "run_id",
     "role",
     "target",
@@ -76,6 +76,9 @@ pub const SUMMARY_COLUMNS: [&str; 60] = [
     "impair_duplicated",
     "impair_reordered",
     "interrupted",
+    "gap_p50_us",
+    "gap_p99_us",
+    "rcvbuf_drops_pct",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -405,6 +408,9 @@ struct SummaryRow {
     impair_duplicated: String,
     impair_reordered: String,
     interrupted: String,
+    gap_p50_us: String,
+    gap_p99_us: String,
+    rcvbuf_drops_pct: String,
 }
 
 impl SummaryRow {
@@ -446,6 +452,12 @@ impl SummaryRow {
         self.pdv_p99_us = LatencyCells::of(stats.pdv.as_ref()).p99;
         self.received_bytes = stats.received_bytes.to_string();
         self.rcvbuf_drops = opt(receiver.rcvbuf_drops);
+        self.rcvbuf_drops_pct = pct_cell(
+            receiver
+                .rcvbuf_drops
+                .zip(loss_denominator(report))
+                .and_then(|(d, n)| percent(d, n)),
+        );
         self.timestamp_source = receiver.timestamp_source.clone();
         self.foreign_datagrams = receiver.foreign_datagrams.to_string();
         self.tmax_s = seconds(receiver.tmax_s);
@@ -537,6 +549,9 @@ impl SummaryRow {
             self.impair_duplicated,
             self.impair_reordered,
             self.interrupted,
+            self.gap_p50_us,
+            self.gap_p99_us,
+            self.rcvbuf_drops_pct,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -556,6 +571,9 @@ fn sender_summary_row(report: &RunReport, sender: &SenderReport) -> SummaryRow {
     row.pps_achieved = decimal(sender.pps_achieved, 1);
     row.rtt = LatencyCells::of(sender.rtt.as_ref());
     row.schedule_lateness_p99_us = LatencyCells::of(sender.schedule_lateness.as_ref()).p99;
+    let gaps = LatencyCells::of(sender.inter_departure.as_ref());
+    row.gap_p50_us = gaps.p50;
+    row.gap_p99_us = gaps.p99;
     row.interrupted = report.interrupted.to_string();
     row
 }

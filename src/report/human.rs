@@ -264,6 +264,13 @@ fn summary_table(report: &RunReport) -> Table {
         None,
     );
     t.row(
+        "send gap p50 / p99",
+        sender
+            .and_then(|s| measured(s.inter_departure.as_ref()))
+            .map(|g| format!("{} / {}", fmt_ns(g.p50_ns), fmt_ns(g.p99_ns))),
+        None,
+    );
+    t.row(
         "send errors (ENOBUFS/EAGAIN)",
         on_sender(&|s| {
             format!(

@@ -144,6 +144,7 @@ pub(crate) mod fixtures {
                 pps_target: Some(1000.0),
                 pps_achieved: 999.0,
                 schedule_lateness: Some(latency(3_000)),
+                inter_departure: None,
                 rtt: Some(latency(20_000)),
                 echo_replies: 9_900,
                 sndbuf: BufferInfo {

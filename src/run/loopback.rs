@@ -6,9 +6,13 @@ use std::thread;
 use anyhow::Context;
 
 use crate::config::{Outputs, RecvConfig, SendConfig};
+use crate::net;
 use crate::run::recv::Receiver;
 use crate::run::{Stop, send};
 use crate::summary::RunReport;
+
+/// Receive buffer `loopback` asks for when the user gives none.
+pub const LOOPBACK_RCVBUF: u64 = 4 << 20;
 
 /// Runs one complete test over loopback and returns the sender's report (which carries the
 /// receiver's). The receiver half writes only the loss log; the caller writes the reports.
@@ -23,14 +27,20 @@ pub fn run(
     } else {
         Ipv4Addr::LOCALHOST.into()
     };
+    // Loopback is for studying what udplab and its impairment do, not the kernel's default
+    // buffer: ask for 4 MiB (or net.core.rmem_max if lower, so nothing is clamped) unless the
+    // user chose; the report shows requested → effective.
     let rcfg = RecvConfig {
         bind: SocketAddr::new(ip, 0),
-        rcvbuf: cfg.rcvbuf,
+        rcvbuf: cfg.rcvbuf.or(Some(
+            net::rcvbuf_limit().map_or(LOOPBACK_RCVBUF, |l| l.min(LOOPBACK_RCVBUF)),
+        )),
         sndbuf: None,
         force_buf: cfg.force_buf,
         once: true,
         max_sessions: 1,
         kernel_timestamps,
+        gro: true,
         outputs: Outputs {
             loss_log: cfg.outputs.loss_log.take(),
             ..Outputs::default()

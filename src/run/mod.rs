@@ -250,6 +250,7 @@ pub fn check_thresholds(report: &RunReport, th: &Thresholds) -> Outcome {
 pub fn wait_until(deadline: Instant, halt: impl Fn() -> bool) {
     const SPIN: Duration = Duration::from_micros(120);
     const MAX_NAP: Duration = Duration::from_millis(20);
+    const YIELD_FLOOR: Duration = Duration::from_micros(3);
     loop {
         let now = time::now();
         if now >= deadline || halt() {
@@ -258,6 +259,10 @@ pub fn wait_until(deadline: Instant, halt: impl Fn() -> bool) {
         let left = deadline - now;
         if left > SPIN {
             std::thread::sleep((left - SPIN).min(MAX_NAP));
+        } else if left > YIELD_FLOOR {
+            // Spin politely: hand the core to any runnable thread (on a 2-core machine that is
+            // often our own receiver) and come straight back when there is none.
+            std::thread::yield_now();
         } else {
             std::hint::spin_loop();
         }

@@ -19,6 +19,8 @@ use crate::summary::{REPORT_VERSION, ReceiverReport, RunReport};
 use crate::time;
 use crate::wire;
 
+/// Longest the receive loop blocks before looking at its timers.
+const RECV_TICK: Duration = Duration::from_millis(5);
 /// How long a `--once` receiver keeps answering result requests after the last one.
 const ONCE_QUIET: Duration = Duration::from_secs(1);
 
@@ -47,7 +49,7 @@ impl Receiver {
                 force_buffers: cfg.force_buf,
                 kernel_timestamps: cfg.kernel_timestamps,
                 rxq_overflow: true,
-                gro: false,
+                gro: cfg.gro,
             },
         )
         .map_err(|e| SetupError(e.to_string()))?;
@@ -107,15 +109,10 @@ impl Receiver {
         let mut echo = [0u8; wire::DATA_HEADER_LEN];
         let mut started: HashMap<u32, (u64, TestParams)> = HashMap::new();
         let mut outcome = RecvOutcome::default();
+        // A fixed short read timeout: timers (intervals, Tmax) need only millisecond accuracy,
+        // and re-arming it per batch would cost a syscall per batch on the hot path.
+        sock.set_read_timeout(Some(RECV_TICK))?;
         loop {
-            let now = time::now();
-            let wait = server
-                .poll_timeout()
-                .map_or(Duration::from_millis(100), |t| {
-                    t.saturating_duration_since(now)
-                })
-                .clamp(Duration::from_millis(1), Duration::from_millis(100));
-            sock.set_read_timeout(Some(wait))?;
             match batch.recv(sock) {
                 Ok(n) => {
                     let now = time::now();

@@ -45,6 +45,7 @@ struct DataResult {
     first: Option<Instant>,
     last: Option<Instant>,
     lateness: Option<LatencyHistogram>,
+    gaps: LatencyHistogram,
     impair: Option<ImpairCounters>,
     mode: SendMode,
     warnings: Vec<String>,
@@ -337,6 +338,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         pps_target: cfg.pps(),
         pps_achieved,
         schedule_lateness: result.lateness.as_ref().and_then(LatencyHistogram::summary),
+        inter_departure: result.gaps.summary(),
         rtt: rtt_total.summary(),
         echo_replies,
         sndbuf: bound.sndbuf,
@@ -481,6 +483,7 @@ fn data_loop(
         first: None,
         last: None,
         lateness: None,
+        gaps: LatencyHistogram::new(),
         impair: None,
         mode,
         warnings: Vec::new(),
@@ -540,8 +543,15 @@ fn data_loop(
             break;
         }
         let wall = time::wall_ns();
-        if res.first.is_none() {
-            res.first = Some(now);
+        match res.last {
+            None => res.first = Some(now),
+            Some(prev) => {
+                // One batch leaves in one syscall: its first datagram carries the gap.
+                res.gaps.record((now - prev).as_nanos() as u64);
+                for _ in 1..n {
+                    res.gaps.record(0);
+                }
+            }
         }
         match impair.as_mut() {
             None => {
