@@ -181,8 +181,13 @@ pub struct SendArgs {
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Pin the sending thread (and for loopback the receiving thread) to these CPUs, e.g. 0,1.
+    /// With --flows, flow i's sending thread goes to the i-th CPU of the list, round robin.
     #[arg(long)]
     pub cpu: Option<String>,
+    /// Parallel flows, each with its own socket, session and sending thread; --rate is per
+    /// flow (like iperf3 -P). Prints one line per flow and the total; no interval lines.
+    #[arg(long, short = 'P', default_value_t = 1)]
+    pub flows: usize,
     /// Seed for the Poisson schedule and the session id (default: random).
     #[arg(long)]
     pub seed: Option<u64>,

@@ -124,6 +124,10 @@ pub struct SendConfig {
     pub send_mode: Option<SendMode>,
     pub batch: usize,
     pub cpus: Vec<usize>,
+    /// Parallel flows, each its own socket, session and threads.
+    pub flows: usize,
+    /// Which flow this configuration drives (0 for a single flow).
+    pub flow_index: usize,
     pub seed: Option<u64>,
     pub thresholds: Thresholds,
     pub outputs: Outputs,
@@ -196,6 +200,9 @@ impl SendConfig {
         if args.tmax > Duration::from_secs(600) {
             return Err(UsageError("--tmax: at most 600s".into()));
         }
+        if args.flows == 0 || args.flows > 64 {
+            return Err(UsageError("--flows: 1..=64 parallel flows".into()));
+        }
         if args.batch == 0 || args.batch > 1024 {
             return Err(UsageError("--batch: 1..=1024 datagrams per syscall".into()));
         }
@@ -213,6 +220,11 @@ impl SendConfig {
                 .map_err(|e| UsageError(format!("--cpu {list}: {e}")))?,
         };
         let impair = args.impair.filter(|s| !s.is_noop());
+        if args.impair_log.is_some() && args.flows > 1 {
+            return Err(UsageError(
+                "--impair-log logs one flow's fates: use it without --flows".into(),
+            ));
+        }
         if args.impair_log.is_some() && impair.is_none() {
             return Err(UsageError(
                 "--impair-log needs an --impair spec to log".into(),
@@ -238,6 +250,8 @@ impl SendConfig {
             send_mode,
             batch: args.batch,
             cpus,
+            flows: args.flows,
+            flow_index: 0,
             seed: args.seed,
             thresholds: Thresholds::from_args(&args.thresholds),
             outputs: Outputs::from_args(&args.reports),

@@ -62,6 +62,10 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
         Command::Send(cmd) => {
             let addr = net::resolve(&cmd.target, DEFAULT_PORT)?;
             let cfg = SendConfig::from_args(&cmd.target, addr, &cmd.opts, Duration::from_secs(10))?;
+            if cfg.flows > 1 {
+                let report = run::flows::run(&cfg, stop)?;
+                return run::flows::write_outputs(&report, &cfg.outputs, &cfg.thresholds);
+            }
             let report = run::send::run(&cfg, stop)?;
             finish_send(&report, &cfg)
         }
@@ -71,8 +75,18 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
                 .parse()
                 .map_err(|_| UsageError("loopback address".into()))?;
             let cfg = SendConfig::from_args(placeholder, addr, &cmd.opts, Duration::from_secs(5))?;
-            let report =
-                run::loopback::run(cfg.clone(), cmd.ipv6, !cmd.no_kernel_timestamps, stop)?;
+            let kernel_ts = !cmd.no_kernel_timestamps;
+            if cfg.flows > 1 {
+                let report = run::loopback::with_receiver(
+                    cfg.clone(),
+                    cmd.ipv6,
+                    kernel_ts,
+                    stop,
+                    run::flows::run,
+                )?;
+                return run::flows::write_outputs(&report, &cfg.outputs, &cfg.thresholds);
+            }
+            let report = run::loopback::run(cfg.clone(), cmd.ipv6, kernel_ts, stop)?;
             finish_send(&report, &cfg)
         }
         Command::Proxy(args) => {

@@ -17,11 +17,23 @@ pub const LOOPBACK_RCVBUF: u64 = 4 << 20;
 /// Runs one complete test over loopback and returns the sender's report (which carries the
 /// receiver's). The receiver half writes only the loss log; the caller writes the reports.
 pub fn run(
-    mut cfg: SendConfig,
+    cfg: SendConfig,
     ipv6: bool,
     kernel_timestamps: bool,
     stop: &Stop,
 ) -> anyhow::Result<RunReport> {
+    with_receiver(cfg, ipv6, kernel_timestamps, stop, send::run)
+}
+
+/// Starts a loopback receiver for `cfg.flows` tests, runs `sender` against it, and waits for
+/// the receiver to deliver its results and end.
+pub fn with_receiver<T>(
+    mut cfg: SendConfig,
+    ipv6: bool,
+    kernel_timestamps: bool,
+    stop: &Stop,
+    sender: impl FnOnce(&SendConfig, &Stop) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let ip: IpAddr = if ipv6 {
         Ipv6Addr::LOCALHOST.into()
     } else {
@@ -38,7 +50,7 @@ pub fn run(
         sndbuf: None,
         force_buf: cfg.force_buf,
         once: true,
-        max_sessions: 1,
+        max_sessions: cfg.flows.max(1),
         kernel_timestamps,
         gro: true,
         outputs: Outputs {
@@ -63,7 +75,7 @@ pub fn run(
     };
     cfg.addr = addr;
     cfg.target = addr.to_string();
-    let result = send::run(&cfg, stop);
+    let result = sender(&cfg, stop);
     // The receiver ends by itself once results went out; make sure it does on failure too.
     if result.is_err() || stop.requested() {
         rstop.raise_to(1);

@@ -4,6 +4,7 @@
 //! The timed data path runs on dedicated OS threads (tokio's 1 ms timer cannot pace 100k
 //! datagrams/s evenly); tokio runs what is not timed to the microsecond: signal handling here.
 
+pub mod flows;
 pub mod loopback;
 pub mod proxy;
 pub mod recv;

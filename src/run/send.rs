@@ -166,7 +166,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         mode,
         impair: cfg.impair,
         impair_log,
-        cpu: cfg.cpus.first().copied(),
+        cpu: (!cfg.cpus.is_empty()).then(|| cfg.cpus[cfg.flow_index % cfg.cpus.len()]),
     };
     let live = Arc::new(LiveCounters::default());
     let halt = Arc::new(AtomicBool::new(false));
