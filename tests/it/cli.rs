@@ -352,3 +352,69 @@ fn help_has_examples() {
     let out = run_bounded(&["proxy", "--help"], Duration::from_secs(10));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Gilbert-Elliott"));
 }
+
+#[test]
+fn parallel_flows_report_each_flow_and_their_total() {
+    let out = run_bounded(
+        &[
+            "loopback", "--flows", "3", "--count", "3000", "--pps", "3000", "--size", "100",
+            "--json", "-",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let flows = v["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 3);
+    let ids: std::collections::BTreeSet<&str> = flows
+        .iter()
+        .map(|f| f["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "each flow is its own session");
+    let mut received = 0;
+    for f in flows {
+        assert_eq!(f["sender"]["sent"], 3000);
+        let st = &f["receiver"]["stats"];
+        assert_eq!(
+            st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(),
+            3000
+        );
+        received += st["received"].as_u64().unwrap();
+    }
+    let total = &v["total"];
+    assert_eq!(total["sender"]["sent"], 9000);
+    assert_eq!(
+        total["receiver"]["stats"]["received"].as_u64().unwrap(),
+        received
+    );
+}
+
+#[test]
+fn ipv6_loopback_works_where_present() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipping: no IPv6 loopback here");
+        return;
+    }
+    let out = run_bounded(
+        &[
+            "loopback", "--ipv6", "--count", "500", "--pps", "5000", "--json", "-",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["target"].as_str().unwrap().starts_with("[::1]:"));
+    let st = &v["receiver"]["stats"];
+    assert_eq!(
+        st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(),
+        500
+    );
+}
