@@ -418,3 +418,44 @@ fn ipv6_loopback_works_where_present() {
         500
     );
 }
+
+#[test]
+fn interrupting_the_receiver_writes_its_view_and_stops_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let rjson = dir.path().join("recv.json");
+    let recv = RecvChild::start(&["--once", "--quiet", "--json", rjson.to_str().unwrap()]);
+    let sender = udplab()
+        .args([
+            "send",
+            &recv.addr,
+            "--duration",
+            "60s",
+            "--pps",
+            "1000",
+            "--quiet",
+            "--json",
+            "-",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = recv.child.as_ref().unwrap().id();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGINT);
+    }
+    let (status, _) = recv.finish(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130));
+    let line = std::fs::read_to_string(&rjson).unwrap();
+    let r: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(r["interrupted"], true);
+    let got = r["receiver"]["stats"]["received"].as_u64().unwrap();
+    assert!(got > 100, "received {got}");
+    // The receiver's Abort ends the sender well before its 60 s.
+    let out = crate::common::wait_bounded(sender, Duration::from_secs(20));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["interrupted"], true);
+    assert!(s["sender"]["sent"].as_u64().unwrap() < 30_000);
+}
