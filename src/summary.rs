@@ -178,6 +178,9 @@ pub struct SenderReport {
     /// The impairment spec applied in the sender, canonical form.
     pub impairment: Option<String>,
     pub impair_counters: Option<ImpairCounters>,
+    /// How datagrams were handed to the kernel: "plain", "mmsg" (sendmmsg) or "gso" (UDP GSO).
+    #[serde(default)]
+    pub send_mode: String,
     /// Per-interval rows (sender side).
     pub intervals: Vec<IntervalRow>,
 }

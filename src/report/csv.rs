@@ -14,7 +14,7 @@ use crate::summary::{
 };
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 63] = [
+pub const SUMMARY_COLUMNS: [&str; 64] = [
     "run_id",
     "role",
     "target",
@@ -79,6 +79,7 @@ pub const SUMMARY_COLUMNS: [&str; 63] = [
     "gap_p50_us",
     "gap_p99_us",
     "rcvbuf_drops_pct",
+    "send_mode",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -411,6 +412,7 @@ struct SummaryRow {
     gap_p50_us: String,
     gap_p99_us: String,
     rcvbuf_drops_pct: String,
+    send_mode: String,
 }
 
 impl SummaryRow {
@@ -552,6 +554,7 @@ impl SummaryRow {
             self.gap_p50_us,
             self.gap_p99_us,
             self.rcvbuf_drops_pct,
+            self.send_mode,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -574,6 +577,7 @@ fn sender_summary_row(report: &RunReport, sender: &SenderReport) -> SummaryRow {
     let gaps = LatencyCells::of(sender.inter_departure.as_ref());
     row.gap_p50_us = gaps.p50;
     row.gap_p99_us = gaps.p99;
+    row.send_mode = sender.send_mode.clone();
     row.interrupted = report.interrupted.to_string();
     row
 }

@@ -264,6 +264,13 @@ fn summary_table(report: &RunReport) -> Table {
         None,
     );
     t.row(
+        "send mode",
+        sender
+            .filter(|s| !s.send_mode.is_empty())
+            .map(|s| s.send_mode.clone()),
+        None,
+    );
+    t.row(
         "send gap p50 / p99",
         sender
             .and_then(|s| measured(s.inter_departure.as_ref()))

@@ -145,6 +145,7 @@ pub(crate) mod fixtures {
                 pps_achieved: 999.0,
                 schedule_lateness: Some(latency(3_000)),
                 inter_departure: None,
+                send_mode: "gso".into(),
                 rtt: Some(latency(20_000)),
                 echo_replies: 9_900,
                 sndbuf: BufferInfo {

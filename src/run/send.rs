@@ -223,7 +223,6 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 &mut rtt_total,
                 intervals.len() as f64 * cfg.interval.as_secs_f64(),
                 cfg.interval.as_secs_f64(),
-                cfg.payload_size,
             );
             if !cfg.outputs.quiet {
                 report::write_interval_line(&mut text, &row)?;
@@ -237,10 +236,10 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         .join()
         .map_err(|_| anyhow::anyhow!("the send thread panicked"))?;
     warnings.extend(result.warnings.iter().cloned());
-    // The last, partial interval.
+    // The last, partial interval, when anything was sent in it.
     let elapsed = time::now().saturating_duration_since(start).as_secs_f64();
     let start_s = intervals.len() as f64 * cfg.interval.as_secs_f64();
-    if elapsed > start_s + 1e-3 {
+    if elapsed > start_s + 1e-3 && live.sent.load(Ordering::Relaxed) > prev.0 {
         let row = sender_row(
             &live,
             &mut prev,
@@ -248,7 +247,6 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             &mut rtt_total,
             start_s,
             elapsed - start_s,
-            cfg.payload_size,
         );
         if !cfg.outputs.quiet {
             report::write_interval_line(&mut text, &row)?;
@@ -345,9 +343,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         rcvbuf: bound.rcvbuf,
         impairment: cfg.impair.as_ref().map(ToString::to_string),
         impair_counters: result.impair,
+        send_mode: result.mode.to_string(),
         intervals,
     };
-    let _ = result.mode;
     Ok(RunReport {
         version: REPORT_VERSION,
         run_id,
@@ -391,7 +389,6 @@ fn sender_row(
     rtt_total: &mut LatencyHistogram,
     start_s: f64,
     secs: f64,
-    payload: usize,
 ) -> IntervalRow {
     let now = (
         live.sent.load(Ordering::Relaxed),
@@ -403,7 +400,6 @@ fn sender_row(
     let rtt = rtt_interval.summary();
     rtt_total.add(rtt_interval);
     rtt_interval.reset();
-    let _ = payload;
     IntervalRow {
         role: "sender".into(),
         start_s,
@@ -594,9 +590,12 @@ fn data_loop(
                 }
             }
             Some(imp) => {
+                // The emulated network starts after the timestamp was taken, never before it,
+                // so a preemption here cannot make a datagram arrive earlier than its delay.
+                let offered = time::now();
                 for i in 0..n {
                     let s = seq + i as u64;
-                    let fate = imp.handle(now, payload, (s, wall));
+                    let fate = imp.handle(offered, payload, (s, wall));
                     if let Some(log) = plan.impair_log.as_mut() {
                         log_fate(log, s, &fate);
                     }
