@@ -903,3 +903,209 @@ struct ResultsEnvelope {
     version: u32,
     report: ReceiverReport,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::ManualClock;
+
+    fn params() -> TestParams {
+        TestParams {
+            payload_size: 100,
+            echo: true,
+            interval: Duration::from_secs(1),
+            tmax: Duration::from_millis(300),
+            count: 0,
+            duration: Duration::ZERO,
+            rate_bps: 0,
+            pps_milli: 0,
+        }
+    }
+
+    fn server(max_sessions: usize) -> ReceiverServer {
+        ReceiverServer::new(ServerConfig {
+            max_sessions,
+            rcvbuf: BufferInfo::default(),
+            sndbuf: BufferInfo::default(),
+            timestamp_source: "user".into(),
+            record_loss_ranges: false,
+        })
+    }
+
+    const PEER: &str = "192.0.2.9:4000";
+
+    /// Delivers everything queued on both sides until nothing moves.
+    fn pump(clock: &ManualClock, ctl: &mut SenderControl, srv: &mut ReceiverServer) {
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let mut echo = [0u8; wire::DATA_HEADER_LEN];
+        loop {
+            let mut moved = false;
+            while let Some(m) = ctl.poll_transmit() {
+                srv.handle_datagram(clock.now(), clock.wall_ns(), peer, &m, &mut echo);
+                moved = true;
+            }
+            while let Some((_, m)) = srv.poll_transmit() {
+                ctl.handle_datagram(clock.now(), &m);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn handshake_is_retried_then_fails_with_a_clear_error() {
+        let mut clock = ManualClock::new(0);
+        let mut ctl = SenderControl::new(7, params(), clock.now());
+        let mut hellos = 0;
+        while !ctl.is_done() {
+            while ctl.poll_transmit().is_some() {
+                hellos += 1;
+            }
+            clock.advance(Duration::from_millis(50));
+            ctl.handle_timeout(clock.now());
+        }
+        assert_eq!(hellos, 15, "one Hello every 200 ms for 3 s");
+        match ctl.poll_event() {
+            Some(SenderEvent::Failed(ControlError::NoReceiver(s))) => assert!(s >= 3.0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_second_test_is_busy_when_the_receiver_is_full() {
+        let clock = ManualClock::new(0);
+        let mut srv = server(1);
+        let mut a = SenderControl::new(1, params(), clock.now());
+        pump(&clock, &mut a, &mut srv);
+        assert!(matches!(a.poll_event(), Some(SenderEvent::Accepted { .. })));
+        let mut b = SenderControl::new(2, params(), clock.now());
+        pump(&clock, &mut b, &mut srv);
+        assert_eq!(
+            b.poll_event(),
+            Some(SenderEvent::Failed(ControlError::Busy))
+        );
+    }
+
+    #[test]
+    fn lost_fin_ack_is_recovered_and_results_arrive_in_any_order() {
+        let mut clock = ManualClock::new(1_000_000_000);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let mut srv = server(4);
+        let mut ctl = SenderControl::new(3, params(), clock.now());
+        pump(&clock, &mut ctl, &mut srv);
+        assert!(matches!(
+            ctl.poll_event(),
+            Some(SenderEvent::Accepted { .. })
+        ));
+        let mut echo = [0u8; wire::DATA_HEADER_LEN];
+        let mut buf = [0u8; 100];
+        for seq in 0..10u64 {
+            DataHeader {
+                session_id: 3,
+                seq,
+                send_ns: clock.wall_ns(),
+            }
+            .write(Kind::Data, &mut buf);
+            assert!(srv.handle_datagram(clock.now(), clock.wall_ns(), peer, &buf, &mut echo));
+            assert_eq!(DataHeader::parse_echo(&echo).map(|h| h.seq), Some(seq));
+        }
+        ctl.finish(clock.now(), 12, 1200, 0);
+        // The first Fin's answer is lost.
+        let fin = ctl.poll_transmit().unwrap();
+        srv.handle_datagram(clock.now(), clock.wall_ns(), peer, &fin, &mut echo);
+        assert!(srv.poll_transmit().is_some());
+        for _ in 0..40 {
+            clock.advance(Duration::from_millis(50));
+            ctl.handle_timeout(clock.now());
+            srv.handle_timeout(clock.now(), clock.wall_ns());
+            // Deliver the receiver's replies in reverse order.
+            while let Some(m) = ctl.poll_transmit() {
+                srv.handle_datagram(clock.now(), clock.wall_ns(), peer, &m, &mut echo);
+            }
+            let mut replies = Vec::new();
+            while let Some((_, m)) = srv.poll_transmit() {
+                replies.push(m);
+            }
+            for m in replies.iter().rev() {
+                ctl.handle_datagram(clock.now(), m);
+            }
+            if ctl.is_done() {
+                break;
+            }
+        }
+        match ctl.poll_event() {
+            Some(SenderEvent::Results(r)) => {
+                assert_eq!(r.stats.expected, 12);
+                assert_eq!(r.stats.received, 10);
+                assert_eq!(r.stats.lost, 2, "tail losses count");
+                assert!(!r.interrupted);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_silent_sender_ends_its_test_as_interrupted() {
+        let mut clock = ManualClock::new(0);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let mut srv = server(1);
+        let mut ctl = SenderControl::new(4, params(), clock.now());
+        pump(&clock, &mut ctl, &mut srv);
+        let mut echo = [0u8; wire::DATA_HEADER_LEN];
+        let mut buf = [0u8; 100];
+        for seq in [0u64, 1, 3] {
+            DataHeader {
+                session_id: 4,
+                seq,
+                send_ns: clock.wall_ns(),
+            }
+            .write(Kind::Data, &mut buf);
+            srv.handle_datagram(clock.now(), clock.wall_ns(), peer, &buf, &mut echo);
+        }
+        clock.advance(PEER_SILENCE_TIMEOUT + Duration::from_millis(1));
+        srv.handle_timeout(clock.now(), clock.wall_ns());
+        let finished = std::iter::from_fn(|| srv.poll_event())
+            .find_map(|e| match e {
+                ServerEvent::Finished { report, .. } => Some(report),
+                _ => None,
+            })
+            .expect("finished");
+        assert!(finished.interrupted);
+        assert_eq!(
+            finished.stats.expected, 4,
+            "everything up to the highest sequence seen"
+        );
+        assert_eq!(finished.stats.lost, 1);
+        assert_eq!(srv.active_sessions(), 0);
+    }
+
+    #[test]
+    fn datagrams_of_unknown_sessions_or_other_peers_are_foreign() {
+        let clock = ManualClock::new(0);
+        let mut srv = server(1);
+        let mut ctl = SenderControl::new(5, params(), clock.now());
+        pump(&clock, &mut ctl, &mut srv);
+        let mut echo = [0u8; wire::DATA_HEADER_LEN];
+        let mut buf = [0u8; 100];
+        DataHeader {
+            session_id: 99,
+            seq: 0,
+            send_ns: 0,
+        }
+        .write(Kind::Data, &mut buf);
+        let other: SocketAddr = "192.0.2.10:1".parse().unwrap();
+        srv.handle_datagram(clock.now(), 0, other, &buf, &mut echo);
+        srv.handle_datagram(clock.now(), 0, other, b"GET / HTTP/1.1", &mut echo);
+        DataHeader {
+            session_id: 5,
+            seq: 0,
+            send_ns: 0,
+        }
+        .write(Kind::Data, &mut buf);
+        // Right session id, wrong peer address: not counted into the test.
+        assert!(!srv.handle_datagram(clock.now(), 0, other, &buf, &mut echo));
+        assert_eq!(srv.foreign_datagrams(), 3);
+    }
+}
