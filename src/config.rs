@@ -305,3 +305,61 @@ impl RecvConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn send(args: &[&str]) -> Result<SendConfig, UsageError> {
+        let mut argv = vec!["udplab", "send", "127.0.0.1:5210"];
+        argv.extend_from_slice(args);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("clap accepts");
+        let crate::cli::Command::Send(cmd) = cli.command else {
+            panic!("not send")
+        };
+        SendConfig::from_args(
+            &cmd.target,
+            "127.0.0.1:5210".parse().unwrap(),
+            &cmd.opts,
+            Duration::from_secs(10),
+        )
+    }
+
+    #[test]
+    fn rate_becomes_datagrams_per_second_of_the_payload() {
+        let c = send(&["--rate", "100M", "--size", "1250"]).unwrap();
+        assert_eq!(c.rate, Rate::Pps(10_000.0));
+        assert_eq!(c.rate_bps, Some(100e6));
+        let c = send(&["--pps", "2000", "--size", "100"]).unwrap();
+        assert_eq!(c.rate_bps, Some(1.6e6));
+        let c = send(&["--rate", "max"]).unwrap();
+        assert_eq!((c.rate, c.rate_bps), (Rate::Max, None));
+    }
+
+    #[test]
+    fn default_duration_applies_only_without_a_count() {
+        assert_eq!(send(&[]).unwrap().duration, Some(Duration::from_secs(10)));
+        let c = send(&["--count", "5"]).unwrap();
+        assert_eq!((c.duration, c.count), (None, Some(5)));
+    }
+
+    #[test]
+    fn impossible_settings_are_refused_with_the_option_named() {
+        for (args, needle) in [
+            (&["--rate", "0"][..], "--rate 0"),
+            (&["--pps", "0"], "--pps 0"),
+            (&["--size", "23"], "--size 23"),
+            (&["--size", "65508"], "--size 65508"),
+            (&["--count", "0"], "--count 0"),
+            (&["--duration", "0s"], "--duration 0"),
+            (&["--interval", "1ms"], "--interval"),
+            (&["--send-mode", "warp"], "--send-mode warp"),
+            (&["--flows", "0"], "--flows"),
+            (&["--impair-log", "x.csv"], "--impair-log"),
+        ] {
+            let e = send(args).expect_err(needle);
+            assert!(e.0.contains(needle), "{args:?}: {}", e.0);
+        }
+    }
+}
