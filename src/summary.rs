@@ -178,6 +178,11 @@ pub struct SenderReport {
     /// The impairment spec applied in the sender, canonical form.
     pub impairment: Option<String>,
     pub impair_counters: Option<ImpairCounters>,
+    /// How late the impairment released datagrams against their planned time (delay, jitter,
+    /// rate, reorder): the emulation's own inaccuracy, caused by thread scheduling. Large
+    /// values mean the measured delays include the emulator's lateness.
+    #[serde(default)]
+    pub impair_release_lateness: Option<LatencySummary>,
     /// How datagrams were handed to the kernel: "plain", "mmsg" (sendmmsg) or "gso" (UDP GSO).
     #[serde(default)]
     pub send_mode: String,

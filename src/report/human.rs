@@ -345,6 +345,13 @@ fn summary_table(report: &RunReport) -> Table {
         );
         t.row("impair delayed", Some(c.delayed.to_string()), None);
     }
+    t.row(
+        "impair release late p50 / p99",
+        sender
+            .and_then(|s| measured(s.impair_release_lateness.as_ref()))
+            .map(|l| format!("{} / {}", fmt_ns(l.p50_ns), fmt_ns(l.p99_ns))),
+        None,
+    );
     t
 }
 

@@ -46,6 +46,8 @@ struct DataResult {
     last: Option<Instant>,
     lateness: Option<LatencyHistogram>,
     gaps: LatencyHistogram,
+    /// How late the impairment's releases left against their planned time.
+    release_lateness: LatencyHistogram,
     impair: Option<ImpairCounters>,
     mode: SendMode,
     warnings: Vec<String>,
@@ -343,6 +345,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         rcvbuf: bound.rcvbuf,
         impairment: cfg.impair.as_ref().map(ToString::to_string),
         impair_counters: result.impair,
+        impair_release_lateness: result.release_lateness.summary(),
         send_mode: result.mode.to_string(),
         intervals,
     };
@@ -480,6 +483,7 @@ fn data_loop(
         last: None,
         lateness: None,
         gaps: LatencyHistogram::new(),
+        release_lateness: LatencyHistogram::new(),
         impair: None,
         mode,
         warnings: Vec::new(),
@@ -654,7 +658,14 @@ fn release_due(
     now: Instant,
     res: &mut DataResult,
 ) {
-    while let Some((s, ts)) = imp.poll_release(now) {
+    // poll_timeout is the due time of the item poll_release hands out next: how late the
+    // emulated network delivers it is this thread's scheduling, not the configured delay.
+    while let Some(due) = imp.poll_timeout().filter(|&t| t <= now) {
+        let Some((s, ts)) = imp.poll_release(now) else {
+            break;
+        };
+        res.release_lateness
+            .record(time::now().saturating_duration_since(due).as_nanos() as u64);
         send_one(sock, scratch, session_id, s, ts, res);
     }
 }

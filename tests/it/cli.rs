@@ -10,6 +10,7 @@ const REQUIRED_COLUMNS: &str = "run_id,role,target,payload_bytes,duration_s,sent
 
 #[test]
 fn recv_and_send_write_both_rows_with_every_datagram_accounted() {
+    let _net = crate::common::network_shared();
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("r.csv");
     let json = dir.path().join("r.json");
@@ -87,6 +88,7 @@ fn recv_and_send_write_both_rows_with_every_datagram_accounted() {
 
 #[test]
 fn appending_keeps_one_header_and_a_foreign_header_is_refused() {
+    let _net = crate::common::network_shared();
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("runs.csv");
     for _ in 0..2 {
@@ -140,6 +142,7 @@ fn appending_keeps_one_header_and_a_foreign_header_is_refused() {
 
 #[test]
 fn loopback_prints_a_full_report_and_echo_gives_rtt() {
+    let _net = crate::common::network_shared();
     let out = run_bounded(
         &[
             "loopback",
@@ -181,6 +184,7 @@ fn loopback_prints_a_full_report_and_echo_gives_rtt() {
 
 #[test]
 fn bad_input_is_one_line_and_exit_code_2() {
+    let _net = crate::common::network_shared();
     let cases: &[&[&str]] = &[
         &["send", "127.0.0.1:9", "--rate", "0"],
         &["send", "127.0.0.1:9", "--rate", "10X"],
@@ -208,6 +212,7 @@ fn bad_input_is_one_line_and_exit_code_2() {
 
 #[test]
 fn port_in_use_and_absent_receiver_fail_fast_with_exit_2() {
+    let _net = crate::common::network_shared();
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = run_bounded(&["recv", "--bind", &addr], Duration::from_secs(10));
@@ -224,6 +229,7 @@ fn port_in_use_and_absent_receiver_fail_fast_with_exit_2() {
 
 #[test]
 fn thresholds_turn_a_run_into_a_check() {
+    let _net = crate::common::network_shared();
     let common = [
         "loopback",
         "--count",
@@ -259,6 +265,7 @@ fn thresholds_turn_a_run_into_a_check() {
 
 #[test]
 fn foreign_datagrams_are_counted_and_ignored() {
+    let _net = crate::common::network_shared();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let recv = RecvChild::start(&["--once"]);
@@ -298,6 +305,7 @@ fn foreign_datagrams_are_counted_and_ignored() {
 
 #[test]
 fn interrupt_reports_what_was_measured() {
+    let _net = crate::common::network_shared();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let child = udplab()
@@ -345,6 +353,7 @@ fn interrupt_reports_what_was_measured() {
 
 #[test]
 fn help_has_examples() {
+    let _net = crate::common::network_shared();
     let out = run_bounded(&["--help"], Duration::from_secs(10));
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
@@ -355,6 +364,7 @@ fn help_has_examples() {
 
 #[test]
 fn parallel_flows_report_each_flow_and_their_total() {
+    let _net = crate::common::network_shared();
     let out = run_bounded(
         &[
             "loopback", "--flows", "3", "--count", "3000", "--pps", "3000", "--size", "100",
@@ -395,6 +405,7 @@ fn parallel_flows_report_each_flow_and_their_total() {
 
 #[test]
 fn ipv6_loopback_works_where_present() {
+    let _net = crate::common::network_shared();
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
         eprintln!("skipping: no IPv6 loopback here");
         return;
@@ -421,6 +432,7 @@ fn ipv6_loopback_works_where_present() {
 
 #[test]
 fn interrupting_the_receiver_writes_its_view_and_stops_the_sender() {
+    let _net = crate::common::network_shared();
     let dir = tempfile::tempdir().unwrap();
     let rjson = dir.path().join("recv.json");
     let recv = RecvChild::start(&["--once", "--quiet", "--json", rjson.to_str().unwrap()]);

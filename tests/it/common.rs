@@ -3,9 +3,22 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::thread;
 use std::time::Duration;
+
+/// Tests that put real traffic through the machine hold this shared; a test whose assertions
+/// are about timing (emulated delay) holds it alone, so our own parallel senders and receivers
+/// do not compete with it for the two cores.
+static NETWORK: RwLock<()> = RwLock::new(());
+
+pub fn network_shared() -> RwLockReadGuard<'static, ()> {
+    NETWORK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn network_exclusive() -> RwLockWriteGuard<'static, ()> {
+    NETWORK.write().unwrap_or_else(|e| e.into_inner())
+}
 
 pub fn udplab() -> Command {
     Command::new(env!("CARGO_BIN_EXE_udplab"))

@@ -281,6 +281,7 @@ fn missing_prerequisite() -> Option<String> {
 
 #[test]
 fn loss_equals_kernel_drops_at_a_bottleneck() {
+    let _net = crate::common::network_shared();
     if let Some(why) = missing_prerequisite() {
         eprintln!("netns test skipped: {why}");
         return;
