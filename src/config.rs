@@ -277,8 +277,11 @@ pub struct RecvConfig {
     pub once: bool,
     pub max_sessions: usize,
     pub kernel_timestamps: bool,
-    /// Ask for UDP GRO: coalesced datagrams, split again in user space (far fewer wakeups).
+    /// Ask for UDP GRO: coalesced datagrams, split again in user space (far fewer wakeups), at
+    /// the price of drop events that count buffers, not datagrams.
     pub gro: bool,
+    /// Poll without blocking while datagrams flow (no wake-up latency, one busy core).
+    pub busy_poll: bool,
     pub outputs: Outputs,
     /// Print nothing but the listening line (loopback's receiver half).
     pub silent: bool,
@@ -298,7 +301,8 @@ impl RecvConfig {
             once: args.once,
             max_sessions: args.max_sessions,
             kernel_timestamps: !args.no_kernel_timestamps,
-            gro: !args.no_gro,
+            gro: args.gro,
+            busy_poll: !args.no_busy_poll,
             outputs: Outputs::from_args(&args.reports),
             silent: false,
             cpus: args.cpu.into_iter().collect(),

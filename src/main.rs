@@ -75,18 +75,16 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
                 .parse()
                 .map_err(|_| UsageError("loopback address".into()))?;
             let cfg = SendConfig::from_args(placeholder, addr, &cmd.opts, Duration::from_secs(5))?;
-            let kernel_ts = !cmd.no_kernel_timestamps;
+            let rx = run::loopback::LoopbackReceiver {
+                ipv6: cmd.ipv6,
+                kernel_timestamps: !cmd.no_kernel_timestamps,
+                gro: cmd.gro,
+            };
             if cfg.flows > 1 {
-                let report = run::loopback::with_receiver(
-                    cfg.clone(),
-                    cmd.ipv6,
-                    kernel_ts,
-                    stop,
-                    run::flows::run,
-                )?;
+                let report = run::loopback::with_receiver(cfg.clone(), rx, stop, run::flows::run)?;
                 return run::flows::write_outputs(&report, &cfg.outputs, &cfg.thresholds);
             }
-            let report = run::loopback::run(cfg.clone(), cmd.ipv6, kernel_ts, stop)?;
+            let report = run::loopback::run(cfg.clone(), rx, stop)?;
             finish_send(&report, &cfg)
         }
         Command::Proxy(args) => {

@@ -16,25 +16,27 @@ pub const LOOPBACK_RCVBUF: u64 = 4 << 20;
 
 /// Runs one complete test over loopback and returns the sender's report (which carries the
 /// receiver's). The receiver half writes only the loss log; the caller writes the reports.
-pub fn run(
-    cfg: SendConfig,
-    ipv6: bool,
-    kernel_timestamps: bool,
-    stop: &Stop,
-) -> anyhow::Result<RunReport> {
-    with_receiver(cfg, ipv6, kernel_timestamps, stop, send::run)
+pub fn run(cfg: SendConfig, rx: LoopbackReceiver, stop: &Stop) -> anyhow::Result<RunReport> {
+    with_receiver(cfg, rx, stop, send::run)
+}
+
+/// Choices for the receiver half of `loopback`.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopbackReceiver {
+    pub ipv6: bool,
+    pub kernel_timestamps: bool,
+    pub gro: bool,
 }
 
 /// Starts a loopback receiver for `cfg.flows` tests, runs `sender` against it, and waits for
 /// the receiver to deliver its results and end.
 pub fn with_receiver<T>(
     mut cfg: SendConfig,
-    ipv6: bool,
-    kernel_timestamps: bool,
+    rx_opts: LoopbackReceiver,
     stop: &Stop,
     sender: impl FnOnce(&SendConfig, &Stop) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let ip: IpAddr = if ipv6 {
+    let ip: IpAddr = if rx_opts.ipv6 {
         Ipv6Addr::LOCALHOST.into()
     } else {
         Ipv4Addr::LOCALHOST.into()
@@ -51,8 +53,9 @@ pub fn with_receiver<T>(
         force_buf: cfg.force_buf,
         once: true,
         max_sessions: cfg.flows.max(1),
-        kernel_timestamps,
-        gro: true,
+        kernel_timestamps: rx_opts.kernel_timestamps,
+        gro: rx_opts.gro,
+        busy_poll: true,
         outputs: Outputs {
             loss_log: cfg.outputs.loss_log.take(),
             ..Outputs::default()

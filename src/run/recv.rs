@@ -19,6 +19,8 @@ use crate::summary::{REPORT_VERSION, ReceiverReport, RunReport};
 use crate::time;
 use crate::wire;
 
+/// How long the receive loop keeps busy-polling after the last datagram before it blocks.
+const BUSY_POLL_AFTER_DATA: Duration = Duration::from_millis(2);
 /// Longest the receive loop blocks before looking at its timers.
 const RECV_TICK: Duration = Duration::from_millis(5);
 /// How long a `--once` receiver keeps answering result requests after the last one.
@@ -112,10 +114,23 @@ impl Receiver {
         // A fixed short read timeout: timers (intervals, Tmax) need only millisecond accuracy,
         // and re-arming it per batch would cost a syscall per batch on the hot path.
         sock.set_read_timeout(Some(RECV_TICK))?;
+        // Busy-polling: while datagrams flow, poll without blocking (yielding between polls)
+        // so this thread's CPU never idles. Waking an idle vCPU can take a millisecond, and a
+        // default 208 KiB buffer holds about that much at 1 Gbit/s: blocking reads turn
+        // wake-up latency into loss that is ours, not the path's.
+        let mut polling = false;
+        let mut last_data = time::now();
         loop {
+            let want_poll = cfg.busy_poll
+                && time::now().saturating_duration_since(last_data) < BUSY_POLL_AFTER_DATA;
+            if want_poll != polling {
+                sock.set_nonblocking(want_poll)?;
+                polling = want_poll;
+            }
             match batch.recv(sock) {
                 Ok(n) => {
                     let now = time::now();
+                    last_data = now;
                     for i in 0..n {
                         let (buf, meta) = batch.get(i);
                         let recv_ns = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
@@ -126,6 +141,7 @@ impl Receiver {
                     }
                     server.set_rxq_dropped(batch.rxq_dropped());
                 }
+                Err(e) if polling && e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -471,3 +471,30 @@ fn interrupting_the_receiver_writes_its_view_and_stops_the_sender() {
     assert_eq!(s["interrupted"], true);
     assert!(s["sender"]["sent"].as_u64().unwrap() < 30_000);
 }
+
+#[test]
+fn receive_buffer_overflow_is_told_apart_exactly() {
+    let _net = crate::common::network_shared();
+    // A tiny receive buffer and an unpaced sender: on loopback the only place datagrams can be
+    // dropped is our socket, so every lost datagram must show up as a receive-buffer drop.
+    let recv = RecvChild::start(&["--once", "--quiet", "--rcvbuf", "4K", "--no-busy-poll"]);
+    let out = run_bounded(
+        &[
+            "send", &recv.addr, "--rate", "max", "--size", "64", "--count", "20000", "--quiet",
+            "--json", "-",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rx = &v["receiver"];
+    let lost = rx["stats"]["lost"].as_u64().unwrap();
+    assert!(lost > 0, "a 4 KiB buffer should overflow: {v}");
+    assert_eq!(rx["rcvbuf_drops"].as_u64().unwrap(), lost);
+    assert_eq!(rx["stats"]["received"].as_u64().unwrap() + lost, 20_000);
+    drop(recv);
+}
