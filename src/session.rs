@@ -605,43 +605,33 @@ impl ReceiverServer {
     }
 
     fn handle_hello(&mut self, now: Instant, src: SocketAddr, h: &Hello) {
-        let reply = |status| {
+        let ack = |status| {
             emit(&Message::HelloAck(HelloAck {
                 session_id: h.session_id,
                 status,
-                rcvbuf_effective: 0,
+                rcvbuf_effective: self.cfg.rcvbuf.effective,
             }))
         };
         if let Some(s) = self.sessions.get(&h.session_id) {
-            // A retried Hello: answer again with the same verdict.
+            // A retried Hello: answer again (another peer reusing the id is refused).
             let status = if s.peer == src {
                 HelloStatus::Accepted
             } else {
                 HelloStatus::Rejected
             };
-            let mut ack = reply(status);
-            if status == HelloStatus::Accepted {
-                ack = emit(&Message::HelloAck(HelloAck {
-                    session_id: h.session_id,
-                    status,
-                    rcvbuf_effective: self.cfg.rcvbuf.effective,
-                }));
-            }
-            self.outbox.push_back((src, ack));
+            self.outbox.push_back((src, ack(status)));
             return;
         }
         let params = TestParams::from_hello(h);
-        if params.validate().is_err() {
-            self.outbox.push_back((src, reply(HelloStatus::Rejected)));
-            return;
-        }
-        let running = self
-            .sessions
-            .values()
-            .filter(|s| !matches!(s.state, RxState::Finished { .. }))
-            .count();
-        if running >= self.cfg.max_sessions {
-            self.outbox.push_back((src, reply(HelloStatus::Busy)));
+        let status = if params.validate().is_err() {
+            HelloStatus::Rejected
+        } else if self.active_sessions() >= self.cfg.max_sessions {
+            HelloStatus::Busy
+        } else {
+            HelloStatus::Accepted
+        };
+        self.outbox.push_back((src, ack(status)));
+        if status != HelloStatus::Accepted {
             return;
         }
         // The duplicate window must cover everything that can arrive within Tmax; an unpaced
@@ -674,14 +664,6 @@ impl ReceiverServer {
                 foreign: 0,
             },
         );
-        self.outbox.push_back((
-            src,
-            emit(&Message::HelloAck(HelloAck {
-                session_id: h.session_id,
-                status: HelloStatus::Accepted,
-                rcvbuf_effective: self.cfg.rcvbuf.effective,
-            })),
-        ));
         self.events.push_back(ServerEvent::Started {
             session_id: h.session_id,
             peer: src,
