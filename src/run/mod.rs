@@ -251,7 +251,8 @@ pub fn check_thresholds(report: &RunReport, th: &Thresholds) -> Outcome {
 pub fn wait_until(deadline: Instant, halt: impl Fn() -> bool) {
     const SPIN: Duration = Duration::from_micros(120);
     const MAX_NAP: Duration = Duration::from_millis(20);
-    const YIELD_FLOOR: Duration = Duration::from_micros(3);
+    // Below this, only a pure spin is punctual: a yield can hand the core away for a slice.
+    const YIELD_FLOOR: Duration = Duration::from_micros(20);
     loop {
         let now = time::now();
         if now >= deadline || halt() {
