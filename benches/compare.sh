@@ -264,35 +264,51 @@ sockperf_run() {
         --rtime "$d/rtime" --stat0 "$d/stat0" --stat1 "$d/stat1" --rc $rc)"
 }
 
-# ceiling_run SCEN CASE REP SIZE DUR [gro]: bare Python GSO sender + ctypes recvmmsg receiver
-# (with "gro": a UDP_GRO receiver instead), 4 MiB buffers.
+# ceiling_run SCEN CASE REP SIZE DUR MODE: bare Python programs, 4 MiB buffers.
+#   recvmmsg: GSO sender (sendmsg + UDP_SEGMENT, 64 datagrams a call) -> recvmmsg(64) receiver
+#   gro:      the same sender -> UDP_GRO receiver (informational)
+#   pacer:    busy-wait pacer, one send() per datagram -> recvmmsg receiver (scenario 4's floor)
+# CEIL_PPS paces the sender; CEIL_BUF=0 leaves both socket buffers at the kernel's default.
+# CAPTURE=1 taps departures.
 ceiling_run() {
-    local sc=$1 case=$2 rep=$3 size=$4 dur=$5 gro=${6:-}
-    local d="$RAW/$sc.ceiling$gro.$case.$rep.$RANDOM" limit rpid addr rc=0 tool note
-    if [ "$gro" = gro ]; then
-        tool=bare-gso-gro
-        note="Python: socket.sendmsg with UDP_SEGMENT (64 segments/call), UDP_GRO receiver (recvmsg); informational, not a target"
-    else
-        tool=bare-gso-recvmmsg
-        note="Python: socket.sendmsg with UDP_SEGMENT (64 segments/call), recvmmsg(64) via ctypes"
-    fi
+    local sc=$1 case=$2 rep=$3 size=$4 dur=$5 mode=$6
+    local d="$RAW/$sc.ceiling-$mode.$case.$rep.$RANDOM" limit rpid addr rc=0 tool note cap=()
+    local rargs=() sargs=()
+    case $mode in
+        recvmmsg) tool=bare-gso-recvmmsg
+            note="Python: socket.sendmsg with UDP_SEGMENT (64 datagrams a call), recvmmsg(64) via ctypes" ;;
+        gro) tool=bare-gso-gro; rargs=(--gro)
+            note="Python: the same GSO sender, a UDP_GRO receiver (recvmsg); informational, not a target" ;;
+        pacer) tool=bare-spin-pacer; sargs=(--plain)
+            note="Python: busy-wait on perf_counter, one send() per datagram, no catch-up bursts: the gap floor of this machine" ;;
+    esac
+    local offered=unpaced bufsize=${CEIL_BUF:-$((4 << 20))}   # CEIL_BUF=0: default buffers
+    [ -n "${CEIL_PPS:-}" ] && { sargs+=(--pps "$CEIL_PPS"); offered="$CEIL_PPS pps"; }
     mkdir -p "$d"
     limit=$(limit_for "$dur")
     snap "$d/stat0"
     /usr/bin/time -o "$d/rtime" -f "$TF" taskset -c 1 timeout -k 3 "$limit" \
-        python3 "$TOOLS" ceiling-recv ${gro:+--gro} --out "$d/recv.json" --rcvbuf $((4 << 20)) \
+        python3 "$TOOLS" ceiling-recv "${rargs[@]}" --out "$d/recv.json" --rcvbuf "$bufsize" \
         --max-seconds $((dur + 10)) > "$d/recv.out" 2> "$d/recv.err" &
     rpid=$!
-    addr="$(wait_listen "$d/recv.out")" || { log "ceiling receiver did not start"; return 1; }
+    if ! addr="$(wait_listen "$d/recv.out")"; then
+        log "ceiling receiver did not start"; stop_server $rpid; LAST="nan nan nan"; return 1
+    fi
+    if [ "${CAPTURE:-0}" = 1 ]; then
+        start_capture "$d" "${addr##*:}" "$size" && cap=(--capture "$d/capture.json" --nominal-gap-us "$(python3 -c "print(1e6/$PACE_PPS)")")
+    fi
     /usr/bin/time -o "$d/stime" -f "$TF" taskset -c 0 timeout -k 3 "$limit" \
         python3 "$TOOLS" ceiling-send "$addr" --out "$d/send.json" --size "$size" \
-        --sndbuf $((4 << 20)) --duration "$dur" 2> "$d/send.err" || rc=$?
+        --sndbuf "$bufsize" --duration "$dur" "${sargs[@]}" 2> "$d/send.err" || rc=$?
     wait $rpid 2>/dev/null
+    [ "${CAPTURE:-0}" = 1 ] && stop_capture
     snap "$d/stat1"
+    echo "ceiling-send $addr --size $size --duration $dur ${sargs[*]} (recv ${rargs[*]}) rc=$rc" > "$d/cmd"
     LAST="$(record ceiling --scenario "$sc" --tool "$tool" --case "$case" --rep "$rep" \
         --size "$size" --duration "$dur" --recv-json "$d/recv.json" --send-json "$d/send.json" \
         --stime "$d/stime" --rtime "$d/rtime" --stat0 "$d/stat0" --stat1 "$d/stat1" --rc $rc \
-        --offered "unpaced" --note "$note")"
+        --offered "$offered" --note "$note" "${cap[@]}" \
+        ${EXTRA_REC[@]+"${EXTRA_REC[@]}"})"
 }
 
 # Median of one field over this scenario's records (for later scenarios' parameters).
@@ -358,7 +374,7 @@ if want 1; then
             iperf2_run 1-max-rate iperf2 "$case" "$rep" "$size" "$DUR" "-w 4M" -b 10G -w 4M
             EXTRA_REC=()
             if [ "$size" = 64 ]; then
-                ceiling_run 1-max-rate "$case" "$rep" "$size" "$DUR"
+                ceiling_run 1-max-rate "$case" "$rep" "$size" "$DUR" recvmmsg
                 ceiling_run 1-max-rate "$case" "$rep" "$size" "$DUR" gro
             fi
         done
@@ -367,18 +383,21 @@ fi
 
 # --- 2. highest rate with <= 0.1% loss at 64 B -------------------------------------------------
 # Bisection on the offered datagram rate with short runs, then REPS confirming runs of full length
-# at the rate found (stepping down 5% while their median loss is above the threshold).
+# at the rate found (stepping down 7%, up to 3 times, while their median loss is above the threshold).
+zero_loss_run() {  # TOOL SCEN REP PPS DUR
+    case $1 in
+        udplab) udplab_run "$2" udplab 64B "$3" 64 "$5" "--rcvbuf 4M" --pps "$4" $BUF4 ;;
+        iperf3) iperf3_run "$2" iperf3 64B "$3" 64 "$5" -b $(($4 * 64 * 8)) -w 4M ;;
+        bare-gso-recvmmsg) CEIL_PPS=$4 ceiling_run "$2" 64B "$3" 64 "$5" recvmmsg ;;
+    esac
+}
 zero_loss_search() {  # TOOL HI_PPS
     local tool=$1 hi=$2 lo=0 step mid loss sent_pps res i
     EXTRA_REC=(--note "search")
     for step in $(seq $SEARCH_STEPS); do
         mid=$(( (lo + hi) / 2 ))
         [ $mid -lt 1000 ] && break
-        if [ "$tool" = udplab ]; then
-            udplab_run 2-search udplab 64B "$step" 64 "$SEARCH_DUR" "--rcvbuf 4M" --pps "$mid" $BUF4
-        else
-            iperf3_run 2-search iperf3 64B "$step" 64 "$SEARCH_DUR" -b $((mid * 64 * 8)) -w 4M
-        fi
+        zero_loss_run "$tool" 2-search "$step" "$mid" "$SEARCH_DUR"
         loss=${LAST%% *}
         sent_pps=${LAST##* }
         # A step passes when the loss is within the threshold and the sender really offered the
@@ -393,14 +412,10 @@ zero_loss_search() {  # TOOL HI_PPS
     EXTRA_REC=()
     local rate=$lo
     [ "$rate" -lt 1000 ] && rate=1000
-    for i in 1 2 3; do
+    for i in 1 2 3 4; do
         for rep in $(seq $REPS); do
             EXTRA_REC=(--offered "$rate pps" --target-pps "$rate")
-            if [ "$tool" = udplab ]; then
-                udplab_run "2-confirm-$i" udplab 64B "$rep" 64 "$DUR" "--rcvbuf 4M" --pps "$rate" $BUF4
-            else
-                iperf3_run "2-confirm-$i" iperf3 64B "$rep" 64 "$DUR" -b $((rate * 64 * 8)) -w 4M
-            fi
+            zero_loss_run "$tool" "2-confirm-$i" "$rep" "$rate" "$DUR"
             EXTRA_REC=()
         done
         loss="$(median_of "2-confirm-$i" "$tool" 64B loss_pct)"
@@ -419,7 +434,7 @@ with open(path, "w") as f:
 EOF
             return 0
         fi
-        rate=$(( rate * 95 / 100 ))
+        rate=$(( rate * 93 / 100 ))
     done
     log "2 $tool: no confirmed zero-loss rate"
 }
@@ -431,6 +446,9 @@ if want 2; then
     # Search a little above what the sender reached unpaced (a paced sender never exceeds it).
     zero_loss_search udplab "$(python3 -c "print(int(float('$hi_u') * 1.05))")"
     zero_loss_search iperf3 "$(python3 -c "print(int(float('$hi_i') * 1.05))")"
+    # The ceiling measured the same way: the bare GSO sender paced (64 datagrams per send).
+    hi_c="$(median_of 1-max-rate bare-gso-recvmmsg 64B sent_pps)"
+    zero_loss_search bare-gso-recvmmsg "$(python3 -c "print(int(float('${hi_c:-1500000}') * 1.05))")"
 fi
 
 # --- 3. 1 Gbit/s at 1400 B with the default buffers --------------------------------------------
@@ -441,6 +459,8 @@ if want 3; then
         udplab_run 3-1gbps-default-buf udplab 1400B "$rep" 1400 "$DUR" "" --rate 1G
         iperf3_run 3-1gbps-default-buf iperf3 1400B "$rep" 1400 "$DUR" -b 1G
         iperf2_run 3-1gbps-default-buf iperf2 1400B "$rep" 1400 "$DUR" "" -b 1g
+        CEIL_PPS=$(( 1000000000 / (1400 * 8) )) CEIL_BUF=0 \
+            ceiling_run 3-1gbps-default-buf 1400B "$rep" 1400 "$DUR" pacer
         EXTRA_REC=()
     done
 fi
@@ -454,6 +474,7 @@ if want 4; then
         udplab_run 4-pacing-100k udplab 64B "$rep" 64 "$DUR" "--rcvbuf 4M" --pps $PACE_PPS $BUF4
         iperf3_run 4-pacing-100k iperf3 64B "$rep" 64 "$DUR" -b $((PACE_PPS * 64 * 8)) -w 4M
         iperf2_run 4-pacing-100k iperf2 64B "$rep" 64 "$DUR" "-w 4M" -b "${PACE_PPS}pps" -w 4M
+        CEIL_PPS=$PACE_PPS ceiling_run 4-pacing-100k 64B "$rep" 64 "$DUR" pacer
         EXTRA_REC=()
         CAPTURE=0
     done
