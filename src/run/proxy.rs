@@ -48,6 +48,7 @@ struct DirCounters {
     received: AtomicU64,
     sent: AtomicU64,
     send_errors: AtomicU64,
+    rcvbuf_drops: AtomicU64,
 }
 
 /// One direction's final figures.
@@ -56,6 +57,9 @@ pub struct DirectionReport {
     pub received: u64,
     pub sent: u64,
     pub send_errors: u64,
+    /// Datagrams the kernel dropped because the proxy's own receive buffer was full (loss the
+    /// proxy added, not the impairment); summed over the direction's sockets.
+    pub rcvbuf_drops: u64,
     pub impairment: Option<String>,
     pub impair: Option<ImpairCounters>,
 }
@@ -157,6 +161,7 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
     let opts = SocketOptions {
         rcvbuf: buffers,
         sndbuf: buffers,
+        rxq_overflow: true,
         ..SocketOptions::default()
     };
     let listen = net::bind(cfg.listen, &opts).map_err(|e| SetupError(e.to_string()))?;
@@ -287,6 +292,9 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
         }
     }
     done.store(true, Ordering::Relaxed);
+    if let Ok(Some(n)) = batch.refresh_rxq_dropped(&listen_sock) {
+        fwd.rcvbuf_drops.fetch_add(n, Ordering::Relaxed);
+    }
     for t in reverse_threads {
         let _ = t.join();
     }
@@ -299,6 +307,7 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
             received: c.received.load(Ordering::Relaxed),
             sent: c.sent.load(Ordering::Relaxed),
             send_errors: c.send_errors.load(Ordering::Relaxed),
+            rcvbuf_drops: c.rcvbuf_drops.load(Ordering::Relaxed),
             impairment: spec.as_ref().map(ToString::to_string),
             impair: imp,
         };
@@ -353,6 +362,9 @@ fn spawn_reverse(
                     }
                 }
             }
+            if let Ok(Some(n)) = batch.refresh_rxq_dropped(&up) {
+                rev.rcvbuf_drops.fetch_add(n, Ordering::Relaxed);
+            }
         })
 }
 
@@ -384,8 +396,8 @@ pub fn write_summary(w: &mut dyn Write, r: &ProxyReport) -> io::Result<()> {
     for (name, d) in [("forward", &r.forward), ("reverse", &r.reverse)] {
         write!(
             w,
-            "  {name:<8} received {:>10}  relayed {:>10}  send errors {}",
-            d.received, d.sent, d.send_errors
+            "  {name:<8} received {:>10}  relayed {:>10}  send errors {}  dropped at the proxy's receive buffer {}",
+            d.received, d.sent, d.send_errors, d.rcvbuf_drops
         )?;
         match (&d.impairment, &d.impair) {
             (Some(spec), Some(c)) => writeln!(
