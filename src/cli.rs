@@ -102,10 +102,11 @@ pub struct RecvArgs {
     /// event, so `rcvbuf_drops` becomes a lower bound (loss itself stays exact).
     #[arg(long)]
     pub gro: bool,
-    /// Block in recv instead of busy-polling while datagrams flow. Saves a core, but the wake-up
-    /// latency of an idle CPU can overflow small receive buffers at high rates.
+    /// Busy-poll the socket while datagrams flow instead of blocking: no wake-up latency for an
+    /// idle CPU, at the cost of a fully busy core (a bad neighbour for a sender or proxy on the
+    /// same machine).
     #[arg(long)]
-    pub no_busy_poll: bool,
+    pub busy_poll: bool,
     /// Pin the receiving thread to this CPU.
     #[arg(long)]
     pub cpu: Option<usize>,

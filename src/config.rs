@@ -302,7 +302,7 @@ impl RecvConfig {
             max_sessions: args.max_sessions,
             kernel_timestamps: !args.no_kernel_timestamps,
             gro: args.gro,
-            busy_poll: !args.no_busy_poll,
+            busy_poll: args.busy_poll,
             outputs: Outputs::from_args(&args.reports),
             silent: false,
             cpus: args.cpu.into_iter().collect(),

@@ -403,6 +403,27 @@ fn send_gso(sock: &UdpSocket, buf: &[u8], seg_size: usize) -> io::Result<usize> 
     linux::send_gso(sock.as_raw_fd(), buf, seg_size)
 }
 
+/// Sends datagrams of any sizes on a *connected* socket: sendmmsg on Linux, one send each
+/// elsewhere. Returns how many were handed to the kernel; an error before the first is Err.
+pub fn send_each(sock: &UdpSocket, datagrams: &[&[u8]]) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        linux::send_mmsg_slices(sock.as_raw_fd(), datagrams)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut sent = 0;
+        for d in datagrams {
+            if let Err(e) = sock.send(d) {
+                return if sent == 0 { Err(e) } else { Ok(sent) };
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    }
+}
+
 /// The kernel ran out of buffer space for an outgoing datagram (ENOBUFS).
 pub fn is_enobufs(e: &io::Error) -> bool {
     #[cfg(unix)]
@@ -676,7 +697,13 @@ mod linux {
 
     /// sendmmsg over `buf` cut into `seg_size` datagrams, in chunks of [`MMSG_CHUNK`].
     pub(super) fn send_mmsg(fd: RawFd, buf: &[u8], seg_size: usize) -> io::Result<usize> {
-        let count = buf.len() / seg_size;
+        let datagrams: Vec<&[u8]> = buf.chunks_exact(seg_size).collect();
+        send_mmsg_slices(fd, &datagrams)
+    }
+
+    /// sendmmsg of datagrams of any sizes on a connected socket, `MMSG_CHUNK` per call.
+    pub(super) fn send_mmsg_slices(fd: RawFd, datagrams: &[&[u8]]) -> io::Result<usize> {
+        let count = datagrams.len();
         let mut sent = 0;
         while sent < count {
             let chunk = (count - sent).min(MMSG_CHUNK);
@@ -690,16 +717,16 @@ mod linux {
                 .take(chunk)
                 .enumerate()
             {
-                let start = (sent + j) * seg_size;
+                let datagram = datagrams[sent + j];
                 // The kernel only reads from iov_base on send; the cast to *mut is for the
                 // C type, not for writing.
-                iov.iov_base = buf[start..start + seg_size].as_ptr().cast_mut().cast();
-                iov.iov_len = seg_size;
+                iov.iov_base = datagram.as_ptr().cast_mut().cast();
+                iov.iov_len = datagram.len();
                 hdr.msg_hdr.msg_iov = iov;
                 hdr.msg_hdr.msg_iovlen = 1;
             }
             // SAFETY: the first `chunk` headers each point at one iovec that covers a live
-            // slice of `buf`; no name (the socket is connected) and no control data.
+            // slice of `datagrams`; no name (the socket is connected) and no control data.
             let result = retry_eintr(|| unsafe {
                 libc::sendmmsg(fd, headers.as_mut_ptr(), chunk as libc::c_uint, 0) as isize
             });

@@ -11,7 +11,7 @@ mod sys;
 
 pub use batch::{
     RecvBatch, RecvMeta, SendMode, gso_supported, is_eagain, is_enobufs, is_gso_refused,
-    max_gso_segments, send_batch,
+    max_gso_segments, send_batch, send_each,
 };
 pub use cpu::{parse_cpu_list, pin_current_thread, tighten_timer_slack};
 pub use snmp::{UdpSnmp, udp_snmp, udp6_snmp};

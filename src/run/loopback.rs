@@ -55,7 +55,7 @@ pub fn with_receiver<T>(
         max_sessions: cfg.flows.max(1),
         kernel_timestamps: rx_opts.kernel_timestamps,
         gro: rx_opts.gro,
-        busy_poll: true,
+        busy_poll: false,
         outputs: Outputs {
             loss_log: cfg.outputs.loss_log.take(),
             ..Outputs::default()

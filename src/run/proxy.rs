@@ -262,6 +262,9 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
             Err(e) => return Err(e).context("proxy: receiving from clients"),
         };
         let now = time::now();
+        // Unimpaired datagrams go out with one sendmmsg per run of the same client.
+        let mut run: Vec<&[u8]> = Vec::new();
+        let mut run_up: Option<Arc<UdpSocket>> = None;
         for i in 0..n {
             let (data, meta) = batch.get(i);
             fwd.received.fetch_add(1, Ordering::Relaxed);
@@ -287,9 +290,16 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
             };
             match &forward_stage {
                 Some(stage) => stage.offer(now, (up, data.to_vec()), data.len()),
-                None => count_send(&fwd, up.send(data)),
+                None => {
+                    if run_up.as_ref().is_some_and(|r| !Arc::ptr_eq(r, &up)) {
+                        relay_run(&fwd, run_up.as_deref(), &mut run);
+                    }
+                    run_up = Some(up);
+                    run.push(data);
+                }
             }
         }
+        relay_run(&fwd, run_up.as_deref(), &mut run);
     }
     done.store(true, Ordering::Relaxed);
     if let Ok(Some(n)) = batch.refresh_rxq_dropped(&listen_sock) {
@@ -366,6 +376,28 @@ fn spawn_reverse(
                 rev.rcvbuf_drops.fetch_add(n, Ordering::Relaxed);
             }
         })
+}
+
+/// Sends a run of datagrams to one upstream socket; a datagram the kernel refuses is counted
+/// as a send error and skipped.
+fn relay_run(c: &DirCounters, up: Option<&UdpSocket>, run: &mut Vec<&[u8]>) {
+    let Some(up) = up else {
+        return;
+    };
+    let mut off = 0;
+    while off < run.len() {
+        match net::send_each(up, &run[off..]) {
+            Ok(0) | Err(_) => {
+                c.send_errors.fetch_add(1, Ordering::Relaxed);
+                off += 1;
+            }
+            Ok(k) => {
+                c.sent.fetch_add(k as u64, Ordering::Relaxed);
+                off += k;
+            }
+        }
+    }
+    run.clear();
 }
 
 fn count_send(c: &DirCounters, r: io::Result<usize>) {

@@ -114,10 +114,9 @@ impl Receiver {
         // A fixed short read timeout: timers (intervals, Tmax) need only millisecond accuracy,
         // and re-arming it per batch would cost a syscall per batch on the hot path.
         sock.set_read_timeout(Some(RECV_TICK))?;
-        // Busy-polling: while datagrams flow, poll without blocking (yielding between polls)
-        // so this thread's CPU never idles. Waking an idle vCPU can take a millisecond, and a
-        // default 208 KiB buffer holds about that much at 1 Gbit/s: blocking reads turn
-        // wake-up latency into loss that is ours, not the path's.
+        // With --busy-poll, while datagrams flow the socket is polled without blocking
+        // (yielding between polls) so this thread's CPU never idles: waking an idle vCPU can
+        // take a millisecond, which a small buffer may not absorb at high rates.
         let mut polling = false;
         let mut last_data = time::now();
         loop {

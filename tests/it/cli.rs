@@ -477,7 +477,7 @@ fn receive_buffer_overflow_is_told_apart_exactly() {
     let _net = crate::common::network_shared();
     // A tiny receive buffer and an unpaced sender: on loopback the only place datagrams can be
     // dropped is our socket, so every lost datagram must show up as a receive-buffer drop.
-    let recv = RecvChild::start(&["--once", "--quiet", "--rcvbuf", "4K", "--no-busy-poll"]);
+    let recv = RecvChild::start(&["--once", "--quiet", "--rcvbuf", "4K"]);
     let out = run_bounded(
         &[
             "send", &recv.addr, "--rate", "max", "--size", "64", "--count", "20000", "--quiet",
