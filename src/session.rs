@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::stats::{ReceiverStats, StatsConfig};
-use crate::summary::{BufferInfo, IntervalRow, REPORT_VERSION, ReceiverReport};
+use crate::summary::{BufferInfo, IntervalRow, REPORT_VERSION, ReceiverReport, keep_interval};
 use crate::wire::{
     self, AbortReason, DataHeader, Fin, FinAck, Hello, HelloAck, HelloStatus, Kind, Message,
     ResultChunk,
@@ -437,6 +437,7 @@ struct RxSession {
     next_interval: Instant,
     interval_index: u64,
     intervals: Vec<IntervalRow>,
+    intervals_not_kept: u64,
     send_errors: u64,
     rxq_at_start: Option<u64>,
     foreign: u64,
@@ -659,6 +660,7 @@ impl ReceiverServer {
                 next_interval: now + params.interval,
                 interval_index: 0,
                 intervals: Vec::new(),
+                intervals_not_kept: 0,
                 send_errors: 0,
                 rxq_at_start: self.rxq_dropped,
                 foreign: 0,
@@ -718,7 +720,7 @@ impl ReceiverServer {
             s.stats.on_tick(wall_ns);
             while now >= s.next_interval {
                 let row = Self::interval_row(s, wall_ns);
-                s.intervals.push(row.clone());
+                keep_interval(&mut s.intervals, row.clone(), &mut s.intervals_not_kept);
                 self.events.push_back(ServerEvent::Interval {
                     session_id: id,
                     row: Box::new(row),
@@ -779,7 +781,7 @@ impl ReceiverServer {
                 stats: Some(stats),
                 ..IntervalRow::default()
             };
-            s.intervals.push(row.clone());
+            keep_interval(&mut s.intervals, row.clone(), &mut s.intervals_not_kept);
             self.events.push_back(ServerEvent::Interval {
                 session_id: id,
                 row: Box::new(row),
@@ -822,6 +824,7 @@ impl ReceiverServer {
             foreign_datagrams: self.foreign,
             tmax_s: s.params.tmax.as_secs_f64(),
             intervals: std::mem::take(&mut s.intervals),
+            intervals_not_kept: s.intervals_not_kept,
             interrupted,
             stats,
         };
@@ -830,6 +833,20 @@ impl ReceiverServer {
             report: report.clone(),
         })
         .unwrap_or_default();
+        // A ResultChunk counts in u16: a larger document would wrap. Interval rows are capped so
+        // this cannot happen, but never send a corrupt result if it did.
+        let json = if json.len() > wire::RESULT_CHUNK_DATA * usize::from(u16::MAX) {
+            let mut slim = report.clone();
+            slim.intervals_not_kept += slim.intervals.len() as u64;
+            slim.intervals.clear();
+            serde_json::to_vec(&ResultsEnvelope {
+                version: REPORT_VERSION,
+                report: slim,
+            })
+            .unwrap_or_default()
+        } else {
+            json
+        };
         let chunks: Vec<Vec<u8>> = json
             .chunks(wire::RESULT_CHUNK_DATA)
             .map(<[u8]>::to_vec)

@@ -9,6 +9,19 @@ use serde::{Deserialize, Serialize};
 /// Version of the JSON report and of the receiver-results payload on the wire.
 pub const REPORT_VERSION: u32 = 1;
 
+/// Interval rows a report keeps (an hour at the default 1 s interval): memory and the results
+/// transfer stay bounded however long a run lasts. Later rows are still printed live.
+pub const MAX_KEPT_INTERVALS: usize = 3600;
+
+/// Appends `row` unless `rows` already holds `MAX_KEPT_INTERVALS`; counts it in `not_kept` then.
+pub fn keep_interval(rows: &mut Vec<IntervalRow>, row: IntervalRow, not_kept: &mut u64) {
+    if rows.len() < MAX_KEPT_INTERVALS {
+        rows.push(row);
+    } else {
+        *not_kept += 1;
+    }
+}
+
 /// Percentiles of an unsigned time distribution (one-way latency, RTT, PDV, schedule lateness).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
@@ -143,8 +156,11 @@ pub struct ReceiverReport {
     pub foreign_datagrams: u64,
     /// Waiting time for late datagrams after the sender's end (RFC 7680 Tmax).
     pub tmax_s: f64,
-    /// Per-interval rows (receiver side).
+    /// Per-interval rows (receiver side), the first `MAX_KEPT_INTERVALS`.
     pub intervals: Vec<IntervalRow>,
+    /// Interval rows beyond `MAX_KEPT_INTERVALS`: printed live, not kept in the report.
+    #[serde(default)]
+    pub intervals_not_kept: u64,
     /// True when the receiver was interrupted before the test ended.
     pub interrupted: bool,
 }
@@ -186,8 +202,11 @@ pub struct SenderReport {
     /// How datagrams were handed to the kernel: "plain", "mmsg" (sendmmsg) or "gso" (UDP GSO).
     #[serde(default)]
     pub send_mode: String,
-    /// Per-interval rows (sender side).
+    /// Per-interval rows (sender side), the first `MAX_KEPT_INTERVALS`.
     pub intervals: Vec<IntervalRow>,
+    /// Interval rows beyond `MAX_KEPT_INTERVALS`: printed live, not kept in the report.
+    #[serde(default)]
+    pub intervals_not_kept: u64,
 }
 
 /// One interval line, sender or receiver. Fields that do not apply to the role are None/0.
@@ -226,4 +245,28 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// True when the run was cut short (Ctrl-C/SIGTERM): figures cover what was measured.
     pub interrupted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_rows_are_capped_and_the_rest_counted() {
+        let mut rows = Vec::new();
+        let mut not_kept = 0;
+        for i in 0..MAX_KEPT_INTERVALS + 5 {
+            let row = IntervalRow {
+                start_s: i as f64,
+                ..IntervalRow::default()
+            };
+            keep_interval(&mut rows, row, &mut not_kept);
+        }
+        assert_eq!(rows.len(), MAX_KEPT_INTERVALS);
+        assert_eq!(not_kept, 5);
+        assert_eq!(
+            rows.last().unwrap().start_s,
+            (MAX_KEPT_INTERVALS - 1) as f64
+        );
+    }
 }

@@ -172,6 +172,7 @@ pub(crate) mod fixtures {
                     released: 9_948,
                 }),
                 intervals: vec![interval("sender", 0.0, None)],
+                intervals_not_kept: 0,
             }),
             receiver: Some(ReceiverReport {
                 stats: receiver_stats(),
@@ -195,6 +196,7 @@ pub(crate) mod fixtures {
                 foreign_datagrams: 0,
                 tmax_s: 2.0,
                 intervals: vec![interval("receiver", 0.0, Some(interval_stats))],
+                intervals_not_kept: 0,
                 interrupted: false,
             }),
             warnings: vec!["SO_SNDBUF clamped to 425984 bytes (net.core.wmem_max)".to_string()],

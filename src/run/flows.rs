@@ -263,6 +263,7 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
                 .unwrap_or(0),
             tmax_s: receivers[0].tmax_s,
             intervals: Vec::new(),
+            intervals_not_kept: 0,
             interrupted: receivers.iter().any(|r| r.interrupted),
         }
     });

@@ -15,7 +15,7 @@ use crate::net::{self, BoundSocket, RecvBatch, SocketOptions};
 use crate::report;
 use crate::run::{Stop, text_writer, write_outputs};
 use crate::session::{ReceiverServer, ServerConfig, ServerEvent, TestParams};
-use crate::summary::{REPORT_VERSION, ReceiverReport, RunReport};
+use crate::summary::{MAX_KEPT_INTERVALS, REPORT_VERSION, ReceiverReport, RunReport};
 use crate::time;
 use crate::wire;
 
@@ -261,6 +261,12 @@ fn receiver_run_report(
         warnings.push(format!(
             "SO_RCVBUF was clamped by the kernel to {} bytes",
             report.rcvbuf.effective
+        ));
+    }
+    if report.intervals_not_kept > 0 {
+        warnings.push(format!(
+            "{} interval rows beyond the first {MAX_KEPT_INTERVALS} were printed but not kept in this report",
+            report.intervals_not_kept
         ));
     }
     if report.stats.negative_delays > 0 {

@@ -14,14 +14,15 @@ use anyhow::Context;
 use crate::config::{Rate, SendConfig};
 use crate::error::SetupError;
 use crate::impair::{Fate, Impairment};
-use crate::net::{self, SendMode, SocketOptions};
+use crate::net::{self, RecvBatch, SendMode, SocketOptions};
 use crate::pacing::Pacer;
 use crate::report;
 use crate::run::{Stop, text_writer, wait_until};
 use crate::session::{ControlError, SenderControl, SenderEvent, TestParams};
 use crate::stats::LatencyHistogram;
 use crate::summary::{
-    ImpairCounters, IntervalRow, REPORT_VERSION, ReceiverReport, RunReport, SenderReport,
+    ImpairCounters, IntervalRow, MAX_KEPT_INTERVALS, REPORT_VERSION, ReceiverReport, RunReport,
+    SenderReport, keep_interval,
 };
 use crate::time;
 use crate::wire::{DataHeader, Kind};
@@ -84,6 +85,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             rcvbuf: cfg.rcvbuf,
             sndbuf: cfg.sndbuf,
             force_buffers: cfg.force_buf,
+            // Echo arrival times for RTT.
+            kernel_timestamps: cfg.echo,
             ..SocketOptions::default()
         },
     )
@@ -184,10 +187,10 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
 
     // While data flows: echoes, control, interval lines.
     let start = time::now();
-    let mut rtt_interval = LatencyHistogram::new();
+    let mut replies = Replies::new(session_id);
     let mut rtt_total = LatencyHistogram::new();
-    let mut echo_replies = 0u64;
     let mut intervals: Vec<IntervalRow> = Vec::new();
+    let mut intervals_not_kept = 0u64;
     let mut next_tick = start + cfg.interval;
     let mut prev = (0u64, 0u64, 0u64);
     let mut peer_aborted = false;
@@ -199,17 +202,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             halt.store(true, Ordering::Relaxed);
         }
         let wake = next_tick.min(time::now() + Duration::from_millis(20));
-        match recv_until(&sock, &mut rx, Some(wake)) {
-            Ok(Some(n)) => handle_reply(
-                &rx[..n],
-                session_id,
-                &mut ctl,
-                &mut rtt_interval,
-                &mut echo_replies,
-            ),
-            Ok(None) => {}
-            Err(_) => {} // ICMP errors are the data thread's to count
-        }
+        // ICMP errors (the receiver went away) are the data thread's to count.
+        let _ = replies.receive(&sock, Some(wake), &mut ctl);
         while let Some(ev) = ctl.poll_event() {
             if let SenderEvent::Failed(ControlError::PeerAborted) = ev {
                 peer_aborted = true;
@@ -221,16 +215,16 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             let row = sender_row(
                 &live,
                 &mut prev,
-                &mut rtt_interval,
+                &mut replies.rtt,
                 &mut rtt_total,
-                intervals.len() as f64 * cfg.interval.as_secs_f64(),
+                (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64(),
                 cfg.interval.as_secs_f64(),
             );
             if !cfg.outputs.quiet {
                 report::write_interval_line(&mut text, &row)?;
                 text.flush()?;
             }
-            intervals.push(row);
+            keep_interval(&mut intervals, row, &mut intervals_not_kept);
             next_tick += cfg.interval;
         }
     }
@@ -240,12 +234,12 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     warnings.extend(result.warnings.iter().cloned());
     // The last, partial interval, when anything was sent in it.
     let elapsed = time::now().saturating_duration_since(start).as_secs_f64();
-    let start_s = intervals.len() as f64 * cfg.interval.as_secs_f64();
+    let start_s = (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64();
     if elapsed > start_s + 1e-3 && live.sent.load(Ordering::Relaxed) > prev.0 {
         let row = sender_row(
             &live,
             &mut prev,
-            &mut rtt_interval,
+            &mut replies.rtt,
             &mut rtt_total,
             start_s,
             elapsed - start_s,
@@ -253,7 +247,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         if !cfg.outputs.quiet {
             report::write_interval_line(&mut text, &row)?;
         }
-        intervals.push(row);
+        keep_interval(&mut intervals, row, &mut intervals_not_kept);
     }
     text.flush()?;
 
@@ -285,22 +279,15 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             let wake = ctl
                 .poll_timeout()
                 .map(|t| t.min(time::now() + Duration::from_millis(50)));
-            match recv_until(&sock, &mut rx, wake) {
-                Ok(Some(n)) => handle_reply(
-                    &rx[..n],
-                    session_id,
-                    &mut ctl,
-                    &mut rtt_interval,
-                    &mut echo_replies,
-                ),
-                Ok(None) => {}
+            match replies.receive(&sock, wake, &mut ctl) {
+                Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
                 Err(e) => warnings.push(format!("receiving results: {e}")),
             }
             ctl.handle_timeout(time::now());
         }
     }
-    rtt_total.add(&rtt_interval);
+    rtt_total.add(&replies.rtt);
 
     let duration_s = match (result.first, result.last) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
@@ -312,6 +299,12 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     } else {
         0.0
     };
+    let not_kept = intervals_not_kept + receiver.as_ref().map_or(0, |r| r.intervals_not_kept);
+    if not_kept > 0 {
+        warnings.push(format!(
+            "{not_kept} interval rows beyond the first {MAX_KEPT_INTERVALS} per side were printed but not kept in this report"
+        ));
+    }
     if let Some(r) = &receiver {
         if r.rcvbuf.clamped {
             warnings.push(format!(
@@ -340,7 +333,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         schedule_lateness: result.lateness.as_ref().and_then(LatencyHistogram::summary),
         inter_departure: result.gaps.summary(),
         rtt: rtt_total.summary(),
-        echo_replies,
+        echo_replies: replies.echoes,
         sndbuf: bound.sndbuf,
         rcvbuf: bound.rcvbuf,
         impairment: cfg.impair.as_ref().map(ToString::to_string),
@@ -348,6 +341,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         impair_release_lateness: result.release_lateness.summary(),
         send_mode: result.mode.to_string(),
         intervals,
+        intervals_not_kept,
     };
     Ok(RunReport {
         version: REPORT_VERSION,
@@ -367,21 +361,60 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     })
 }
 
-/// One datagram from the receiver: an echo (RTT) or a control message.
-fn handle_reply(
-    buf: &[u8],
+/// What comes back from the receiver while and after data flows: echoes (RTT) and control.
+struct Replies {
     session_id: u32,
-    ctl: &mut SenderControl,
-    rtt: &mut LatencyHistogram,
-    echo_replies: &mut u64,
-) {
-    if let Some(h) = DataHeader::parse_echo(buf) {
-        if h.session_id == session_id {
-            rtt.record(time::wall_ns().saturating_sub(h.send_ns));
-            *echo_replies += 1;
+    batch: RecvBatch,
+    /// RTT of the echoes received in the current interval.
+    rtt: LatencyHistogram,
+    echoes: u64,
+}
+
+impl Replies {
+    fn new(session_id: u32) -> Self {
+        Replies {
+            session_id,
+            // Result chunks are the largest replies: 16 + 1200 bytes.
+            batch: RecvBatch::new(32, 2048),
+            rtt: LatencyHistogram::new(),
+            echoes: 0,
         }
-    } else {
-        ctl.handle_datagram(time::now(), buf);
+    }
+
+    /// Receives what has arrived, waiting at most until `deadline` (None: 50 ms).
+    fn receive(
+        &mut self,
+        sock: &UdpSocket,
+        deadline: Option<Instant>,
+        ctl: &mut SenderControl,
+    ) -> io::Result<()> {
+        let now = time::now();
+        let wait = deadline
+            .map_or(Duration::from_millis(50), |d| {
+                d.saturating_duration_since(now)
+            })
+            .clamp(Duration::from_micros(100), Duration::from_millis(50));
+        sock.set_read_timeout(Some(wait))?;
+        let n = match self.batch.recv(sock) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
+            Err(e) => return Err(e),
+        };
+        for i in 0..n {
+            let (buf, meta) = self.batch.get(i);
+            match DataHeader::parse_echo(buf) {
+                Some(h) if h.session_id == self.session_id => {
+                    // The kernel's arrival time: the RTT of the path, not of this thread's
+                    // scheduling (it shares a core with the spinning send thread).
+                    let arrival = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
+                    self.rtt.record(arrival.saturating_sub(h.send_ns));
+                    self.echoes += 1;
+                }
+                Some(_) => {}
+                None => ctl.handle_datagram(time::now(), buf),
+            }
+        }
+        Ok(())
     }
 }
 
