@@ -112,7 +112,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         pps_milli: cfg.pps().map_or(0, |p| (p * 1000.0) as u64),
     };
     let mut ctl = SenderControl::new(session_id, params, time::now());
-    let mut rx = vec![0u8; 65536];
+    let mut replies = Replies::new(session_id);
 
     // Handshake.
     loop {
@@ -127,9 +127,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         if stop.requested() {
             return Err(SetupError("interrupted before the test started".into()).into());
         }
-        match recv_until(&sock, &mut rx, ctl.poll_timeout()) {
-            Ok(Some(n)) => ctl.handle_datagram(time::now(), &rx[..n]),
-            Ok(None) => {}
+        match replies.receive(&sock, ctl.poll_timeout(), &mut ctl) {
+            Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                 return Err(SetupError(format!(
                     "{}: nothing is listening there (the host answered port unreachable); start `udplab recv` first",
@@ -187,7 +186,6 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
 
     // While data flows: echoes, control, interval lines.
     let start = time::now();
-    let mut replies = Replies::new(session_id);
     let mut rtt_total = LatencyHistogram::new();
     let mut intervals: Vec<IntervalRow> = Vec::new();
     let mut intervals_not_kept = 0u64;
@@ -453,26 +451,6 @@ fn sender_row(
 fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl) {
     while let Some(msg) = ctl.poll_transmit() {
         let _ = sock.send(&msg);
-    }
-}
-
-/// Receives one datagram, waiting at most until `deadline` (None: 50 ms).
-fn recv_until(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-    deadline: Option<Instant>,
-) -> io::Result<Option<usize>> {
-    let now = time::now();
-    let wait = deadline
-        .map_or(Duration::from_millis(50), |d| {
-            d.saturating_duration_since(now)
-        })
-        .clamp(Duration::from_micros(100), Duration::from_millis(50));
-    sock.set_read_timeout(Some(wait))?;
-    match sock.recv(buf) {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
