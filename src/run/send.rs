@@ -511,7 +511,7 @@ fn data_loop(
             break;
         }
         let n = match pacer.as_mut() {
-            None => batch.min((limit - seq).min(batch as u64) as usize),
+            None => (limit - seq).min(batch as u64) as usize,
             Some(p) => {
                 let due = p.next_deadline();
                 if end.is_some_and(|e| due >= e) {
