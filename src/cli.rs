@@ -185,6 +185,11 @@ pub struct SendArgs {
     #[arg(long)]
     pub impair_log: Option<PathBuf>,
     /// How datagrams are handed to the kernel: auto, plain, mmsg (sendmmsg) or gso (UDP GSO).
+    /// auto uses GSO only when the destination is this host (a loopback address or one of its
+    /// own interfaces' addresses), and sendmmsg toward any other host: a GSO batch can be
+    /// forwarded as one packet (veth, bridges, containers, virtual NICs), so one drop on the way
+    /// loses the whole batch and fakes burst loss. An explicit gso toward another host is
+    /// warned about in the report.
     #[arg(long, default_value = "auto")]
     pub send_mode: String,
     /// Most datagrams per syscall when sending back to back.

@@ -202,6 +202,10 @@ pub struct SenderReport {
     /// How datagrams were handed to the kernel: "plain", "mmsg" (sendmmsg) or "gso" (UDP GSO).
     #[serde(default)]
     pub send_mode: String,
+    /// Why `auto` chose `send_mode`, or how the mode can shape the loss pattern (GSO toward
+    /// another host); shown after the mode on the text report's send-mode line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_mode_note: Option<String>,
     /// Per-interval rows (sender side), the first `MAX_KEPT_INTERVALS`.
     pub intervals: Vec<IntervalRow>,
     /// Interval rows beyond `MAX_KEPT_INTERVALS`: printed live, not kept in the report.

@@ -285,6 +285,22 @@ impl FromStr for SendMode {
     }
 }
 
+/// The mode `--send-mode auto` uses: GSO only toward a destination on this host, where the
+/// kernel splits each batch before anything could drop it; sendmmsg (one packet per datagram,
+/// still one syscall per batch) toward every other host. A GSO super-packet can cross veth
+/// pairs, bridges, container networks and many virtual NICs unsegmented, so a drop on the way
+/// (a router's queue, a firewall rule) takes the whole batch and the receiver sees burst loss
+/// the path would not inflict on separate datagrams. Plain sends where neither is available.
+pub fn auto_send_mode(destination_is_local: bool, gso_supported: bool) -> SendMode {
+    if destination_is_local && gso_supported {
+        SendMode::Gso
+    } else if cfg!(target_os = "linux") {
+        SendMode::Mmsg
+    } else {
+        SendMode::Plain
+    }
+}
+
 /// Whether the kernel accepts UDP_SEGMENT on this socket (getsockopt probe; Linux ≥ 4.18).
 ///
 /// A `true` here can still meet EIO at send time when the route's device has no checksum
@@ -1123,6 +1139,20 @@ mod tests {
         assert_eq!(max_gso_segments(65_507), 1);
         assert_eq!(max_gso_segments(70_000), 1);
         assert_eq!(max_gso_segments(0), 1);
+    }
+
+    #[test]
+    fn auto_uses_gso_only_toward_this_host() {
+        assert_eq!(auto_send_mode(true, true), SendMode::Gso);
+        // Toward another host every datagram is its own packet, GSO or not in the kernel.
+        let batched = if cfg!(target_os = "linux") {
+            SendMode::Mmsg
+        } else {
+            SendMode::Plain
+        };
+        assert_eq!(auto_send_mode(false, true), batched);
+        assert_eq!(auto_send_mode(false, false), batched);
+        assert_eq!(auto_send_mode(true, false), batched);
     }
 
     #[test]

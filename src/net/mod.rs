@@ -10,11 +10,12 @@ pub mod socket;
 mod sys;
 
 pub use batch::{
-    RecvBatch, RecvMeta, SendMode, gso_supported, is_eagain, is_enobufs, is_gso_refused,
-    max_gso_segments, send_batch, send_each,
+    RecvBatch, RecvMeta, SendMode, auto_send_mode, gso_supported, is_eagain, is_enobufs,
+    is_gso_refused, max_gso_segments, send_batch, send_each,
 };
 pub use cpu::{parse_cpu_list, pin_current_thread, tighten_timer_slack};
 pub use snmp::{UdpSnmp, udp_snmp, udp6_snmp};
 pub use socket::{
-    BoundSocket, NetError, SocketOptions, bind, rcvbuf_limit, resolve, unspecified_for,
+    BoundSocket, NetError, SocketOptions, bind, is_local_destination, rcvbuf_limit, resolve,
+    shown_addr, unspecified_for,
 };

@@ -268,8 +268,9 @@ fn clamp_warning(kind: BufferKind, requested: u64, effective: u64, forced: bool)
 /// Accepts `host:port`, `[v6]:port`, a bare IP (`127.0.0.1`, `::1`, `[::1]`) or a bare host
 /// name; the last two take `default_port`. An unbracketed IPv6 address is all address:
 /// `::1:5210` is the IPv6 address `::1:5210`, so write `[::1]:5210` to give a port. A name with both IPv4 and IPv6 addresses resolves
-/// to its first IPv4 address, because a receiver bound to the default `0.0.0.0` listens on
-/// IPv4 only; write the IPv6 address explicitly to use it.
+/// to its first IPv4 address, which every receiver serves (the default `[::]` dual-stack one,
+/// and one bound to `0.0.0.0` or on a host without IPv6); write the IPv6 address explicitly
+/// to use it.
 pub fn resolve(target: &str, default_port: u16) -> Result<SocketAddr, NetError> {
     let fail = |reason: String| NetError::Resolve {
         target: target.to_string(),
@@ -344,6 +345,26 @@ pub fn rcvbuf_limit() -> Option<u64> {
     }
 }
 
+/// True when datagrams to `ip` never leave this host: a loopback address, the unspecified
+/// address (which the kernel delivers locally), or an address assigned to one of this host's
+/// interfaces in the current network namespace (getifaddrs). Nothing forwards such datagrams,
+/// so a GSO batch to them is split into datagrams before anything can drop it. When the
+/// interface list cannot be read the answer is false: the caller then chooses as for a
+/// remote host, which is the safe side. IPv4-mapped IPv6 addresses count as their IPv4 form.
+pub fn is_local_destination(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || platform::interface_addresses().is_ok_and(|own| own.contains(&ip))
+}
+
+/// `addr` as people write it: an IPv4-mapped IPv6 peer (`[::ffff:a.b.c.d]:port`, how IPv4
+/// peers of a dual-stack socket appear) becomes `a.b.c.d:port`; everything else is unchanged.
+/// For display and reports only: replies still go to the address the socket gave.
+pub fn shown_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// The wildcard address of `peer`'s family with port 0: what a sender binds before connecting.
 pub fn unspecified_for(peer: &SocketAddr) -> SocketAddr {
     match peer {
@@ -357,12 +378,53 @@ mod platform {
     //! Linux: forced buffers, kernel timestamps, SO_RXQ_OVFL and UDP_GRO via libc.
 
     use std::io;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::os::fd::AsRawFd;
 
     use socket2::Socket;
 
     use super::BufferKind;
     use crate::net::sys::setsockopt_int;
+
+    /// The IP addresses of this network namespace's interfaces (getifaddrs).
+    pub(super) fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: `head` is a valid place for the list pointer; on success the list stays
+        // valid until the freeifaddrs below, and nothing of it is kept past that.
+        if unsafe { libc::getifaddrs(&mut head) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut out = Vec::new();
+        let mut node = head;
+        while !node.is_null() {
+            // SAFETY: `node` is a non-null element of the list getifaddrs returned.
+            let ifa = unsafe { &*node };
+            if !ifa.ifa_addr.is_null() {
+                // SAFETY: a non-null ifa_addr points to a sockaddr whose sa_family tells its
+                // real type; it is read unaligned, at the size that family guarantees.
+                let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+                if family == libc::AF_INET {
+                    // SAFETY: as above, an AF_INET sockaddr is a sockaddr_in.
+                    let sin = unsafe {
+                        std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in>())
+                    };
+                    out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        sin.sin_addr.s_addr,
+                    ))));
+                } else if family == libc::AF_INET6 {
+                    // SAFETY: as above, an AF_INET6 sockaddr is a sockaddr_in6.
+                    let sin6 = unsafe {
+                        std::ptr::read_unaligned(ifa.ifa_addr.cast::<libc::sockaddr_in6>())
+                    };
+                    out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                }
+            }
+            node = ifa.ifa_next;
+        }
+        // SAFETY: `head` came from a successful getifaddrs and is freed exactly once.
+        unsafe { libc::freeifaddrs(head) };
+        Ok(out)
+    }
 
     /// Linux reports twice the stored request (see the module comment).
     pub(super) fn expected_effective(asked: u64) -> u64 {
@@ -474,6 +536,14 @@ mod platform {
 
     pub(super) fn expected_effective(asked: u64) -> u64 {
         asked
+    }
+
+    /// Not read off Linux: only loopback and unspecified destinations count as local there.
+    pub(super) fn interface_addresses() -> std::io::Result<Vec<std::net::IpAddr>> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "interface addresses are read on Linux only",
+        ))
     }
 
     pub(super) fn buffer_limit(_kind: BufferKind) -> Option<u64> {
@@ -761,6 +831,56 @@ mod tests {
         let v6: SocketAddr = "[2001:db8::1]:9".parse().unwrap();
         assert_eq!(unspecified_for(&v4), "0.0.0.0:0".parse().unwrap());
         assert_eq!(unspecified_for(&v6), "[::]:0".parse().unwrap());
+    }
+
+    #[test]
+    fn loopback_and_own_addresses_are_local_destinations() {
+        for ip in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "::ffff:127.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(is_local_destination(ip), "{ip}");
+        }
+        // TEST-NET and documentation addresses are never assigned to a test machine.
+        for ip in [
+            "192.0.2.1",
+            "198.51.100.7",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(!is_local_destination(ip), "{ip}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_address_of_this_hosts_interfaces_is_local() {
+        let own = platform::interface_addresses().expect("getifaddrs");
+        assert!(
+            own.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "lo's 127.0.0.1 is listed: {own:?}"
+        );
+        // A non-loopback address of this host (where there is one) is local too: the kernel
+        // delivers datagrams to it through lo, never forwarding them.
+        for ip in own {
+            assert!(is_local_destination(ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_shown_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5210".parse().unwrap();
+        assert_eq!(shown_addr(mapped).to_string(), "127.0.0.1:5210");
+        for unchanged in ["[::1]:5210", "127.0.0.1:9", "[2001:db8::1]:1"] {
+            let a: SocketAddr = unchanged.parse().unwrap();
+            assert_eq!(shown_addr(a), a);
+        }
     }
 
     #[test]

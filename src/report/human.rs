@@ -267,7 +267,10 @@ fn summary_table(report: &RunReport) -> Table {
         "send mode",
         sender
             .filter(|s| !s.send_mode.is_empty())
-            .map(|s| s.send_mode.clone()),
+            .map(|s| match &s.send_mode_note {
+                Some(note) => format!("{} ({note})", s.send_mode),
+                None => s.send_mode.clone(),
+            }),
         None,
     );
     t.row(

@@ -146,6 +146,7 @@ pub(crate) mod fixtures {
                 schedule_lateness: Some(latency(3_000)),
                 inter_departure: None,
                 send_mode: "gso".into(),
+                send_mode_note: None,
                 impair_release_lateness: None,
                 rtt: Some(latency(20_000)),
                 echo_replies: 9_900,

@@ -152,12 +152,14 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         }
         None => None,
     };
-    let mode = match cfg.send_mode {
-        Some(m) => m,
-        None if net::gso_supported(&sock) => SendMode::Gso,
-        None if cfg!(target_os = "linux") => SendMode::Mmsg,
-        None => SendMode::Plain,
-    };
+    let choice = choose_send_mode(
+        cfg.send_mode,
+        cfg.addr,
+        net::is_local_destination(cfg.addr.ip()),
+        net::gso_supported(&sock),
+        cfg.batch.min(net::max_gso_segments(cfg.payload_size)),
+    );
+    let mode = choice.mode;
     let plan = DataPlan {
         session_id,
         payload: cfg.payload_size,
@@ -230,6 +232,17 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         .join()
         .map_err(|_| anyhow::anyhow!("the send thread panicked"))?;
     warnings.extend(result.warnings.iter().cloned());
+    // A GSO refusal switched the run to sendmmsg: what the choice said about GSO is moot.
+    let choice = if result.mode == choice.mode {
+        choice
+    } else {
+        SendModeChoice {
+            mode: result.mode,
+            note: None,
+            warning: None,
+        }
+    };
+    warnings.extend(choice.warning.iter().cloned());
     // The last, partial interval, when anything was sent in it.
     let elapsed = time::now().saturating_duration_since(start).as_secs_f64();
     let start_s = (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64();
@@ -337,7 +350,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         impairment: cfg.impair.as_ref().map(ToString::to_string),
         impair_counters: result.impair,
         impair_release_lateness: result.release_lateness.summary(),
-        send_mode: result.mode.to_string(),
+        send_mode: choice.mode.to_string(),
+        send_mode_note: choice.note,
         intervals,
         intervals_not_kept,
     };
@@ -357,6 +371,63 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         warnings,
         interrupted: stop.requested() || peer_aborted,
     })
+}
+
+/// How the data thread hands datagrams to the kernel, and what the report says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SendModeChoice {
+    mode: SendMode,
+    /// Why this mode, or what it does to the measurement: shown on the send-mode line.
+    note: Option<String>,
+    /// For the report's warnings: batching can shape the loss pattern on this path.
+    warning: Option<String>,
+}
+
+/// The send mode for a test to `dest`: the user's, or `auto`'s rule ([`net::auto_send_mode`]:
+/// GSO only when `dest_is_local`, else sendmmsg). GSO toward another host is the user's
+/// explicit choice, and the report then says that batches of up to `gso_batch` datagrams
+/// can be lost whole on a forwarded path.
+fn choose_send_mode(
+    requested: Option<SendMode>,
+    dest: std::net::SocketAddr,
+    dest_is_local: bool,
+    gso_supported: bool,
+    gso_batch: usize,
+) -> SendModeChoice {
+    let Some(mode) = requested else {
+        let mode = net::auto_send_mode(dest_is_local, gso_supported);
+        let why = match (mode, dest_is_local) {
+            (SendMode::Gso, _) => "auto: the destination is this host, nothing forwards",
+            (_, false) => "auto: one packet per datagram toward another host",
+            (_, true) => "auto: no UDP GSO here",
+        };
+        return SendModeChoice {
+            mode,
+            note: Some(why.into()),
+            warning: None,
+        };
+    };
+    if mode != SendMode::Gso || dest_is_local || gso_batch < 2 {
+        return SendModeChoice {
+            mode,
+            note: None,
+            warning: None,
+        };
+    }
+    SendModeChoice {
+        mode,
+        note: Some(format!(
+            "batches of up to {gso_batch} datagrams travel as one packet: the loss pattern can be batch-shaped"
+        )),
+        warning: Some(format!(
+            "--send-mode gso toward {dest}, which is not this host: each batch of up to \
+             {gso_batch} datagrams leaves as one GSO packet, and where a veth, bridge, container \
+             network or virtual NIC forwards it unsegmented, a drop on the way takes the whole \
+             batch. Loss then comes in batch-sized bursts (loss periods, longest period) that \
+             the path would not inflict on separate datagrams; --send-mode auto or mmsg sends \
+             one packet per datagram"
+        )),
+    }
 }
 
 /// What comes back from the receiver while and after data flows: echoes (RTT) and control.
@@ -725,5 +796,68 @@ fn count_error(res: &mut DataResult, e: &io::Error, n: u64) {
         res.errors_eagain += n;
     } else {
         res.errors_other += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn remote() -> SocketAddr {
+        "192.0.2.7:5210".parse().unwrap()
+    }
+
+    #[test]
+    fn auto_never_sends_gso_toward_another_host() {
+        let c = choose_send_mode(None, remote(), false, true, 32);
+        assert_ne!(c.mode, SendMode::Gso);
+        assert_eq!(c.warning, None);
+        assert_eq!(
+            c.note.as_deref(),
+            Some("auto: one packet per datagram toward another host")
+        );
+    }
+
+    #[test]
+    fn auto_keeps_gso_on_this_host() {
+        let local: SocketAddr = "127.0.0.1:5210".parse().unwrap();
+        let c = choose_send_mode(None, local, true, true, 32);
+        assert_eq!(c.mode, SendMode::Gso);
+        assert_eq!(c.warning, None);
+        assert!(c.note.unwrap().contains("this host"));
+    }
+
+    #[test]
+    fn explicit_gso_toward_another_host_is_warned_about() {
+        let c = choose_send_mode(Some(SendMode::Gso), remote(), false, true, 32);
+        assert_eq!(c.mode, SendMode::Gso);
+        let warning = c.warning.expect("a warning");
+        assert!(warning.contains("192.0.2.7:5210"), "{warning}");
+        assert!(warning.contains("up to 32 datagrams"), "{warning}");
+        assert!(c.note.expect("a note").contains("batch-shaped"));
+    }
+
+    #[test]
+    fn explicit_modes_that_cannot_shape_loss_say_nothing() {
+        let local: SocketAddr = "[::1]:5210".parse().unwrap();
+        for (mode, dest, is_local, batch) in [
+            (SendMode::Gso, local, true, 32),
+            (SendMode::Gso, remote(), false, 1),
+            (SendMode::Mmsg, remote(), false, 32),
+            (SendMode::Plain, remote(), false, 32),
+        ] {
+            let c = choose_send_mode(Some(mode), dest, is_local, true, batch);
+            assert_eq!(
+                c,
+                SendModeChoice {
+                    mode,
+                    note: None,
+                    warning: None
+                },
+                "{mode} to {dest}"
+            );
+        }
     }
 }
