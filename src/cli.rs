@@ -77,7 +77,9 @@ pub enum Command {
 )]
 pub struct RecvArgs {
     /// Address to listen on; port 0 picks a free port (printed as the first stdout line).
-    #[arg(long, default_value = "0.0.0.0:5210")]
+    /// The default `[::]` is dual-stack: IPv4 and IPv6 senders on one socket (IPv4 peers shown
+    /// as IPv4), like `iperf3 -s`; on a host without IPv6 it listens on 0.0.0.0 instead.
+    #[arg(long, default_value = "[::]:5210")]
     pub bind: String,
     /// Requested SO_RCVBUF, e.g. 4M (binary units). Default: the kernel's.
     #[arg(long, value_parser = parse_size)]

@@ -16,6 +16,6 @@ pub use batch::{
 pub use cpu::{parse_cpu_list, pin_current_thread, tighten_timer_slack};
 pub use snmp::{UdpSnmp, udp_snmp, udp6_snmp};
 pub use socket::{
-    BoundSocket, NetError, SocketOptions, bind, is_local_destination, rcvbuf_limit, resolve,
-    shown_addr, unspecified_for,
+    BoundSocket, NetError, SocketOptions, bind, bind_listener, is_local_destination, rcvbuf_limit,
+    resolve, shown_addr, unspecified_for,
 };

@@ -145,6 +145,40 @@ pub fn bind(addr: SocketAddr, opts: &SocketOptions) -> Result<BoundSocket, NetEr
     })
 }
 
+/// Binds a receiver's socket. The IPv6 wildcard `[::]` (the default of `udplab recv`) is
+/// dual-stack, serving IPv4 and IPv6 peers on one socket as `iperf3 -s` does; on a host
+/// without IPv6 it falls back to `0.0.0.0` with the same port, with a warning saying so.
+/// Every other address binds exactly as [`bind`] does.
+pub fn bind_listener(addr: SocketAddr, opts: &SocketOptions) -> Result<BoundSocket, NetError> {
+    let wildcard_v6 = matches!(addr.ip(), IpAddr::V6(ip) if ip.is_unspecified());
+    match bind(addr, opts) {
+        Err(e) if wildcard_v6 && ipv6_unavailable(&e) => {
+            let v4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port());
+            let mut bound = bind(v4, opts)?;
+            bound.warnings.insert(
+                0,
+                format!("IPv6 is not available on this host ({e}); listening on {v4}, IPv4 only"),
+            );
+            Ok(bound)
+        }
+        other => other,
+    }
+}
+
+/// The error says this host has no IPv6 (no AF_INET6 sockets, or no IPv6 address to bind),
+/// not that the address is busy or forbidden.
+fn ipv6_unavailable(e: &NetError) -> bool {
+    match e {
+        NetError::AddrNotAvailable(_) => true,
+        NetError::Io { source, .. } => {
+            source.kind() == io::ErrorKind::Unsupported
+                || source.kind() == io::ErrorKind::AddrNotAvailable
+                || platform::is_family_unsupported(source)
+        }
+        _ => false,
+    }
+}
+
 /// Which of the two socket buffers, with the names the kernel and the sysctls use for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BufferKind {
@@ -426,6 +460,14 @@ mod platform {
         Ok(out)
     }
 
+    /// The kernel has no such address family (IPv6 disabled at boot, or no IPv6 module).
+    pub(super) fn is_family_unsupported(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EAFNOSUPPORT | libc::EPFNOSUPPORT | libc::EPROTONOSUPPORT)
+        )
+    }
+
     /// Linux reports twice the stored request (see the module comment).
     pub(super) fn expected_effective(asked: u64) -> u64 {
         asked * 2
@@ -536,6 +578,11 @@ mod platform {
 
     pub(super) fn expected_effective(asked: u64) -> u64 {
         asked
+    }
+
+    /// Off Linux, std's error kinds are what is known.
+    pub(super) fn is_family_unsupported(e: &std::io::Error) -> bool {
+        e.kind() == std::io::ErrorKind::Unsupported
     }
 
     /// Not read off Linux: only loopback and unspecified destinations count as local there.
@@ -881,6 +928,62 @@ mod tests {
             let a: SocketAddr = unchanged.parse().unwrap();
             assert_eq!(shown_addr(a), a);
         }
+    }
+
+    #[test]
+    fn a_dual_stack_listener_serves_ipv4_and_ipv6() {
+        let bound = bind_listener("[::]:0".parse().unwrap(), &SocketOptions::default())
+            .expect("[::] binds, or falls back to 0.0.0.0");
+        if bound.local_addr.is_ipv4() {
+            eprintln!("no IPv6 here: fell back to {}", bound.local_addr);
+            assert!(
+                bound.warnings[0].contains("IPv4 only"),
+                "{:?}",
+                bound.warnings
+            );
+            return;
+        }
+        assert!(bound.warnings.is_empty(), "{:?}", bound.warnings);
+        bound
+            .socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let port = bound.local_addr.port();
+        let v4 = UdpSocket::bind(loopback_v4()).unwrap();
+        v4.send_to(b"v4", (Ipv4Addr::LOCALHOST, port)).unwrap();
+        let mut buf = [0u8; 16];
+        let (_, src) = bound.socket.recv_from(&mut buf).unwrap();
+        assert_eq!(shown_addr(src), v4.local_addr().unwrap());
+        // Replies to the v4-mapped address reach the IPv4 peer.
+        bound.socket.send_to(b"back", src).unwrap();
+        v4.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let (n, from) = v4.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"back");
+        assert_eq!(from.port(), port);
+    }
+
+    #[test]
+    fn only_a_missing_ipv6_falls_back() {
+        let wildcard: SocketAddr = "[::]:5210".parse().unwrap();
+        assert!(ipv6_unavailable(&NetError::AddrNotAvailable(wildcard)));
+        assert!(ipv6_unavailable(&NetError::io(
+            "creating an IPv6 UDP socket",
+            io::Error::from(io::ErrorKind::Unsupported)
+        )));
+        #[cfg(target_os = "linux")]
+        assert!(ipv6_unavailable(&NetError::io(
+            "creating an IPv6 UDP socket",
+            io::Error::from_raw_os_error(libc::EAFNOSUPPORT)
+        )));
+        // A busy port or a forbidden one is the user's to fix, never silently moved.
+        assert!(!ipv6_unavailable(&NetError::AddrInUse(wildcard)));
+        assert!(!ipv6_unavailable(&NetError::PermissionDenied(wildcard)));
+        #[cfg(target_os = "linux")]
+        assert!(!ipv6_unavailable(&NetError::io(
+            "binding [::]:5210",
+            io::Error::from_raw_os_error(libc::EACCES)
+        )));
     }
 
     #[test]

@@ -41,9 +41,10 @@ pub struct RecvOutcome {
 }
 
 impl Receiver {
-    /// Binds the socket (so the caller knows the address before any test starts).
+    /// Binds the socket (so the caller knows the address before any test starts). `[::]` is
+    /// dual-stack, or `0.0.0.0` on a host without IPv6 (see [`net::bind_listener`]).
     pub fn bind(cfg: RecvConfig) -> Result<Self, SetupError> {
-        let bound = net::bind(
+        let bound = net::bind_listener(
             cfg.bind,
             &SocketOptions {
                 rcvbuf: cfg.rcvbuf,
@@ -174,6 +175,8 @@ impl Receiver {
                         peer,
                         params,
                     } => {
+                        // An IPv4 peer of the dual-stack socket is shown as IPv4.
+                        let peer = net::shown_addr(peer);
                         started.insert(session_id, (time::wall_ns(), params));
                         if !cfg.silent {
                             writeln!(
@@ -208,6 +211,7 @@ impl Receiver {
                         peer,
                         report,
                     } => {
+                        let peer = net::shown_addr(peer);
                         let (wall, params) = started
                             .remove(&session_id)
                             .unwrap_or((time::wall_ns(), zero_params()));

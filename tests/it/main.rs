@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod dualstack;
 mod impair;
 mod netns;
 mod sim;
