@@ -35,10 +35,10 @@ fn deliver(stats: &mut ReceiverStats, seq: u64, count: &mut u64) {
     let recv = send + DELAY_NS + (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54);
     black_box(stats.on_datagram(black_box(seq), send, recv, 1200));
     *count += 1;
-    if *count % TICK_EVERY == 0 {
+    if count.is_multiple_of(TICK_EVERY) {
         stats.on_tick(recv);
     }
-    if *count % INTERVAL_EVERY == 0 {
+    if count.is_multiple_of(INTERVAL_EVERY) {
         black_box(stats.take_interval(recv));
     }
 }

@@ -142,7 +142,7 @@ fn split_number(s: &str) -> Result<(Decimal, &str), NumberError> {
         }
     }
     // Trailing zeros of the fraction carry no value; dropping them keeps later products small.
-    while exp10 < 0 && mantissa % 10 == 0 && mantissa != 0 {
+    while exp10 < 0 && mantissa.is_multiple_of(10) && mantissa != 0 {
         mantissa /= 10;
         exp10 += 1;
     }

@@ -94,7 +94,7 @@ pub(crate) fn parse_duration_ns(s: &str) -> Result<u64, String> {
 /// Nanoseconds → the largest unit that shows the value as a whole number (`1500us`, `20ms`).
 pub(crate) fn format_duration_ns(ns: u64) -> String {
     for (suffix, per) in [("s", 1_000_000_000u64), ("ms", 1_000_000), ("us", 1_000)] {
-        if ns != 0 && ns % per == 0 {
+        if ns != 0 && ns.is_multiple_of(per) {
             return format!("{}{suffix}", ns / per);
         }
     }
@@ -120,7 +120,7 @@ pub(crate) fn parse_rate_bps(s: &str) -> Result<u64, String> {
 /// Bits per second → the largest SI suffix that shows it as a whole number (`10M`, `1500M`).
 pub(crate) fn format_rate_bps(bps: u64) -> String {
     for (suffix, per) in [("G", 1_000_000_000u64), ("M", 1_000_000), ("k", 1_000)] {
-        if bps != 0 && bps % per == 0 {
+        if bps != 0 && bps.is_multiple_of(per) {
             return format!("{}{suffix}", bps / per);
         }
     }
@@ -146,7 +146,7 @@ pub(crate) fn parse_size_bytes(s: &str) -> Result<u64, String> {
 /// Bytes → the largest binary suffix that shows it as a whole number (`64K`, `1500`).
 pub(crate) fn format_size_bytes(bytes: u64) -> String {
     for (suffix, per) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-        if bytes != 0 && bytes % per == 0 {
+        if bytes != 0 && bytes.is_multiple_of(per) {
             return format!("{}{suffix}", bytes / per);
         }
     }

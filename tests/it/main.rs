@@ -4,5 +4,6 @@ mod cli;
 mod common;
 mod dualstack;
 mod impair;
+mod msrv;
 mod netns;
 mod sim;
