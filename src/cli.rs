@@ -31,7 +31,8 @@ Exit codes:
   0    ran; every threshold given was measured and met (or none was given)
   1    ran, and a measured value exceeded its threshold (also when others were incomplete)
   2    usage or setup error (bad value, unwritable output file, port in use, no receiver
-       answering), or a report file that failed to be written at the end
+       answering), or a report file that failed to be written at the end (wins over the
+       others; the remaining files and the summary are still written)
   3    incomplete: a threshold could not be judged (nothing sent, the receiver's results never
        came back, no samples); no threshold failed
   130  interrupted (what was measured is still reported and written)";

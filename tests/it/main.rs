@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod gates;
 mod impair;
 mod netns;
 mod sim;
