@@ -413,7 +413,10 @@ pub fn write_outputs(report: &RunReport, outputs: &Outputs, json_append: bool) {
     }
 }
 
-/// Writes `bytes` to `path` in one write (appending or replacing), recording a failure.
+/// Writes `bytes` to `path` in one write (appending or replacing), recording a failure. A
+/// regular file is replaced through a temporary file and a rename, so a failed write (disk
+/// full) leaves the previous content in place instead of a truncated file; anything else (a
+/// device, a pipe, a symlink) is written directly.
 pub fn write_file(path: &Path, bytes: &[u8], append: bool) {
     let result = if append {
         std::fs::OpenOptions::new()
@@ -421,12 +424,36 @@ pub fn write_file(path: &Path, bytes: &[u8], append: bool) {
             .append(true)
             .open(path)
             .and_then(|mut f| f.write_all(bytes))
-    } else {
+    } else if path.symlink_metadata().is_ok_and(|m| !m.is_file()) {
         File::create(path).and_then(|mut f| f.write_all(bytes))
+    } else {
+        replace_file(path, bytes)
     };
     if let Err(e) = result {
         record_output_failure(&path.display().to_string(), e);
     }
+}
+
+fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".udplab-{}.tmp", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let mut file = match File::create(&temporary) {
+        Ok(f) => f,
+        // A writable file in a directory we may not add to: write it in place.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return File::create(path).and_then(|mut f| f.write_all(bytes));
+        }
+        Err(e) => return Err(e),
+    };
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 /// Records a CSV failure with the path once (`CsvError` puts the path in its own message).
@@ -846,6 +873,27 @@ mod tests {
         );
         assert_eq!(report.thresholds[0].limit, 1.0);
         assert_eq!(report.thresholds[0].unit, "ns");
+    }
+
+    #[test]
+    fn a_replaced_file_is_whole_or_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, "old\n").unwrap();
+        write_file(&path, b"new\n", false);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        write_file(&path, b"more\n", true);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\nmore\n");
+        assert!(
+            take_output_failures()
+                .iter()
+                .all(|f| !f.path.contains("r.json"))
+        );
     }
 
     #[test]
