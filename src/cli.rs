@@ -21,9 +21,21 @@ Examples:
   udplab loopback --count 200000 --pps 50000 --impair loss=5%,seed=1
   udplab proxy --listen 127.0.0.1:6000 --to 127.0.0.1:5210 --impair loss=1%,delay=20ms
 
-Exit codes: 0 ran and passed its thresholds, 1 ran but a threshold failed (or the
-receiver's results needed by a threshold never came back), 2 usage or setup error,
-130 interrupted (what was measured is still reported and written).";
+Thresholds: percentages need a % sign (--max-loss 0.5% is 5 in 1000; a bare 0.5 is refused).
+A threshold passes only when it was measured: a run that sent nothing, whose receiver results
+never came back, or that has no samples for it (e.g. --max-rtt-p99 without --echo) is
+incomplete, never a pass. The verdict is in the JSON (`thresholds`, `verdict`) and the CSV
+(`verdict` column).
+
+Exit codes:
+  0    ran; every threshold given was measured and met (or none was given)
+  1    ran, and a measured value exceeded its threshold (also when others were incomplete)
+  2    usage or setup error (bad value, unwritable output file, port in use, no receiver
+       answering), or a report file that failed to be written at the end (wins over the
+       others; the remaining files and the summary are still written)
+  3    incomplete: a threshold could not be judged (nothing sent, the receiver's results never
+       came back, no samples); no threshold failed
+  130  interrupted (what was measured is still reported and written)";
 
 /// The impairment syntax, shown by `udplab proxy --help`.
 pub const IMPAIR_SPEC_HELP: &str = "\
@@ -40,6 +52,7 @@ Impairment SPEC: a comma list, applied in this order: loss, dup, rate, delay/jit
   reorder=2%[:N]              hold a datagram back behind the next N (default 1)
   reorder-hold=100ms          longest a held datagram waits when fewer than N follow
   seed=42                     the RNG seed: the same seed gives the same fates
+delay, jitter and reorder-hold are at most 60s each (a larger value is refused).
 Example: udplab proxy --listen 127.0.0.1:6000 --to 127.0.0.1:5210 --impair loss=1%,delay=20ms,jitter=2ms,seed=7";
 
 #[derive(Debug, Parser)]
@@ -94,7 +107,7 @@ pub struct RecvArgs {
     #[arg(long)]
     pub once: bool,
     /// How many tests may run at once (parallel flows count one each).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value = "16", value_parser = parse_whole)]
     pub max_sessions: usize,
     /// Use the user-space clock instead of kernel receive timestamps.
     #[arg(long)]
@@ -144,19 +157,20 @@ pub struct LoopbackCmd {
 pub struct SendArgs {
     /// Target payload bit rate (decimal SI: 100M, 1.5G), or `max` for unpaced.
     /// Counts UDP payload bits, like iperf's -b. Default 10M.
-    #[arg(long, short = 'b', conflicts_with = "pps", value_parser = parse_rate_arg)]
+    #[arg(long, short = 'b', conflicts_with = "pps", value_parser = parse_rate_arg, allow_hyphen_values = true)]
     pub rate: Option<RateArg>,
-    /// Target datagrams per second instead of a bit rate.
-    #[arg(long, value_parser = parse_pps)]
+    /// Target datagrams per second instead of a bit rate; fractions allowed (0.5 = one every
+    /// 2 s, resolution 0.001).
+    #[arg(long, value_parser = parse_pps, allow_hyphen_values = true)]
     pub pps: Option<f64>,
     /// UDP payload length in bytes, udplab's 24-byte header included (24..=65507).
-    #[arg(long, short = 'l', default_value = "1200", value_parser = parse_size)]
+    #[arg(long, short = 'l', default_value = "1200", value_parser = parse_size, allow_hyphen_values = true)]
     pub size: u64,
     /// Test length, e.g. 10s, 500ms (default 10s for send, 5s for loopback unless --count).
-    #[arg(long, short = 't', value_parser = parse_duration)]
+    #[arg(long, short = 't', value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// Number of datagrams to send (with --duration too, whichever ends first).
-    #[arg(long, short = 'n', value_parser = parse_count)]
+    #[arg(long, short = 'n', value_parser = parse_count, allow_hyphen_values = true)]
     pub count: Option<u64>,
     /// Requested SO_SNDBUF of the sending socket, e.g. 4M.
     #[arg(long, value_parser = parse_size)]
@@ -170,14 +184,15 @@ pub struct SendArgs {
     /// Departure pattern: cbr, poisson, or burst=N (N back to back at the same mean rate).
     #[arg(long, default_value = "cbr")]
     pub pattern: Pattern,
-    /// Interval between report lines.
-    #[arg(long, short = 'i', default_value = "1s", value_parser = parse_duration)]
+    /// Interval between live report lines; 0 for none (like `proxy --interval 0`; the interval
+    /// rows of --intervals-csv and the JSON then cover 1 s each).
+    #[arg(long, short = 'i', default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub interval: Duration,
     /// Ask the receiver to echo a 24-byte timestamp reply per datagram: RTT percentiles.
     #[arg(long)]
     pub echo: bool,
     /// Waiting time for late datagrams (RFC 7680 Tmax): later arrivals count as lost.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub tmax: Duration,
     /// Seeded impairment applied before the socket, e.g. loss=1%,delay=5ms,seed=7
     /// (see `udplab proxy --help` for the full syntax).
@@ -195,7 +210,7 @@ pub struct SendArgs {
     #[arg(long, default_value = "auto")]
     pub send_mode: String,
     /// Most datagrams per syscall when sending back to back.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value = "32", value_parser = parse_whole, allow_hyphen_values = true)]
     pub batch: usize,
     /// Pin the sending thread (and for loopback the receiving thread) to these CPUs, e.g. 0,1.
     /// With --flows, flow i's sending thread goes to the i-th CPU of the list, round robin.
@@ -203,10 +218,11 @@ pub struct SendArgs {
     pub cpu: Option<String>,
     /// Parallel flows, each with its own socket, session and sending thread; --rate is per
     /// flow (like iperf3 -P). Prints one line per flow and the total; no interval lines.
-    #[arg(long, short = 'P', default_value_t = 1)]
+    #[arg(long, short = 'P', default_value = "1", value_parser = parse_whole, allow_hyphen_values = true)]
     pub flows: usize,
-    /// Seed for the Poisson schedule and the session id (default: random).
-    #[arg(long)]
+    /// Seed for the Poisson schedule and the session id (default: random): a whole number
+    /// 0..=18446744073709551615.
+    #[arg(long, value_parser = parse_seed, allow_hyphen_values = true)]
     pub seed: Option<u64>,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
@@ -240,26 +256,27 @@ pub struct ReportArgs {
     pub quiet: bool,
 }
 
-/// Limits that turn a run into a pass/fail check (exit code 1 when one is exceeded).
+/// Limits that turn a run into a pass/fail check (exit code 1 when one is exceeded, 3 when one
+/// could not be measured).
 #[derive(Debug, Args, Clone, Default)]
 pub struct ThresholdArgs {
-    /// Fail when loss exceeds this percentage, e.g. 0.1%.
-    #[arg(long, value_parser = parse_percent)]
+    /// Fail (exit 1) when loss exceeds this percentage; the % sign is required, e.g. 0.1%.
+    #[arg(long, value_parser = parse_percent, allow_hyphen_values = true)]
     pub max_loss: Option<f64>,
     /// Fail when more than N duplicates arrive.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
     pub max_dup: Option<u64>,
-    /// Fail when the reordered share exceeds this percentage.
-    #[arg(long, value_parser = parse_percent)]
+    /// Fail when the reordered share of received datagrams exceeds this percentage, e.g. 1%.
+    #[arg(long, value_parser = parse_percent, allow_hyphen_values = true)]
     pub max_reorder: Option<f64>,
     /// Fail when RFC 3550 jitter exceeds this, e.g. 2ms.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub max_jitter: Option<Duration>,
     /// Fail when one-way latency p99 exceeds this.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub max_latency_p99: Option<Duration>,
     /// Fail when RTT p99 (with --echo) exceeds this.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub max_rtt_p99: Option<Duration>,
 }
 
@@ -279,7 +296,7 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub reverse_impair: Option<ImpairSpec>,
     /// Interval between counter lines (0 for none).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub interval: Duration,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = parse_duration)]
@@ -318,14 +335,92 @@ fn parse_rate_arg(s: &str) -> Result<RateArg, String> {
 }
 
 fn parse_pps(s: &str) -> Result<f64, String> {
-    let v: f64 = match s.parse::<f64>() {
+    let invalid = || {
+        format!(
+            "invalid packet rate \"{s}\": expected a number of datagrams per second above zero, \
+             like 1000, 10k or 0.5"
+        )
+    };
+    let v: f64 = match s.trim().parse::<f64>() {
         Ok(v) => v,
-        Err(_) => units::parse_count(s).map_err(|e| e.to_string())? as f64,
+        // 10k, 1.5M: the count suffixes.
+        Err(_) => units::parse_count(s).map_err(|_| invalid())? as f64,
     };
     if !v.is_finite() || v < 0.0 {
-        return Err(format!(
-            "invalid packet rate \"{s}\": expected a positive number of datagrams per second"
-        ));
+        return Err(invalid());
     }
     Ok(v)
+}
+
+/// A whole number option (`--seed`, `--flows`, `--batch`): one line naming what is expected
+/// instead of Rust's "invalid digit found in string".
+fn parse_whole_u64(s: &str) -> Result<u64, String> {
+    s.trim().parse::<u64>().map_err(|_| {
+        format!(
+            "\"{s}\" is not a whole number from 0 to {}, like 42",
+            u64::MAX
+        )
+    })
+}
+
+fn parse_seed(s: &str) -> Result<u64, String> {
+    parse_whole_u64(s)
+}
+
+fn parse_whole(s: &str) -> Result<usize, String> {
+    let v = parse_whole_u64(s)?;
+    usize::try_from(v).map_err(|_| format!("\"{s}\" is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(args: &[&str]) -> String {
+        let mut argv = vec!["udplab", "send", "127.0.0.1:5210"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(c) => panic!("{args:?} should be refused, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn negative_numbers_reach_the_value_parser() {
+        // Not clap's "unexpected argument '-5'": the value's own message.
+        let e = parse_err(&["--pps", "-5"]);
+        assert!(e.contains("invalid packet rate \"-5\""), "{e}");
+        assert!(e.contains("above zero"), "{e}");
+        assert!(parse_err(&["--rate", "-5M"]).contains("negative"));
+        assert!(parse_err(&["--count", "-3"]).contains("negative"));
+        assert!(parse_err(&["--duration", "-1s"]).contains("negative"));
+        assert!(parse_err(&["--max-loss", "-1%"]).contains("negative"));
+        assert!(parse_err(&["--seed", "-1"]).contains("whole number"));
+    }
+
+    #[test]
+    fn bad_values_get_one_line_naming_the_expected_form() {
+        let e = parse_err(&["--seed", "abc"]);
+        assert!(e.contains("--seed"), "{e}");
+        assert!(e.contains("\"abc\" is not a whole number"), "{e}");
+        assert!(!e.contains("invalid digit"), "{e}");
+        let e = parse_err(&["--pps", "abc"]);
+        assert!(!e.contains("whole number"), "fractions are allowed: {e}");
+        assert!(e.contains("0.5"), "{e}");
+        assert!(parse_err(&["--flows", "x"]).contains("whole number"));
+        assert!(parse_err(&["--max-dup", "x"]).contains("invalid count"));
+        let e = parse_err(&["--max-loss", "0.5"]);
+        assert!(e.contains("write it with a percent sign, e.g. 0.5%"), "{e}");
+        assert!(parse_err(&["--max-reorder", "1"]).contains("e.g. 1%"));
+        assert!(parse_err(&["--rate", "0.5"]).contains("below 1 bit/s"));
+    }
+
+    #[test]
+    fn fractional_packet_rates_parse() {
+        assert_eq!(parse_pps("0.5"), Ok(0.5));
+        assert_eq!(parse_pps("10k"), Ok(10_000.0));
+        assert_eq!(parse_pps("1.5k"), Ok(1_500.0));
+        assert!(parse_pps("inf").is_err());
+        assert!(parse_pps("nan").is_err());
+    }
 }

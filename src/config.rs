@@ -19,6 +19,21 @@ use crate::wire;
 pub const DEFAULT_PORT: u16 = 5210;
 /// Default payload bit rate of `send` and `loopback`.
 pub const DEFAULT_RATE_BPS: u64 = 10_000_000;
+/// Lowest `--pps`: the Hello message carries the rate in thousandths of a datagram per second.
+pub const MIN_PPS: f64 = 0.001;
+
+/// Refuses a destination no receiver can listen on (port 0 means "any port" only when binding),
+/// before anything is sent.
+pub fn check_destination(target: &str, addr: SocketAddr) -> Result<(), UsageError> {
+    if addr.port() == 0 {
+        return Err(UsageError(format!(
+            "{target}: port 0 is not a valid destination; give the port `udplab recv` printed, \
+             e.g. {}",
+            SocketAddr::new(addr.ip(), DEFAULT_PORT)
+        )));
+    }
+    Ok(())
+}
 
 /// How fast to send.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -167,6 +182,12 @@ impl SendConfig {
                     "--pps 0: the rate must be above zero (use --rate max for unpaced)".into(),
                 ));
             }
+            (None, Some(pps)) if pps < MIN_PPS => {
+                return Err(UsageError(format!(
+                    "--pps {pps}: the lowest packet rate is {MIN_PPS} datagrams/s (one every \
+                     1000 s; the wire carries the rate in thousandths)"
+                )));
+            }
             (None, Some(pps)) => (Rate::Pps(pps), Some(pps * size as f64 * 8.0)),
             (None, None) => {
                 let pps = DEFAULT_RATE_BPS as f64 / (size as f64 * 8.0);
@@ -192,11 +213,18 @@ impl SendConfig {
             (None, None) => Some(default_duration),
             (d, _) => d,
         };
-        if args.interval < Duration::from_millis(10) {
+        // 0 means no live interval lines (as `proxy --interval 0`); rows are still kept for the
+        // reports, per second.
+        let (interval, quiet) = if args.interval.is_zero() {
+            (Duration::from_secs(1), true)
+        } else if args.interval < Duration::from_millis(10) {
             return Err(UsageError(
-                "--interval: the report interval must be at least 10ms".into(),
+                "--interval: the report interval must be 0 (no interval lines) or at least 10ms"
+                    .into(),
             ));
-        }
+        } else {
+            (args.interval, args.reports.quiet)
+        };
         if args.tmax > Duration::from_secs(600) {
             return Err(UsageError("--tmax: at most 600s".into()));
         }
@@ -242,7 +270,7 @@ impl SendConfig {
             rcvbuf: args.rcvbuf,
             force_buf: args.force_buf,
             pattern: args.pattern,
-            interval: args.interval,
+            interval,
             echo: args.echo,
             tmax: args.tmax,
             impair,
@@ -254,7 +282,10 @@ impl SendConfig {
             flow_index: 0,
             seed: args.seed,
             thresholds: Thresholds::from_args(&args.thresholds),
-            outputs: Outputs::from_args(&args.reports),
+            outputs: Outputs {
+                quiet,
+                ..Outputs::from_args(&args.reports)
+            },
         })
     }
 
@@ -349,6 +380,30 @@ mod tests {
     }
 
     #[test]
+    fn fractional_packet_rates_are_accepted() {
+        let c = send(&["--pps", "0.5", "--size", "100"]).unwrap();
+        assert_eq!(c.rate, Rate::Pps(0.5));
+        assert_eq!(c.rate_bps, Some(400.0));
+    }
+
+    #[test]
+    fn interval_zero_means_no_interval_lines() {
+        let c = send(&["--interval", "0"]).unwrap();
+        assert!(c.outputs.quiet);
+        assert_eq!(c.interval, Duration::from_secs(1));
+        let c = send(&["--interval", "500ms"]).unwrap();
+        assert!(!c.outputs.quiet);
+        assert_eq!(c.interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn port_zero_is_not_a_destination() {
+        let e = check_destination("127.0.0.1:0", "127.0.0.1:0".parse().unwrap()).unwrap_err();
+        assert!(e.0.contains("port 0 is not a valid destination"), "{}", e.0);
+        assert!(check_destination("h", "127.0.0.1:5210".parse().unwrap()).is_ok());
+    }
+
+    #[test]
     fn impossible_settings_are_refused_with_the_option_named() {
         for (args, needle) in [
             (&["--rate", "0"][..], "--rate 0"),
@@ -358,6 +413,7 @@ mod tests {
             (&["--count", "0"], "--count 0"),
             (&["--duration", "0s"], "--duration 0"),
             (&["--interval", "1ms"], "--interval"),
+            (&["--pps", "0.0001"], "--pps 0.0001"),
             (&["--send-mode", "warp"], "--send-mode warp"),
             (&["--flows", "0"], "--flows"),
             (&["--impair-log", "x.csv"], "--impair-log"),

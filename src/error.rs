@@ -1,9 +1,26 @@
 //! Error kinds and the documented exit codes they map to.
 //!
-//! 0: ran and passed; 1: ran but a threshold failed; 2: usage or setup error; 130: interrupted
-//! (reports of what was measured are still printed and written).
+//! - 0: ran; every threshold given was measured and met (or none was given).
+//! - 1: ran, and a measured value exceeded its threshold. When one threshold failed and another
+//!   could not be measured, the failure decides: 1.
+//! - 2: usage or setup error (bad value, unwritable output file, port in use, no receiver
+//!   answering), or a report file that could not be written at the end of the run (the other
+//!   outputs and the text summary are still written). A failed report file wins over 0, 1, 3
+//!   and 130: a CI job must not act on a verdict whose report is missing.
+//! - 3: incomplete measurement: a threshold could not be judged (nothing was sent, the
+//!   receiver's results never came back, no samples for it) and none failed. Distinct from 1 so
+//!   a flaky control path is not read as a regression.
+//! - 130: interrupted (reports of what was measured are still printed and written); a failed
+//!   threshold still gives 1.
 
 use std::process::ExitCode;
+
+/// Exit code of a usage or setup error, and of a report file that failed to be written.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of a run whose thresholds could not all be judged (and none failed).
+pub const EXIT_INCOMPLETE: u8 = 3;
+/// Exit code of an interrupted run.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// The user asked for something that cannot work (bad value, conflicting options).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,8 +36,11 @@ pub struct SetupError(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Passed,
-    /// Each entry names a threshold and the measured value that broke it.
+    /// Each entry names a threshold and the measured value that broke it (and, after those,
+    /// any threshold that could not be measured).
     ThresholdFailed(Vec<String>),
+    /// Each entry names a threshold that could not be measured, and why.
+    Incomplete(Vec<String>),
     Interrupted,
 }
 
@@ -29,7 +49,8 @@ impl Outcome {
         match self {
             Outcome::Passed => ExitCode::SUCCESS,
             Outcome::ThresholdFailed(_) => ExitCode::from(1),
-            Outcome::Interrupted => ExitCode::from(130),
+            Outcome::Incomplete(_) => ExitCode::from(EXIT_INCOMPLETE),
+            Outcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
         }
     }
 }

@@ -1,31 +1,42 @@
 //! Entry point of the `udplab` binary: parse, resolve, run, map the outcome to an exit code.
 
-use std::io::{self, Write};
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 
 use udplab::cli::{Cli, Command};
-use udplab::config::{DEFAULT_PORT, RecvConfig, SendConfig};
-use udplab::error::{Outcome, UsageError};
+use udplab::config::{self, DEFAULT_PORT, JsonOut, Outputs, RecvConfig, SendConfig};
+use udplab::error::{EXIT_USAGE, Outcome, UsageError};
 use udplab::net;
-use udplab::run::{self, Stop, check_thresholds, write_outputs};
+use udplab::run::{self, Stop, judge, print_stderr, write_outputs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let stop = Stop::new();
     if let Err(e) = run::install_signal_handlers(&stop) {
-        eprintln!("udplab: warning: no signal handling: {e}");
+        run::warn(&format!("no signal handling: {e}"));
     }
-    match dispatch(cli.command, &stop) {
+    let result = dispatch(cli.command, &stop);
+    // Every output file that failed, one line each; the others were written regardless.
+    let failed_outputs = run::take_output_failures();
+    for f in &failed_outputs {
+        print_stderr(&format!("udplab: error: {f}"));
+    }
+    match result {
         Ok(outcome) => {
-            if let Outcome::ThresholdFailed(why) = &outcome {
-                for w in why {
-                    eprintln!("udplab: threshold failed: {w}");
+            if let Outcome::ThresholdFailed(lines) | Outcome::Incomplete(lines) = &outcome {
+                for line in lines {
+                    print_stderr(&format!("udplab: {line}"));
                 }
             }
-            outcome.exit_code()
+            if failed_outputs.is_empty() {
+                outcome.exit_code()
+            } else {
+                ExitCode::from(EXIT_USAGE)
+            }
         }
         Err(e) => {
             // One line, no backtrace: the cause chain joined.
@@ -34,8 +45,8 @@ fn main() -> ExitCode {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(": ");
-            eprintln!("udplab: error: {msg}");
-            ExitCode::from(2)
+            print_stderr(&format!("udplab: error: {msg}"));
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }
@@ -45,29 +56,24 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
         Command::Recv(args) => {
             let bind = net::resolve(&args.bind, DEFAULT_PORT)?;
             let cfg = RecvConfig::from_args(bind, &args)?;
-            let receiver = run::recv::Receiver::bind(cfg)?;
-            {
-                // Scripts and tests read this first line to learn the port.
-                let mut out = io::stdout().lock();
-                writeln!(out, "listening on {}", receiver.local_addr())?;
-                out.flush()?;
-            }
-            let outcome = receiver.run(stop)?;
-            Ok(if outcome.interrupted {
-                Outcome::Interrupted
-            } else {
-                Outcome::Passed
-            })
+            let checked = run::check_outputs(&cfg.outputs, &[])?;
+            let result = serve(cfg, stop);
+            checked.remove_unwritten();
+            result
         }
         Command::Send(cmd) => {
             let addr = net::resolve(&cmd.target, DEFAULT_PORT)?;
+            config::check_destination(&cmd.target, addr)?;
             let cfg = SendConfig::from_args(&cmd.target, addr, &cmd.opts, Duration::from_secs(10))?;
-            if cfg.flows > 1 {
-                let report = run::flows::run(&cfg, stop)?;
-                return run::flows::write_outputs(&report, &cfg.outputs, &cfg.thresholds);
-            }
-            let report = run::send::run(&cfg, stop)?;
-            finish_send(&report, &cfg)
+            let checked = run::check_outputs(&cfg.outputs, &logs(&cfg))?;
+            let result = if cfg.flows > 1 {
+                run::flows::run(&cfg, stop)
+                    .and_then(|r| run::flows::write_outputs(&r, &cfg.outputs, &cfg.thresholds))
+            } else {
+                run::send::run(&cfg, stop).map(|r| finish_send(r, &cfg))
+            };
+            checked.remove_unwritten();
+            result
         }
         Command::Loopback(cmd) => {
             let placeholder = if cmd.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
@@ -75,21 +81,36 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
                 .parse()
                 .map_err(|_| UsageError("loopback address".into()))?;
             let cfg = SendConfig::from_args(placeholder, addr, &cmd.opts, Duration::from_secs(5))?;
+            let checked = run::check_outputs(&cfg.outputs, &logs(&cfg))?;
             let rx = run::loopback::LoopbackReceiver {
                 ipv6: cmd.ipv6,
                 kernel_timestamps: !cmd.no_kernel_timestamps,
                 gro: cmd.gro,
             };
-            if cfg.flows > 1 {
-                let report = run::loopback::with_receiver(cfg.clone(), rx, stop, run::flows::run)?;
-                return run::flows::write_outputs(&report, &cfg.outputs, &cfg.thresholds);
-            }
-            let report = run::loopback::run(cfg.clone(), rx, stop)?;
-            finish_send(&report, &cfg)
+            let result = if cfg.flows > 1 {
+                run::loopback::with_receiver(cfg.clone(), rx, stop, run::flows::run)
+                    .and_then(|r| run::flows::write_outputs(&r, &cfg.outputs, &cfg.thresholds))
+            } else {
+                run::loopback::run(cfg.clone(), rx, stop).map(|r| finish_send(r, &cfg))
+            };
+            checked.remove_unwritten();
+            result
         }
         Command::Proxy(args) => {
             let listen = net::resolve(&args.listen, DEFAULT_PORT)?;
             let target = net::resolve(&args.to, DEFAULT_PORT)?;
+            let json = args.json.as_ref().map(|p| {
+                if p.as_os_str() == "-" {
+                    JsonOut::Stdout
+                } else {
+                    JsonOut::File(p.clone())
+                }
+            });
+            let outputs = Outputs {
+                json,
+                ..Outputs::default()
+            };
+            let checked = run::check_outputs(&outputs, &[])?;
             let cfg = run::proxy::ProxyConfig {
                 listen,
                 target,
@@ -99,21 +120,21 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
                 duration: args.duration,
                 buffers: args.buffers,
             };
-            let report = run::proxy::run(&cfg, stop)?;
-            let to_stdout = args.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
-            let mut text: Box<dyn Write> = if to_stdout {
-                Box::new(io::stderr())
-            } else {
-                Box::new(io::stdout())
-            };
+            let result = run::proxy::run(&cfg, stop);
+            checked.remove_unwritten();
+            let report = result?;
+            let mut text = run::text_writer(&outputs);
             run::proxy::write_summary(&mut text, &report)?;
-            if let Some(path) = &args.json {
-                let json = serde_json::to_string_pretty(&report)?;
-                if to_stdout {
-                    println!("{json}");
-                } else {
-                    std::fs::write(path, json + "\n")?;
+            match &outputs.json {
+                Some(JsonOut::Stdout) => {
+                    let json = serde_json::to_string_pretty(&report)?;
+                    writeln!(run::Stdout, "{json}")?;
                 }
+                Some(JsonOut::File(path)) => {
+                    let json = serde_json::to_string_pretty(&report)? + "\n";
+                    run::write_file(path, json.as_bytes(), false);
+                }
+                None => {}
             }
             Ok(if stop.requested() {
                 Outcome::Interrupted
@@ -124,11 +145,29 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
     }
 }
 
-fn finish_send(report: &udplab::summary::RunReport, cfg: &SendConfig) -> anyhow::Result<Outcome> {
-    write_outputs(report, &cfg.outputs, false)?;
-    let outcome = check_thresholds(report, &cfg.thresholds);
-    Ok(match outcome {
-        Outcome::Passed if report.interrupted => Outcome::Interrupted,
-        other => other,
+/// Serves tests until stopped (or after one with `--once`).
+fn serve(cfg: RecvConfig, stop: &Stop) -> anyhow::Result<Outcome> {
+    let receiver = run::recv::Receiver::bind(cfg)?;
+    // Scripts and tests read this first line to learn the port.
+    let mut out = run::Stdout;
+    writeln!(out, "listening on {}", receiver.local_addr())?;
+    out.flush()?;
+    let outcome = receiver.run(stop)?;
+    Ok(if outcome.interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::Passed
     })
+}
+
+/// The log files a sender writes besides the report outputs.
+fn logs(cfg: &SendConfig) -> Vec<&Path> {
+    cfg.impair_log.as_deref().into_iter().collect()
+}
+
+/// Judges the thresholds (so the files carry the verdict), then writes the report.
+fn finish_send(mut report: udplab::summary::RunReport, cfg: &SendConfig) -> Outcome {
+    let outcome = judge(&mut report, &cfg.thresholds);
+    write_outputs(&report, &cfg.outputs, false);
+    outcome
 }

@@ -249,6 +249,87 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// True when the run was cut short (Ctrl-C/SIGTERM): figures cover what was measured.
     pub interrupted: bool,
+    /// Each threshold the user gave (`--max-loss`, ...), with what was measured against it.
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdCheck>,
+    /// The thresholds' outcome, decided before any report is written.
+    #[serde(default)]
+    pub verdict: Verdict,
+}
+
+/// One threshold compared with the run's measurement.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdCheck {
+    /// The option without dashes, `_` for `-`: `max_loss`, `max_dup`, `max_reorder`,
+    /// `max_jitter`, `max_latency_p99`, `max_rtt_p99`.
+    pub name: String,
+    /// The limit, in `unit`.
+    pub limit: f64,
+    /// What the run measured, in `unit`; None when there was nothing to judge.
+    pub measured: Option<f64>,
+    /// `pct` (percent, 0–100), `count` (datagrams) or `ns` (nanoseconds, as everywhere in the
+    /// JSON).
+    pub unit: String,
+    /// True only when measured and within the limit.
+    pub passed: bool,
+    /// Why it could not be measured (None when it was).
+    pub reason: Option<String>,
+}
+
+/// What the thresholds say about a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// No threshold was given.
+    #[default]
+    None,
+    /// Every threshold was measured and met.
+    Pass,
+    /// At least one measured value exceeded its threshold.
+    Fail,
+    /// None failed, but at least one could not be measured (results never came back, nothing
+    /// sent, no samples).
+    Incomplete,
+}
+
+impl Verdict {
+    /// The word used in the JSON and the CSV `verdict` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::None => "none",
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Incomplete => "incomplete",
+        }
+    }
+
+    /// The verdict of a set of checks: fail wins over incomplete, which wins over pass.
+    pub fn of(checks: &[ThresholdCheck]) -> Verdict {
+        if checks.is_empty() {
+            Verdict::None
+        } else if checks.iter().any(|c| !c.passed && c.measured.is_some()) {
+            Verdict::Fail
+        } else if checks.iter().any(|c| c.measured.is_none()) {
+            Verdict::Incomplete
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    /// The worse of two verdicts (for a multi-flow run's total).
+    pub fn worst(self, other: Verdict) -> Verdict {
+        let rank = |v: Verdict| match v {
+            Verdict::None => 0,
+            Verdict::Pass => 1,
+            Verdict::Incomplete => 2,
+            Verdict::Fail => 3,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 #[cfg(test)]

@@ -50,8 +50,7 @@ const RATE_EXPECTED: &str =
 const SIZE_EXPECTED: &str = "expected a number of bytes with an optional K/M/G suffix (binary, 1K = 1024), like 1400, 64K or 4MiB";
 const DURATION_EXPECTED: &str = "expected a number with a unit ns, us, ms, s, m or h (plain numbers are seconds), like 10s or 500ms";
 const COUNT_EXPECTED: &str = "expected a whole number, optionally with a k/M/G suffix or an exponent, like 50000, 10k or 1e6";
-const PERCENT_EXPECTED: &str =
-    "expected a percentage like 5% or 0.5%, or a fraction between 0 and 1 like 0.05";
+const PERCENT_EXPECTED: &str = "expected a percentage with a percent sign, like 5% or 0.5%";
 
 /// An exact decimal number: `mantissa × 10^exp10`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +210,8 @@ fn split_prefix(unit: &str) -> (u32, &str) {
 }
 
 /// Parses a rate in bit/s, decimal SI: `100M` = 100 000 000, `1.5G`, `64k`, `2500`, `100Mbps`,
-/// `100mbit`. Fractions of a bit/s are rounded to the nearest. `0` parses as 0 (the caller
+/// `100mbit`. Rates are whole bit/s: fractions are rounded to the nearest, and a rate between 0
+/// and 1 bit/s is refused (it would round to 0 or be shown as 1). `0` parses as 0 (the caller
 /// decides whether an unpaced 0 is allowed).
 pub fn parse_rate_bps(s: &str) -> Result<u64, UnitError> {
     const QUANTITY: &str = "rate";
@@ -230,7 +230,18 @@ pub fn parse_rate_bps(s: &str) -> Result<u64, UnitError> {
         }
         _ => return Err(UnitError::new(QUANTITY, s, RATE_EXPECTED)),
     }
-    scale(number, 1000u64.pow(power), true)
+    let multiplier = 1000u64.pow(power);
+    // Only a value that is not a whole number can lie strictly between 0 and 1.
+    if let Err(ScaleError::NotWhole(value)) = scale(number, multiplier, false)
+        && value < 1.0
+    {
+        return Err(UnitError::new(
+            QUANTITY,
+            s,
+            "below 1 bit/s, the lowest rate udplab paces (use --pps for fractions of a datagram per second)",
+        ));
+    }
+    scale(number, multiplier, true)
         .map_err(|_| UnitError::new(QUANTITY, s, "too large (at most 2^64 − 1 bit/s)"))
 }
 
@@ -311,29 +322,37 @@ pub fn parse_count(s: &str) -> Result<u64, UnitError> {
     })
 }
 
-/// Parses a percentage into a fraction: `5%` = 0.05, `0.5%` = 0.005, and a bare fraction
-/// `0.05` = 0.05. The result must lie within 0..=1.
+/// Parses a percentage into a fraction: `5%` = 0.05, `0.5%` = 0.005. The `%` is required: a
+/// bare `0.5` could mean 0.5 % or 50 %, and a CI gate must not guess (the `--impair` spec has
+/// the same rule). The result must lie within 0..=1.
 pub fn parse_percent(s: &str) -> Result<f64, UnitError> {
     const QUANTITY: &str = "percentage";
     let text = s.trim();
     let (number, unit) =
         split_number(text).map_err(|e| e.into_unit_error(QUANTITY, s, PERCENT_EXPECTED))?;
-    let shift = match unit {
-        "%" => 2,
-        "" => 0,
+    match unit {
+        "%" => {}
+        "" => {
+            // Show the right form with the user's own number, and what it means.
+            let per_thousand: f64 = format!("{}e{}", number.mantissa, number.exp10 + 1)
+                .parse()
+                .unwrap_or(f64::NAN);
+            return Err(UnitError::new(
+                QUANTITY,
+                s,
+                format!(
+                    "write it with a percent sign, e.g. {text}% ({text}% = {per_thousand} in 1000)"
+                ),
+            ));
+        }
         _ => return Err(UnitError::new(QUANTITY, s, PERCENT_EXPECTED)),
-    };
+    }
     // Let the standard library round the exact decimal once, so "5%" is exactly 0.05_f64.
-    let fraction: f64 = format!("{}e{}", number.mantissa, number.exp10 - shift)
+    let fraction: f64 = format!("{}e{}", number.mantissa, number.exp10 - 2)
         .parse()
         .map_err(|_| UnitError::new(QUANTITY, s, PERCENT_EXPECTED))?;
     if fraction > 1.0 {
-        let reason = if shift == 0 {
-            format!("{text} is more than 1; for a percentage write {text}%")
-        } else {
-            "more than 100%".to_owned()
-        };
-        return Err(UnitError::new(QUANTITY, s, reason));
+        return Err(UnitError::new(QUANTITY, s, "more than 100%"));
     }
     Ok(fraction)
 }
@@ -342,6 +361,16 @@ pub fn parse_percent(s: &str) -> Result<f64, UnitError> {
 /// unit that keeps the number ≥ 1. `units` is (size in base units, name), ascending.
 /// `min_prefixed_decimals` is the least number of decimals shown for every unit but the first.
 fn format_scaled(value: f64, units: &[(f64, &str)], min_prefixed_decimals: usize) -> String {
+    format_scaled_digits(value, units, min_prefixed_decimals, 3)
+}
+
+/// [`format_scaled`] with `digits` significant digits instead of three.
+fn format_scaled_digits(
+    value: f64,
+    units: &[(f64, &str)],
+    min_prefixed_decimals: usize,
+    digits: i32,
+) -> String {
     let base = units[0].1;
     if !value.is_finite() {
         return format!("{value} {base}");
@@ -357,13 +386,13 @@ fn format_scaled(value: f64, units: &[(f64, &str)], min_prefixed_decimals: usize
         .unwrap_or(0);
     loop {
         let scaled = magnitude / units[unit].0;
-        let rounded = round_significant(scaled, 3);
+        let rounded = round_significant(scaled, digits);
         // Rounding may carry into the next unit: 999.6 ns is "1.00 µs", not "1000 ns".
         if rounded >= 1000.0 && unit + 1 < units.len() {
             unit += 1;
             continue;
         }
-        let mut decimals = decimals_for_significant(rounded, 3);
+        let mut decimals = decimals_for_significant(rounded, digits);
         if unit > 0 {
             decimals = decimals.max(min_prefixed_decimals);
         }
@@ -384,7 +413,7 @@ fn round_significant(x: f64, digits: i32) -> f64 {
 
 fn decimals_for_significant(x: f64, digits: i32) -> usize {
     // Capped so a tiny value prints as a short string, not 300 zeros.
-    (digits - integer_digits(x)).clamp(0, 9) as usize
+    (digits - integer_digits(x)).clamp(0, 12) as usize
 }
 
 /// Formats a rate with three significant digits and an SI prefix: `950 bit/s`,
@@ -404,8 +433,39 @@ pub fn format_rate_bps(bps: f64) -> String {
 /// Formats a duration given in nanoseconds with three significant digits: `850 ns`,
 /// `12.3 µs`, `4.56 ms`, `1.20 s`. Negative values (a signed delay variation) keep their sign.
 pub fn format_duration_ns(ns: f64) -> String {
-    const UNITS: [(f64, &str); 4] = [(1.0, "ns"), (1e3, "µs"), (1e6, "ms"), (1e9, "s")];
-    format_scaled(ns, &UNITS, 0)
+    format_scaled(ns, &DURATION_UNITS, 0)
+}
+
+const DURATION_UNITS: [(f64, &str); 4] = [(1.0, "ns"), (1e3, "µs"), (1e6, "ms"), (1e9, "s")];
+
+/// Formats a measured duration and the limit it is compared with (both in ns) so that two
+/// different values never print alike: three significant digits, more while they would
+/// (`1.0004 ms` against `1.0000 ms`, not `1.00 ms > 1.00 ms`).
+pub fn format_duration_pair_ns(measured: f64, limit: f64) -> (String, String) {
+    distinct_pair(measured, limit, |v, digits| {
+        format_scaled_digits(v, &DURATION_UNITS, 0, digits)
+    })
+}
+
+/// Formats two percentages (0–100) for a comparison the same way: at least two decimals,
+/// more while two different values would print alike (`0.50005%` against `0.50000%`).
+pub fn format_percent_pair(measured: f64, limit: f64) -> (String, String) {
+    distinct_pair(measured, limit, |v, digits| {
+        format!("{:.*}%", (digits - 1) as usize, v)
+    })
+}
+
+/// Formats `a` and `b` with `format(value, digits)` for digits = 3, 4, ... until the two
+/// strings differ (or the values are equal, or 15 digits were reached).
+fn distinct_pair(a: f64, b: f64, format: impl Fn(f64, i32) -> String) -> (String, String) {
+    let mut digits = 3;
+    loop {
+        let pair = (format(a, digits), format(b, digits));
+        if pair.0 != pair.1 || a == b || digits >= 15 {
+            return pair;
+        }
+        digits += 1;
+    }
 }
 
 #[cfg(test)]
@@ -583,12 +643,11 @@ mod tests {
         let cases: &[(&str, f64)] = &[
             ("5%", 0.05),
             ("0.5%", 0.005),
-            ("0.05", 0.05),
             ("100%", 1.0),
             ("0%", 0.0),
-            ("1", 1.0),
             ("0.7%", 0.007),
             ("5 %", 0.05),
+            ("1e-1%", 0.001),
         ];
         for &(input, want) in cases {
             // Exact: the decimal is rounded once to f64, like the literal.
@@ -598,12 +657,64 @@ mod tests {
 
     #[test]
     fn bad_percents() {
-        assert!(err_text(parse_percent("5")).contains("write 5%"));
+        // A bare number is ambiguous (0.5 % or 50 %?): refused, showing the right form.
+        assert_eq!(
+            err_text(parse_percent("0.5")),
+            r#"invalid percentage "0.5": write it with a percent sign, e.g. 0.5% (0.5% = 5 in 1000)"#
+        );
+        assert!(err_text(parse_percent("5")).contains("e.g. 5% (5% = 50 in 1000)"));
+        assert!(err_text(parse_percent("1")).contains("e.g. 1%"));
+        assert!(err_text(parse_percent("0.05")).contains("0.05% = 0.5 in 1000"));
+        assert!(err_text(parse_percent("0")).contains("e.g. 0%"));
         assert!(err_text(parse_percent("101%")).contains("more than 100%"));
         assert!(err_text(parse_percent("-1%")).contains("negative"));
         for bad in ["", "%", "5%%", "abc", "nan", "1e400"] {
             parse_percent(bad).expect_err(bad);
         }
+    }
+
+    #[test]
+    fn rates_below_one_bit_per_second_are_refused_not_rounded() {
+        for bad in ["0.5", "0.4", "0.999", "1e-3", "0.0001k"] {
+            assert!(
+                err_text(parse_rate_bps(bad)).contains("below 1 bit/s"),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_rate_bps("0"), Ok(0));
+        assert_eq!(parse_rate_bps("0.0"), Ok(0));
+        assert_eq!(parse_rate_bps("1"), Ok(1));
+        assert_eq!(parse_rate_bps("0.001k"), Ok(1));
+        assert_eq!(parse_rate_bps("1.5"), Ok(2));
+    }
+
+    #[test]
+    fn compared_values_print_apart() {
+        // A failed limit never reads "0.0 µs > 0.0 µs" or "1.00 ms > 1.00 ms".
+        assert_eq!(
+            format_duration_pair_ns(1_120.0, 1.0),
+            ("1.12 µs".to_string(), "1.00 ns".to_string())
+        );
+        assert_eq!(
+            format_duration_pair_ns(1_000_400.0, 1_000_000.0),
+            ("1.0004 ms".to_string(), "1.0000 ms".to_string())
+        );
+        assert_eq!(
+            format_duration_pair_ns(1_000_000_001.0, 1e9),
+            ("1.000000001 s".to_string(), "1.000000000 s".to_string())
+        );
+        assert_eq!(
+            format_percent_pair(5.6, 0.5),
+            ("5.60%".to_string(), "0.50%".to_string())
+        );
+        assert_eq!(
+            format_percent_pair(0.50005, 0.5),
+            ("0.50005%".to_string(), "0.50000%".to_string())
+        );
+        assert_eq!(
+            format_percent_pair(0.0, 0.0),
+            ("0.00%".to_string(), "0.00%".to_string())
+        );
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub const DEFAULT_QUEUE_BYTES: u64 = 64 * 1024;
 /// Longest a reordered datagram waits for later ones when `reorder-hold=` is not given.
 pub const DEFAULT_REORDER_HOLD: Duration = Duration::from_millis(100);
 
+/// Longest `delay=`, `jitter=` and `reorder-hold=` accepted: far beyond any real path, and short
+/// enough that a typo (`delay=1000000s`) is refused instead of holding the run for days.
+pub const MAX_IMPAIR_DELAY: Duration = Duration::from_secs(60);
+
 const EXAMPLE: &str = "loss=1%,delay=20ms,jitter=5ms,seed=42";
 const GE_EXAMPLE: &str = "loss=ge:p=0.5%,r=20%,h=0%,k=100%";
 
@@ -38,7 +42,7 @@ held before tail drop, binary K/M, default 64K); delay=20ms (constant one-way de
 jitter=5ms[:uniform|:normal] (uniform: +-5ms, normal: standard deviation 5ms; never below 0; \
 jitter alone reorders datagrams); reorder=P%[:N] (hold a datagram until N later ones, default 1, \
 have been released, or at most reorder-hold=100ms); seed=N (default 1; same seed and traffic, \
-same fates).";
+same fates). delay, jitter and reorder-hold are at most 60s each.";
 
 /// A loss probability or percentage, stored exactly as parts per billion (100 % = 10⁹).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -279,6 +283,21 @@ pub enum ImpairError {
     },
 }
 
+/// Refuses a delay-like value above [`MAX_IMPAIR_DELAY`].
+fn capped(d: Duration, item: &str, example: &'static str) -> Result<Duration, ImpairError> {
+    if d > MAX_IMPAIR_DELAY {
+        return Err(bad(
+            item,
+            format!(
+                "at most {}s (delay, jitter and reorder-hold are capped)",
+                MAX_IMPAIR_DELAY.as_secs()
+            ),
+            example,
+        ));
+    }
+    Ok(d)
+}
+
 fn bad(item: &str, reason: String, example: &'static str) -> ImpairError {
     ImpairError::BadValue {
         item: item.to_string(),
@@ -331,9 +350,10 @@ impl Builder {
                 .map_err(|reason| bad(item, reason, example))
         };
         let duration = |example| {
-            parse_duration_ns(value)
+            let d = parse_duration_ns(value)
                 .map(Duration::from_nanos)
-                .map_err(|reason| bad(item, reason, example))
+                .map_err(|reason| bad(item, reason, example))?;
+            capped(d, item, example)
         };
         match key {
             "loss" => {
@@ -401,6 +421,7 @@ impl Builder {
                 let amount = parse_duration_ns(amount)
                     .map(Duration::from_nanos)
                     .map_err(|r| bad(item, r, JITTER_EXAMPLE))?;
+                let amount = capped(amount, item, JITTER_EXAMPLE)?;
                 let dist = match dist {
                     "uniform" => JitterDist::Uniform,
                     "normal" => JitterDist::Normal,
@@ -795,6 +816,15 @@ mod tests {
         assert_message("reorder=2%:0", "reorder=2%:0");
         assert_message("reorder=2%:x", "reorder=2%:x");
         assert_message("reorder=2%,reorder-hold=0ms", "reorder-hold=0ms");
+        // A typo must not hold a run for days: delays are capped at a minute.
+        for text in [
+            "delay=1000000s",
+            "jitter=61s",
+            "reorder=2%,reorder-hold=2000000ms",
+        ] {
+            assert_message(text, "at most 60s");
+        }
+        assert_eq!(spec("delay=60s").delay, MAX_IMPAIR_DELAY);
         assert_message("rate=0", "rate=0");
         assert_message("rate=10X", "rate=10X");
         assert_message("rate=1M,queue=0", "queue=0");

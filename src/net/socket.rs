@@ -245,13 +245,9 @@ fn configure_buffer(
         });
     };
 
+    // Beyond what the kernel accepts: ask for the most; the clamp warning below then says
+    // what was granted (one warning per buffer, not one for asking and one for getting).
     let asked = requested.min(MAX_BUFFER_REQUEST);
-    if asked < requested {
-        warnings.push(format!(
-            "{}: requested {requested} bytes is more than the kernel accepts; asked for {asked}",
-            kind.option_name()
-        ));
-    }
 
     let forced = force && platform::force_buffer(socket, kind, asked, warnings);
     if !forced && let Err(e) = kind.set(socket, asked as usize) {
@@ -264,7 +260,7 @@ fn configure_buffer(
     }
 
     let effective = read_effective(socket)?;
-    let clamped = effective < platform::expected_effective(asked);
+    let clamped = asked < requested || effective < platform::expected_effective(asked);
     if clamped {
         warnings.push(clamp_warning(kind, requested, effective, forced));
     }

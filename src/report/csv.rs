@@ -14,7 +14,7 @@ use crate::summary::{
 };
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 64] = [
+pub const SUMMARY_COLUMNS: [&str; 65] = [
     "run_id",
     "role",
     "target",
@@ -80,6 +80,7 @@ pub const SUMMARY_COLUMNS: [&str; 64] = [
     "gap_p99_us",
     "rcvbuf_drops_pct",
     "send_mode",
+    "verdict",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -413,6 +414,7 @@ struct SummaryRow {
     gap_p99_us: String,
     rcvbuf_drops_pct: String,
     send_mode: String,
+    verdict: String,
 }
 
 impl SummaryRow {
@@ -424,6 +426,7 @@ impl SummaryRow {
             payload_bytes: report.payload_bytes.to_string(),
             started_at: report.started_at.clone(),
             pattern: report.pattern.clone(),
+            verdict: report.verdict.as_str().to_string(),
             ..Self::default()
         }
     }
@@ -555,6 +558,7 @@ impl SummaryRow {
             self.gap_p99_us,
             self.rcvbuf_drops_pct,
             self.send_mode,
+            self.verdict,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells

@@ -202,6 +202,7 @@ pub(crate) mod fixtures {
             }),
             warnings: vec!["SO_SNDBUF clamped to 425984 bytes (net.core.wmem_max)".to_string()],
             interrupted: false,
+            ..RunReport::default()
         }
     }
 }

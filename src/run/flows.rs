@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::{JsonOut, Outputs, SendConfig, Thresholds};
 use crate::error::Outcome;
 use crate::report;
-use crate::run::{Stop, check_thresholds, send, text_writer};
+use crate::run::{
+    Stdout, Stop, check_thresholds, outcome_of, record_csv_failure, send, text_writer,
+    threshold_lines, warn, write_file,
+};
 use crate::summary::{
     ExtentBucket, ImpairCounters, REPORT_VERSION, ReceiverReport, ReceiverStatsSummary, RunReport,
-    SenderReport,
+    SenderReport, Verdict,
 };
 
 /// A multi-flow run: every flow's own report and their total.
@@ -67,69 +70,79 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<FlowsReport> {
     })
 }
 
-/// Prints one line per flow and the total, writes the files, and checks the thresholds on
-/// every flow and on the total.
+/// Checks the thresholds on every flow and on the total (first, so every file carries the
+/// verdicts), prints one line per flow and the total, and writes the files. A file that fails
+/// is recorded for the exit code; the others are still written.
 pub fn write_outputs(
     r: &FlowsReport,
     outputs: &Outputs,
     th: &Thresholds,
 ) -> anyhow::Result<Outcome> {
+    let mut r = r.clone();
+    let outcome = judge(&mut r, th);
+    for f in &r.flows {
+        for warning in &f.warnings {
+            warn(warning);
+        }
+    }
     let mut text = text_writer(outputs);
-    write_table(&mut text, r)?;
+    write_table(&mut text, &r)?;
     text.flush()?;
     for f in r.flows.iter().chain(std::iter::once(&r.total)) {
-        if let Some(path) = &outputs.csv {
-            report::append_summary_csv(path, f)
-                .with_context(|| format!("writing {}", path.display()))?;
+        if let Some(path) = &outputs.csv
+            && let Err(e) = report::append_summary_csv(path, f)
+        {
+            record_csv_failure(path, &e);
         }
-        if let Some(path) = &outputs.intervals_csv {
-            report::append_interval_csv(path, f)
-                .with_context(|| format!("writing {}", path.display()))?;
+        if let Some(path) = &outputs.intervals_csv
+            && let Err(e) = report::append_interval_csv(path, f)
+        {
+            record_csv_failure(path, &e);
         }
     }
     match &outputs.json {
         Some(JsonOut::Stdout) => {
-            let mut out = io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, r)?;
+            let mut out = Stdout;
+            serde_json::to_writer_pretty(&mut out, &r)?;
             writeln!(out)?;
         }
         Some(JsonOut::File(path)) => {
-            let mut s = serde_json::to_string_pretty(r)?;
+            let mut s = serde_json::to_string_pretty(&r)?;
             s.push('\n');
-            std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))?;
+            write_file(path, s.as_bytes(), false);
         }
         None => {}
     }
-    let mut failed = Vec::new();
-    for (name, f) in r
-        .flows
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (format!("flow {i}"), f))
-        .chain(std::iter::once(("total".to_string(), &r.total)))
-    {
-        // The total has no percentiles: only its counts are checked.
-        let th = if name == "total" {
-            Thresholds {
-                max_latency_p99: None,
-                max_rtt_p99: None,
-                max_jitter: None,
-                ..*th
-            }
-        } else {
-            *th
-        };
-        if let Outcome::ThresholdFailed(why) = check_thresholds(f, &th) {
-            failed.extend(why.into_iter().map(|w| format!("{name}: {w}")));
-        }
+    Ok(outcome)
+}
+
+/// Judges every flow and the total against `th` and stores the checks in their reports. The
+/// total's own checks cover counts only (it has no percentiles); its `verdict` is the whole
+/// run's: the worst of every flow's and its own.
+fn judge(r: &mut FlowsReport, th: &Thresholds) -> Outcome {
+    let mut verdict = Verdict::None;
+    let (mut failed, mut unmeasured) = (Vec::new(), Vec::new());
+    for (i, f) in r.flows.iter_mut().enumerate() {
+        f.thresholds = check_thresholds(f, th);
+        f.verdict = Verdict::of(&f.thresholds);
+        verdict = verdict.worst(f.verdict);
+        let (fl, un) = threshold_lines(&f.thresholds, &format!("flow {i}: "));
+        failed.extend(fl);
+        unmeasured.extend(un);
     }
-    Ok(if !failed.is_empty() {
-        Outcome::ThresholdFailed(failed)
-    } else if r.total.interrupted {
-        Outcome::Interrupted
-    } else {
-        Outcome::Passed
-    })
+    let total_th = Thresholds {
+        max_latency_p99: None,
+        max_rtt_p99: None,
+        max_jitter: None,
+        ..*th
+    };
+    r.total.thresholds = check_thresholds(&r.total, &total_th);
+    verdict = verdict.worst(Verdict::of(&r.total.thresholds));
+    r.total.verdict = verdict;
+    let (fl, un) = threshold_lines(&r.total.thresholds, "total: ");
+    failed.extend(fl);
+    unmeasured.extend(un);
+    outcome_of(verdict, failed, unmeasured, r.total.interrupted)
 }
 
 fn write_table(w: &mut dyn Write, r: &FlowsReport) -> io::Result<()> {
@@ -153,11 +166,6 @@ fn write_table(w: &mut dyn Write, r: &FlowsReport) -> io::Result<()> {
         write_line(w, &i.to_string(), f)?;
     }
     write_line(w, "total", &r.total)?;
-    for f in &r.flows {
-        for warning in &f.warnings {
-            writeln!(w, "warning: {}: {warning}", f.run_id)?;
-        }
-    }
     Ok(())
 }
 
@@ -279,6 +287,7 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
         receiver,
         warnings: Vec::new(),
         interrupted: flows.iter().any(|f| f.interrupted),
+        ..RunReport::default()
     }
 }
 

@@ -65,8 +65,11 @@ pub fn with_receiver<T>(
     };
     let receiver = Receiver::bind(rcfg)?;
     let addr = receiver.local_addr();
-    for w in receiver.warnings() {
-        eprintln!("warning: receiver: {w}");
+    // The receiver's buffer clamps come back with its results and are warned about from
+    // there (once); the rest is said now.
+    let buffer_warning = |w: &&String| w.starts_with("SO_RCVBUF") || w.starts_with("SO_SNDBUF");
+    for w in receiver.warnings().iter().filter(|w| !buffer_warning(w)) {
+        crate::run::warn(&format!("receiver: {w}"));
     }
     let rstop = Stop::new();
     let rx = {

@@ -2,7 +2,6 @@
 //! timestamps and receive-queue drop counts) to the `ReceiverServer`, and reports each test.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use crate::config::RecvConfig;
 use crate::error::SetupError;
 use crate::net::{self, BoundSocket, RecvBatch, SocketOptions};
 use crate::report;
-use crate::run::{Stop, text_writer, write_outputs};
+use crate::run::{OutputFile, Stop, text_writer, write_outputs};
 use crate::session::{ReceiverServer, ServerConfig, ServerEvent, TestParams};
 use crate::summary::{MAX_KEPT_INTERVALS, REPORT_VERSION, ReceiverReport, RunReport};
 use crate::time;
@@ -75,18 +74,22 @@ impl Receiver {
         if let Some(cpu) = cfg.cpus.first().copied()
             && let Err(e) = net::pin_current_thread(cpu)
         {
-            eprintln!("warning: could not pin the receive thread to CPU {cpu}: {e}");
+            crate::run::warn(&format!(
+                "could not pin the receive thread to CPU {cpu}: {e}"
+            ));
         }
         if !cfg.silent {
             for w in &bound.warnings {
-                eprintln!("warning: {w}");
+                crate::run::warn(w);
             }
         }
         let mut text = text_writer(&cfg.outputs);
         let mut loss_log = match &cfg.outputs.loss_log {
             Some(path) => {
+                // A failed write (disk full) is recorded for the exit code, never ends the run.
                 let mut w = BufWriter::new(
-                    File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                    OutputFile::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
                 );
                 writeln!(w, "run_id,first_seq,last_seq")?;
                 Some(w)
@@ -220,7 +223,7 @@ impl Receiver {
                             w.flush()?;
                         }
                         if !cfg.silent {
-                            write_outputs(&run, &cfg.outputs, true)?;
+                            write_outputs(&run, &cfg.outputs, true);
                         }
                         outcome.reports.push(run);
                     }
@@ -291,5 +294,6 @@ fn receiver_run_report(
         interrupted: report.interrupted,
         receiver: Some(report),
         warnings,
+        ..RunReport::default()
     }
 }

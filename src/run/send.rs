@@ -1,7 +1,6 @@
 //! The sender's driver: handshake, the paced data thread, echo/RTT and intervals, then the
 //! end-of-test exchange that brings the receiver's results back.
 
-use std::fs::File;
 use std::io::{self, BufWriter, ErrorKind, Write};
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use crate::impair::{Fate, Impairment};
 use crate::net::{self, RecvBatch, SendMode, SocketOptions};
 use crate::pacing::Pacer;
 use crate::report;
-use crate::run::{Stop, text_writer, wait_until};
+use crate::run::{OutputFile, Stop, text_writer, wait_until};
 use crate::session::{ControlError, SenderControl, SenderEvent, TestParams};
 use crate::stats::LatencyHistogram;
 use crate::summary::{
@@ -72,7 +71,7 @@ struct DataPlan {
     batch: usize,
     mode: SendMode,
     impair: Option<crate::impair::ImpairSpec>,
-    impair_log: Option<BufWriter<File>>,
+    impair_log: Option<BufWriter<OutputFile>>,
     cpu: Option<usize>,
 }
 
@@ -93,7 +92,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     .map_err(|e| SetupError(e.to_string()))?;
     let mut warnings = bound.warnings.clone();
     for w in &warnings {
-        eprintln!("warning: {w}");
+        crate::run::warn(w);
     }
     let sock = bound.socket;
     sock.connect(cfg.addr)
@@ -144,8 +143,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut text = text_writer(&cfg.outputs);
     let impair_log = match &cfg.impair_log {
         Some(path) => {
+            // A failed write (disk full) is recorded for the exit code, never ends the run.
             let mut w = BufWriter::new(
-                File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                OutputFile::create(path).with_context(|| format!("creating {}", path.display()))?,
             );
             writeln!(w, "seq,fate")?;
             Some(w)
@@ -323,6 +323,12 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 r.rcvbuf.effective
             ));
         }
+        if r.sndbuf.clamped {
+            warnings.push(format!(
+                "the receiver's SO_SNDBUF (echo replies and control) was clamped by its kernel to {} bytes",
+                r.sndbuf.effective
+            ));
+        }
         if r.stats.negative_delays > 0 {
             warnings.push(format!(
                 "{} datagrams had a negative one-way delay: the two hosts' clocks disagree, so one-way latency is not meaningful (RTT is)",
@@ -370,6 +376,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         receiver,
         warnings,
         interrupted: stop.requested() || peer_aborted,
+        ..RunReport::default()
     })
 }
 
@@ -771,7 +778,7 @@ fn send_one(
     }
 }
 
-fn log_fate(log: &mut BufWriter<File>, seq: u64, fate: &Fate) {
+fn log_fate(log: &mut BufWriter<OutputFile>, seq: u64, fate: &Fate) {
     let what = match fate {
         Fate::Dropped => Some("drop"),
         Fate::QueueDropped => Some("qdrop"),

@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod dualstack;
+mod gates;
 mod impair;
 mod msrv;
 mod netns;
