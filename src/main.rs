@@ -108,11 +108,10 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
             };
             run::proxy::write_summary(&mut text, &report)?;
             if let Some(path) = &args.json {
-                let json = serde_json::to_string_pretty(&report)?;
                 if to_stdout {
-                    println!("{json}");
+                    run::proxy::write_json(io::stdout().lock(), &report)?;
                 } else {
-                    std::fs::write(path, json + "\n")?;
+                    run::proxy::write_json(std::fs::File::create(path)?, &report)?;
                 }
             }
             Ok(if stop.requested() {

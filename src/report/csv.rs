@@ -8,13 +8,17 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{loss_denominator, measured, measured_signed, percent};
+use super::{loss_denominator, measured, measured_signed, percent, return_path};
 use crate::summary::{
-    BufferInfo, IntervalRow, LatencySummary, ReceiverReport, RunReport, SenderReport,
+    BufferInfo, IntervalRow, LatencySummary, MAX_CARRIED_LOSS_RANGES, ReceiverReport, RunReport,
+    SenderReport,
 };
 
+/// First line of a `--loss-log` file.
+pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
+
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 64] = [
+pub const SUMMARY_COLUMNS: [&str; 68] = [
     "run_id",
     "role",
     "target",
@@ -80,6 +84,10 @@ pub const SUMMARY_COLUMNS: [&str; 64] = [
     "gap_p99_us",
     "rcvbuf_drops_pct",
     "send_mode",
+    "echo_sent",
+    "echo_received",
+    "echo_lost",
+    "echo_loss_pct",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -188,6 +196,29 @@ pub fn append_summary_csv(path: &Path, report: &RunReport) -> Result<usize, CsvE
 /// Appends the interval rows to `path`, with the same header rules as [`append_summary_csv`].
 pub fn append_interval_csv(path: &Path, report: &RunReport) -> Result<usize, CsvError> {
     append_records(path, &INTERVAL_COLUMNS, &interval_records(report))
+}
+
+/// Writes a sender's `--loss-log`: the header, then the lost ranges the receiver carried back
+/// for each run. A run whose ranges were cut at `MAX_CARRIED_LOSS_RANGES` ends with a `#`
+/// comment line saying how many were not carried.
+pub fn write_loss_log<W: Write>(mut w: W, runs: &[&RunReport]) -> io::Result<()> {
+    let mut text = format!("{LOSS_LOG_HEADER}\n");
+    for run in runs {
+        let Some(receiver) = &run.receiver else {
+            continue;
+        };
+        for [first, last] in &receiver.loss_ranges {
+            text += &format!("{},{first},{last}\n", run.run_id);
+        }
+        if receiver.loss_ranges_not_kept > 0 {
+            text += &format!(
+                "# {}: {} further lost ranges not carried back (limit {MAX_CARRIED_LOSS_RANGES})\n",
+                run.run_id, receiver.loss_ranges_not_kept
+            );
+        }
+    }
+    w.write_all(text.as_bytes())?;
+    w.flush()
 }
 
 fn csv_writer<W: Write>(w: W) -> ::csv::Writer<W> {
@@ -413,6 +444,10 @@ struct SummaryRow {
     gap_p99_us: String,
     rcvbuf_drops_pct: String,
     send_mode: String,
+    echo_sent: String,
+    echo_received: String,
+    echo_lost: String,
+    echo_loss_pct: String,
 }
 
 impl SummaryRow {
@@ -425,6 +460,18 @@ impl SummaryRow {
             started_at: report.started_at.clone(),
             pattern: report.pattern.clone(),
             ..Self::default()
+        }
+    }
+
+    /// The return path (`--echo`): the receiver's echo replies against the sender's count.
+    fn fill_return_path(&mut self, report: &RunReport) {
+        if let Some(receiver) = report.receiver.as_ref().filter(|_| report.echo) {
+            self.echo_sent = receiver.echo_sent.to_string();
+        }
+        if let Some(path) = return_path(report) {
+            self.echo_received = path.received.to_string();
+            self.echo_lost = path.lost.to_string();
+            self.echo_loss_pct = pct_cell(path.loss_pct);
         }
     }
 
@@ -555,6 +602,10 @@ impl SummaryRow {
             self.gap_p99_us,
             self.rcvbuf_drops_pct,
             self.send_mode,
+            self.echo_sent,
+            self.echo_received,
+            self.echo_lost,
+            self.echo_loss_pct,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -579,6 +630,7 @@ fn sender_summary_row(report: &RunReport, sender: &SenderReport) -> SummaryRow {
     row.gap_p99_us = gaps.p99;
     row.send_mode = sender.send_mode.clone();
     row.interrupted = report.interrupted.to_string();
+    row.fill_return_path(report);
     row
 }
 
@@ -595,6 +647,7 @@ fn receiver_summary_row(report: &RunReport, receiver: &ReceiverReport) -> Summar
     row.rate_achieved_bps = decimal(receiver.rate_achieved_bps, 1);
     row.pps_achieved = decimal(receiver.pps_achieved, 1);
     row.interrupted = (report.interrupted || receiver.interrupted).to_string();
+    row.fill_return_path(report);
     row
 }
 
@@ -751,6 +804,44 @@ mod tests {
         assert_eq!(receiver["schedule_lateness_p99_us"], "");
         // The impairment spec holds a comma: the crate must quote it, and it reads back whole.
         assert_eq!(sender["impairment"], "loss=1%,dup=0.1%");
+    }
+
+    #[test]
+    fn the_return_path_has_its_own_columns_at_the_end() {
+        let report = fixtures::run_report();
+        let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(
+            headers[headers.len() - 4..],
+            ["echo_sent", "echo_received", "echo_lost", "echo_loss_pct"]
+        );
+        for row in &rows {
+            assert_eq!(
+                row["echo_sent"], "9960",
+                "the receiver's count of replies sent"
+            );
+            assert_eq!(row["echo_received"], "9900");
+            assert_eq!(row["echo_lost"], "60");
+            let pct: f64 = row["echo_loss_pct"].parse().unwrap();
+            assert!((pct - 100.0 * 60.0 / 9960.0).abs() < 1e-4);
+        }
+
+        let mut receiver_only = report.clone();
+        receiver_only.sender = None;
+        let (_, rows) = parse(&summary_text(&receiver_only, Header::Include));
+        assert_eq!(rows[0]["echo_sent"], "9960");
+        assert_eq!(
+            rows[0]["echo_received"], "",
+            "the sender's count is not known"
+        );
+
+        let mut no_echo = report;
+        no_echo.echo = false;
+        let (_, rows) = parse(&summary_text(&no_echo, Header::Include));
+        for row in &rows {
+            for column in ["echo_sent", "echo_received", "echo_lost", "echo_loss_pct"] {
+                assert_eq!(row[column], "", "{column} without --echo");
+            }
+        }
     }
 
     #[test]
@@ -936,6 +1027,24 @@ mod tests {
         let (headers, rows) = parse(&std::fs::read_to_string(&path).unwrap());
         assert_eq!(headers, INTERVAL_COLUMNS);
         assert_eq!(rows.len(), 4);
+    }
+
+    #[test]
+    fn the_loss_log_lists_each_runs_ranges_and_says_what_was_cut() {
+        let mut report = fixtures::run_report();
+        let receiver = report.receiver.as_mut().unwrap();
+        receiver.loss_ranges = vec![[3, 5], [9, 9]];
+        receiver.loss_ranges_not_kept = 7;
+        let mut out = Vec::new();
+        write_loss_log(&mut out, &[&report]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "run_id,first_seq,last_seq\nrun-42,3,5\nrun-42,9,9\n\
+                 # run-42: 7 further lost ranges not carried back (limit {MAX_CARRIED_LOSS_RANGES})\n"
+            )
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::io::{self, Write};
 
-use super::{loss_denominator, measured, measured_signed, percent};
+use super::{loss_denominator, measured, measured_signed, percent, return_path};
 use crate::summary::{
     BufferInfo, IntervalRow, LatencySummary, ReceiverReport, RunReport, SenderReport,
 };
@@ -160,7 +160,18 @@ fn summary_table(report: &RunReport) -> Table {
     );
     t.row("received", None, stats.map(|s| s.received.to_string()));
     let loss_pct = stats.and_then(|s| loss_denominator(report).and_then(|n| percent(s.lost, n)));
-    t.row("lost", None, stats.map(|s| with_pct(s.lost, loss_pct)));
+    let return_path = return_path(report);
+    // With echo replies the run measures both directions: say which one each loss is.
+    let forward_lost = if return_path.is_some() {
+        "lost (forward path)"
+    } else {
+        "lost"
+    };
+    t.row(
+        forward_lost,
+        None,
+        stats.map(|s| with_pct(s.lost, loss_pct)),
+    );
     t.row(
         "loss periods / longest",
         None,
@@ -228,6 +239,18 @@ fn summary_table(report: &RunReport) -> Table {
             t.row("RTT (echo)", Some("no replies".to_string()), None);
         }
         latency_rows(&mut t, "RTT (echo)", rtt, None);
+    }
+    if let Some(path) = return_path {
+        t.row(
+            "echo replies (return path)",
+            Some(format!("{} received", path.received)),
+            Some(format!("{} sent", path.sent)),
+        );
+        t.row(
+            "lost (return path)",
+            Some(with_pct(path.lost, path.loss_pct)),
+            None,
+        );
     }
     t.row(
         "rate target",
@@ -574,8 +597,15 @@ mod tests {
         assert_eq!(column_of(achieved, "9.59 Mbit/s"), sender_column);
         assert_eq!(column_of(achieved, "9.55 Mbit/s"), receiver_column);
 
-        let lost = line_starting(&text, "lost");
+        let lost = line_starting(&text, "lost (forward path)");
         assert_eq!(column_of(lost, "50 (0.50%)"), receiver_column);
+        // The return path, as irtt splits up and down: the receiver's echoes sent against the
+        // sender's replies received.
+        let echoes = line_starting(&text, "echo replies (return path)");
+        assert_eq!(column_of(echoes, "9900 received"), sender_column);
+        assert_eq!(column_of(echoes, "9960 sent"), receiver_column);
+        let return_lost = line_starting(&text, "lost (return path)");
+        assert_eq!(column_of(return_lost, "60 (0.60%)"), sender_column);
         let jitter = line_starting(&text, "jitter (RFC 3550)");
         assert_eq!(column_of(jitter, "1.23 µs"), receiver_column);
 
@@ -635,6 +665,7 @@ mod tests {
         assert!(!text.contains("jitter"));
         assert!(!text.contains("RTT"));
         assert!(!text.contains("one-way"));
+        assert!(!text.contains("return path"));
         line_starting(&text, "sent");
     }
 

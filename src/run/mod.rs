@@ -128,6 +128,10 @@ pub fn write_outputs(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     match &outputs.json {
+        // A receiver serves test after test: one compact document per line (NDJSON).
+        Some(JsonOut::Stdout) if json_append => {
+            report::write_json_line(io::stdout().lock(), report)?
+        }
         Some(JsonOut::Stdout) => {
             let mut out = io::stdout().lock();
             report::write_json(&mut out, report)?;
@@ -147,10 +151,7 @@ fn write_json_file(path: &Path, report: &RunReport, append: bool) -> anyhow::Res
             .create(true)
             .append(true)
             .open(path)?;
-        let mut w = BufWriter::new(file);
-        serde_json::to_writer(&mut w, report)?;
-        writeln!(w)?;
-        w.flush()?;
+        report::write_json_line(BufWriter::new(file), report)?;
     } else {
         let mut w = BufWriter::new(File::create(path)?);
         report::write_json(&mut w, report)?;

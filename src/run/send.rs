@@ -16,6 +16,7 @@ use crate::error::SetupError;
 use crate::impair::{Fate, Impairment};
 use crate::net::{self, RecvBatch, SendMode, SocketOptions};
 use crate::pacing::Pacer;
+use crate::pacing::Pattern;
 use crate::report;
 use crate::run::{Stop, text_writer, wait_until};
 use crate::session::{ControlError, SenderControl, SenderEvent, TestParams};
@@ -25,7 +26,7 @@ use crate::summary::{
     SenderReport, keep_interval,
 };
 use crate::time;
-use crate::wire::{DataHeader, Kind};
+use crate::wire::{DataHeader, HelloPattern, Kind};
 
 /// Live counters the data thread publishes for interval lines.
 #[derive(Debug, Default)]
@@ -110,6 +111,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         duration: cfg.duration.unwrap_or(Duration::ZERO),
         rate_bps: cfg.rate_bps.map_or(0, |r| r as u64),
         pps_milli: cfg.pps().map_or(0, |p| (p * 1000.0) as u64),
+        // The receiver keeps its lost ranges for us only when there is a log to write.
+        loss_ranges: cfg.outputs.loss_log.is_some(),
+        pattern: hello_pattern(cfg),
     };
     let mut ctl = SenderControl::new(session_id, params, time::now());
     let mut replies = Replies::new(session_id);
@@ -142,6 +146,21 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     }
 
     let mut text = text_writer(&cfg.outputs);
+    let interval_stream = match &cfg.outputs.intervals_json {
+        Some(out) => Some(report::IntervalStream::open(out).context("--intervals-json")?),
+        None => None,
+    };
+    // Each closed interval goes to the NDJSON stream and to `--flows`' progress line.
+    let publish = |row: &IntervalRow| -> anyhow::Result<()> {
+        if let Some(stream) = &interval_stream {
+            stream.write(&run_id, row).context("--intervals-json")?;
+        }
+        if let Some(tap) = &cfg.live_rows {
+            // The progress printer may have gone (it never goes before the flows end).
+            let _ = tap.send((cfg.flow_index, row.clone()));
+        }
+        Ok(())
+    };
     let impair_log = match &cfg.impair_log {
         Some(path) => {
             let mut w = BufWriter::new(
@@ -222,6 +241,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 report::write_interval_line(&mut text, &row)?;
                 text.flush()?;
             }
+            publish(&row)?;
             keep_interval(&mut intervals, row, &mut intervals_not_kept);
             next_tick += cfg.interval;
         }
@@ -245,6 +265,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         if !cfg.outputs.quiet {
             report::write_interval_line(&mut text, &row)?;
         }
+        publish(&row)?;
         keep_interval(&mut intervals, row, &mut intervals_not_kept);
     }
     text.flush()?;
@@ -316,6 +337,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 r.stats.negative_delays
             ));
         }
+        if r.loss_ranges_not_kept > 0 {
+            warnings.push(format!(
+                "the receiver carried back its first {} lost ranges; {} more were not carried, so the loss log is incomplete",
+                r.loss_ranges.len(),
+                r.loss_ranges_not_kept
+            ));
+        }
     }
     let sender = SenderReport {
         sent: result.sent,
@@ -341,7 +369,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         intervals,
         intervals_not_kept,
     };
-    Ok(RunReport {
+    let mut run = RunReport {
         version: REPORT_VERSION,
         run_id,
         started_at: time::rfc3339(started_wall),
@@ -356,7 +384,39 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         receiver,
         warnings,
         interrupted: stop.requested() || peer_aborted,
-    })
+    };
+    // One flow writes its loss log here; `--flows` writes every flow's into one file.
+    if let Some(path) = cfg.outputs.loss_log.as_ref().filter(|_| cfg.flows <= 1) {
+        write_loss_log_file(path, &[&run])?;
+        strip_loss_ranges(&mut run);
+    }
+    Ok(run)
+}
+
+/// Writes the lost ranges the receiver carried back for `runs` to `path`.
+pub fn write_loss_log_file(path: &std::path::Path, runs: &[&RunReport]) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    report::write_loss_log(BufWriter::new(file), runs)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Drops the lost ranges from a report once they are in the loss log: the JSON report would
+/// only repeat them, up to `MAX_CARRIED_LOSS_RANGES` of them.
+pub fn strip_loss_ranges(run: &mut RunReport) {
+    if let Some(r) = run.receiver.as_mut() {
+        r.loss_ranges = Vec::new();
+    }
+}
+
+/// The pattern the Hello announces, so the receiver's report names it.
+fn hello_pattern(cfg: &SendConfig) -> HelloPattern {
+    match (cfg.rate, cfg.pattern) {
+        (Rate::Max, _) => HelloPattern::Unpaced,
+        (_, Pattern::Cbr) => HelloPattern::Cbr,
+        (_, Pattern::Poisson) => HelloPattern::Poisson,
+        // A burst size beyond the field is announced as a burst of unknown size.
+        (_, Pattern::Burst(n)) => HelloPattern::Burst(u16::try_from(n).unwrap_or(0)),
+    }
 }
 
 /// What comes back from the receiver while and after data flows: echoes (RTT) and control.

@@ -4,4 +4,5 @@ mod cli;
 mod common;
 mod impair;
 mod netns;
+mod reports;
 mod sim;

@@ -331,8 +331,8 @@ fn loss_equals_kernel_drops_at_a_bottleneck() {
         v.as_u64()
             .unwrap_or_else(|| panic!("{what} is not a count: {v}"))
     };
-    let snd = &report["sender"];
-    let rcv = &report["receiver"];
+    let snd = &report["flows"][0]["sender"];
+    let rcv = &report["flows"][0]["receiver"];
     let st = &rcv["stats"];
     let sent = n(&snd["sent"], "sender.sent");
     let send_errors = n(&snd["send_errors"], "sender.send_errors");
