@@ -205,6 +205,10 @@ pub fn write_loss_log<W: Write>(mut w: W, runs: &[&RunReport]) -> io::Result<()>
     let mut text = format!("{LOSS_LOG_HEADER}\n");
     for run in runs {
         let Some(receiver) = &run.receiver else {
+            text += &format!(
+                "# {}: no lost ranges: the receiver's results never came back\n",
+                run.run_id
+            );
             continue;
         };
         for [first, last] in &receiver.loss_ranges {
@@ -1044,6 +1048,14 @@ mod tests {
                 "run_id,first_seq,last_seq\nrun-42,3,5\nrun-42,9,9\n\
                  # run-42: 7 further lost ranges not carried back (limit {MAX_CARRIED_LOSS_RANGES})\n"
             )
+        );
+        report.receiver = None;
+        let mut out = Vec::new();
+        write_loss_log(&mut out, &[&report]).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("# run-42: no lost ranges: the receiver's results never came back\n")
         );
     }
 
