@@ -240,12 +240,15 @@ fn summary_table(report: &RunReport) -> Table {
         }
         latency_rows(&mut t, "RTT (echo)", rtt, None);
     }
-    if let Some(path) = return_path {
+    if report.echo {
+        // Each side shows its own count, so a report with one side still shows it.
         t.row(
             "echo replies (return path)",
-            Some(format!("{} received", path.received)),
-            Some(format!("{} sent", path.sent)),
+            sender.map(|s| format!("{} received", s.echo_replies)),
+            receiver.map(|r| format!("{} sent", r.echo_sent)),
         );
+    }
+    if let Some(path) = return_path {
         t.row(
             "lost (return path)",
             Some(with_pct(path.lost, path.loss_pct)),
@@ -651,6 +654,23 @@ mod tests {
 
         let last = text.lines().last().unwrap();
         assert_eq!(last, format!("warning: {}", report.warnings[0]));
+    }
+
+    #[test]
+    fn a_receivers_own_report_shows_the_echo_replies_it_sent() {
+        let mut report = fixtures::run_report();
+        report.sender = None;
+        let text = human(&report);
+        let header = text.lines().nth(1).unwrap();
+        let echoes = line_starting(&text, "echo replies (return path)");
+        assert_eq!(
+            column_of(echoes, "9960 sent"),
+            column_of(header, "receiver")
+        );
+        assert!(
+            !text.contains("lost (return path)"),
+            "unknown without the sender"
+        );
     }
 
     #[test]
