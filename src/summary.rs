@@ -212,6 +212,11 @@ pub struct SenderReport {
     /// Round-trip times from `--echo` replies.
     pub rtt: Option<LatencySummary>,
     pub echo_replies: u64,
+    /// Datagrams the sender's own receive buffer dropped (SO_MEMINFO) with `--echo`: echo
+    /// replies that reached this host but not udplab, so part of the return path's loss is
+    /// ours. None without `--echo` or where the platform does not report it.
+    #[serde(default)]
+    pub echo_rcvbuf_drops: Option<u64>,
     pub sndbuf: BufferInfo,
     pub rcvbuf: BufferInfo,
     /// The impairment spec applied in the sender, canonical form.

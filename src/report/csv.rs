@@ -18,7 +18,7 @@ use crate::summary::{
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 68] = [
+pub const SUMMARY_COLUMNS: [&str; 69] = [
     "run_id",
     "role",
     "target",
@@ -88,6 +88,7 @@ pub const SUMMARY_COLUMNS: [&str; 68] = [
     "echo_received",
     "echo_lost",
     "echo_loss_pct",
+    "echo_rcvbuf_drops",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -452,6 +453,7 @@ struct SummaryRow {
     echo_received: String,
     echo_lost: String,
     echo_loss_pct: String,
+    echo_rcvbuf_drops: String,
 }
 
 impl SummaryRow {
@@ -476,6 +478,7 @@ impl SummaryRow {
             self.echo_received = path.received.to_string();
             self.echo_lost = path.lost.to_string();
             self.echo_loss_pct = pct_cell(path.loss_pct);
+            self.echo_rcvbuf_drops = opt(path.sender_rcvbuf_drops);
         }
     }
 
@@ -610,6 +613,7 @@ impl SummaryRow {
             self.echo_received,
             self.echo_lost,
             self.echo_loss_pct,
+            self.echo_rcvbuf_drops,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -815,8 +819,14 @@ mod tests {
         let report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
         assert_eq!(
-            headers[headers.len() - 4..],
-            ["echo_sent", "echo_received", "echo_lost", "echo_loss_pct"]
+            headers[headers.len() - 5..],
+            [
+                "echo_sent",
+                "echo_received",
+                "echo_lost",
+                "echo_loss_pct",
+                "echo_rcvbuf_drops"
+            ]
         );
         for row in &rows {
             assert_eq!(
@@ -827,6 +837,7 @@ mod tests {
             assert_eq!(row["echo_lost"], "60");
             let pct: f64 = row["echo_loss_pct"].parse().unwrap();
             assert!((pct - 100.0 * 60.0 / 9960.0).abs() < 1e-4);
+            assert_eq!(row["echo_rcvbuf_drops"], "12");
         }
 
         let mut receiver_only = report.clone();

@@ -249,11 +249,11 @@ fn summary_table(report: &RunReport) -> Table {
         );
     }
     if let Some(path) = return_path {
-        t.row(
-            "lost (return path)",
-            Some(with_pct(path.lost, path.loss_pct)),
-            None,
-        );
+        let mut cell = with_pct(path.lost, path.loss_pct);
+        if let Some(drops) = path.sender_rcvbuf_drops.filter(|&d| d > 0) {
+            cell += &format!(", {drops} dropped by our receive buffer");
+        }
+        t.row("lost (return path)", Some(cell), None);
     }
     t.row(
         "rate target",
@@ -608,7 +608,10 @@ mod tests {
         assert_eq!(column_of(echoes, "9900 received"), sender_column);
         assert_eq!(column_of(echoes, "9960 sent"), receiver_column);
         let return_lost = line_starting(&text, "lost (return path)");
-        assert_eq!(column_of(return_lost, "60 (0.60%)"), sender_column);
+        assert_eq!(
+            column_of(return_lost, "60 (0.60%), 12 dropped by our receive buffer"),
+            sender_column
+        );
         let jitter = line_starting(&text, "jitter (RFC 3550)");
         assert_eq!(column_of(jitter, "1.23 µs"), receiver_column);
 

@@ -34,6 +34,8 @@ pub(crate) struct ReturnPath {
     pub lost: u64,
     /// 100 · lost / sent; None when nothing was sent.
     pub loss_pct: Option<f64>,
+    /// Of `lost`, dropped at the sender's own receive buffer (when reported).
+    pub sender_rcvbuf_drops: Option<u64>,
 }
 
 /// The return path's figures: needs `--echo`, the sender's count and the receiver's results.
@@ -42,13 +44,14 @@ pub(crate) fn return_path(report: &RunReport) -> Option<ReturnPath> {
         return None;
     }
     let sent = report.receiver.as_ref()?.echo_sent;
-    let received = report.sender.as_ref()?.echo_replies;
-    let lost = sent.saturating_sub(received);
+    let sender = report.sender.as_ref()?;
+    let lost = sent.saturating_sub(sender.echo_replies);
     Some(ReturnPath {
         sent,
-        received,
+        received: sender.echo_replies,
         lost,
         loss_pct: percent(lost, sent),
+        sender_rcvbuf_drops: sender.echo_rcvbuf_drops,
     })
 }
 
@@ -183,6 +186,7 @@ pub(crate) mod fixtures {
                 impair_release_lateness: None,
                 rtt: Some(latency(20_000)),
                 echo_replies: 9_900,
+                echo_rcvbuf_drops: Some(12),
                 sndbuf: BufferInfo {
                     requested: Some(4 << 20),
                     effective: 425_984,
@@ -258,6 +262,7 @@ mod tests {
         let mut report = fixtures::run_report();
         let path = return_path(&report).unwrap();
         assert_eq!((path.sent, path.received, path.lost), (9_960, 9_900, 60));
+        assert_eq!(path.sender_rcvbuf_drops, Some(12));
         assert!((path.loss_pct.unwrap() - 100.0 * 60.0 / 9_960.0).abs() < 1e-9);
         report.echo = false;
         assert_eq!(return_path(&report), None);

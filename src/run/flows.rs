@@ -319,6 +319,10 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
         pps_target: senders.iter().map(|s| s.pps_target).sum(),
         pps_achieved: sum(&|s| s.pps_achieved),
         echo_replies: senders.iter().map(|s| s.echo_replies).sum(),
+        echo_rcvbuf_drops: senders
+            .iter()
+            .filter_map(|s| s.echo_rcvbuf_drops)
+            .reduce(|a, b| a + b),
         sndbuf: senders[0].sndbuf,
         rcvbuf: senders[0].rcvbuf,
         impairment: senders[0].impairment.clone(),

@@ -307,6 +307,12 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         }
     }
     rtt_total.add(&replies.rtt);
+    // Echo replies our own receive buffer dropped: return-path loss that is this host's.
+    let echo_rcvbuf_drops = if cfg.echo {
+        replies.batch.refresh_rxq_dropped(&sock).ok().flatten()
+    } else {
+        None
+    };
 
     let duration_s = match (result.first, result.last) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
@@ -360,6 +366,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         inter_departure: result.gaps.summary(),
         rtt: rtt_total.summary(),
         echo_replies: replies.echoes,
+        echo_rcvbuf_drops,
         sndbuf: bound.sndbuf,
         rcvbuf: bound.rcvbuf,
         impairment: cfg.impair.as_ref().map(ToString::to_string),

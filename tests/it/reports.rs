@@ -196,6 +196,29 @@ fn echo_sent_counts_every_reply_the_receiver_sent() {
     assert!(u(&flow["sender"]["echo_replies"]) <= u(&rx["echo_sent"]));
 }
 
+/// Item 8: on loopback nothing on the path drops echo replies; whatever the return path lost
+/// was dropped by the sender's own receive buffer, and the report says how many.
+#[test]
+fn return_path_loss_at_the_senders_own_buffer_is_told_apart() {
+    let _net = crate::common::network_shared();
+    let out = run_bounded(
+        &[
+            "loopback", "--rate", "max", "--size", "64", "--count", "20000", "--echo", "--rcvbuf",
+            "4K", "--quiet", "--json", "-",
+        ],
+        LIMIT,
+    );
+    let v = stdout_json(&out);
+    let flow = &v["flows"][0];
+    let lost = u(&flow["receiver"]["echo_sent"]) - u(&flow["sender"]["echo_replies"]);
+    let drops = u(&flow["sender"]["echo_rcvbuf_drops"]);
+    // A control datagram (a retried FinAck or result chunk) may be among the buffer's drops.
+    assert!(
+        lost <= drops && drops <= lost + 10,
+        "return path lost {lost}, sender's buffer dropped {drops}"
+    );
+}
+
 /// Lines of a `run_id,first_seq,last_seq` loss log, header checked.
 fn loss_log_rows(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
