@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use serde::Serialize;
 
-use crate::config::JsonOut;
 use crate::summary::{
     DocumentHeader, IntervalRow, REPORT_SCHEMA, REPORT_VERSION, ReportDocument, RunReport,
 };
@@ -151,14 +150,6 @@ fn open_streams() -> &'static Mutex<HashMap<PathBuf, Weak<Sink>>> {
 }
 
 impl IntervalStream {
-    /// Opens the stream `--intervals-json` names.
-    pub fn open(out: &JsonOut) -> io::Result<Self> {
-        match out {
-            JsonOut::Stdout => Ok(Self::stdout()),
-            JsonOut::File(path) => Self::file(path),
-        }
-    }
-
     /// The stream on stdout.
     pub fn stdout() -> Self {
         IntervalStream {

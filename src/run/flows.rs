@@ -33,10 +33,7 @@ pub struct FlowsReport {
 /// Runs `cfg.flows` tests at once against `cfg.addr`.
 pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<FlowsReport> {
     // Held for the whole run so every flow writes into this one stream (not a truncated copy).
-    let _interval_stream = match &cfg.outputs.intervals_json {
-        Some(out) => Some(report::IntervalStream::open(out).context("--intervals-json")?),
-        None => None,
-    };
+    let _interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
     let (row_tx, row_rx) = mpsc::channel();
     let handles: Vec<_> = (0..cfg.flows)
         .map(|i| {

@@ -281,3 +281,16 @@ pub fn session_id(seed: Option<u64>) -> u32 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     (z ^ (z >> 31)) as u32
 }
+
+/// Opens the `--intervals-json` stream, if asked for: stdout, or the file (shared with the
+/// other writers of this process: loopback's receiver half, parallel flows).
+pub fn open_interval_stream(outputs: &Outputs) -> anyhow::Result<Option<report::IntervalStream>> {
+    Ok(match &outputs.intervals_json {
+        Some(JsonOut::Stdout) => Some(report::IntervalStream::stdout()),
+        Some(JsonOut::File(path)) => Some(
+            report::IntervalStream::file(path)
+                .with_context(|| format!("--intervals-json {}", path.display()))?,
+        ),
+        None => None,
+    })
+}

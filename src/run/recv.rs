@@ -82,10 +82,7 @@ impl Receiver {
             }
         }
         let mut text = text_writer(&cfg.outputs);
-        let interval_stream = match &cfg.outputs.intervals_json {
-            Some(out) => Some(report::IntervalStream::open(out).context("--intervals-json")?),
-            None => None,
-        };
+        let interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
         let mut loss_log = match &cfg.outputs.loss_log {
             Some(path) => {
                 let mut w = BufWriter::new(

@@ -146,10 +146,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     }
 
     let mut text = text_writer(&cfg.outputs);
-    let interval_stream = match &cfg.outputs.intervals_json {
-        Some(out) => Some(report::IntervalStream::open(out).context("--intervals-json")?),
-        None => None,
-    };
+    let interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
     // Each closed interval goes to the NDJSON stream and to `--flows`' progress line.
     let publish = |row: &IntervalRow| -> anyhow::Result<()> {
         if let Some(stream) = &interval_stream {
