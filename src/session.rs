@@ -207,6 +207,12 @@ impl SenderControl {
         &self.params
     }
 
+    /// True once the results are being asked for (or arriving): by then everything the
+    /// receiver sent during the test, echo replies included, has had Tmax to arrive.
+    pub fn requesting_results(&self, now: Instant) -> bool {
+        self.phase == SenderPhase::AwaitingResults && self.results_from.is_none_or(|t| now >= t)
+    }
+
     /// True once results arrived or the exchange failed.
     pub fn is_done(&self) -> bool {
         self.phase == SenderPhase::Done
@@ -1179,6 +1185,23 @@ mod tests {
                 None => panic!("no results"),
             }
         }
+    }
+
+    #[test]
+    fn results_are_requested_only_once_tmax_after_the_fin_ack() {
+        let mut clock = ManualClock::new(0);
+        let mut srv = server(1);
+        let mut ctl = SenderControl::new(8, params(), clock.now());
+        pump(&clock, &mut ctl, &mut srv);
+        assert!(!ctl.requesting_results(clock.now()));
+        ctl.finish(clock.now(), 0, 0, 0);
+        pump(&clock, &mut ctl, &mut srv);
+        assert!(
+            !ctl.requesting_results(clock.now()),
+            "FinAck in, Tmax not over"
+        );
+        clock.advance(params().tmax);
+        assert!(ctl.requesting_results(clock.now()));
     }
 
     #[test]

@@ -269,9 +269,15 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
 
     // End of test: totals to the receiver, then its results back.
     let mut receiver: Option<ReceiverReport> = None;
+    // Our receive buffer's drops once the echoes are in, before the result chunks come (a
+    // burst a small buffer may drop too, which is not the return path's loss).
+    let mut echo_rcvbuf_drops = None;
     if !peer_aborted {
         ctl.finish(time::now(), result.sent, result.bytes, result.errors());
         loop {
+            if cfg.echo && echo_rcvbuf_drops.is_none() && ctl.requesting_results(time::now()) {
+                echo_rcvbuf_drops = replies.batch.refresh_rxq_dropped(&sock).ok().flatten();
+            }
             flush_control(&sock, &mut ctl);
             match ctl.poll_event() {
                 Some(SenderEvent::Results(r)) => {
@@ -305,11 +311,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     }
     rtt_total.add(&replies.rtt);
     // Echo replies our own receive buffer dropped: return-path loss that is this host's.
-    let echo_rcvbuf_drops = if cfg.echo {
-        replies.batch.refresh_rxq_dropped(&sock).ok().flatten()
-    } else {
-        None
-    };
+    if cfg.echo && echo_rcvbuf_drops.is_none() {
+        echo_rcvbuf_drops = replies.batch.refresh_rxq_dropped(&sock).ok().flatten();
+    }
 
     let duration_s = match (result.first, result.last) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
