@@ -126,7 +126,17 @@ pub fn shell_quote(arg: &str) -> String {
 // ---- the live interval stream (`--intervals-json`) ----------------------------------------
 
 /// Where live interval lines go: stdout or a file, shared by every writer in the process.
-type Sink = Mutex<Box<dyn Write + Send>>;
+type Sink = Mutex<SinkState>;
+
+struct SinkState {
+    out: Box<dyn Write + Send>,
+    /// A write failed (closed pipe, full disk): the stream stops, the measurement goes on.
+    failed: bool,
+}
+
+fn sink(out: Box<dyn Write + Send>) -> Arc<Sink> {
+    Arc::new(Mutex::new(SinkState { out, failed: false }))
+}
 
 /// An open NDJSON interval stream. Loopback's two halves and parallel flows write to the same
 /// one; each line goes out whole under a lock and is flushed, so lines never interleave and a
@@ -153,7 +163,7 @@ impl IntervalStream {
     /// The stream on stdout.
     pub fn stdout() -> Self {
         IntervalStream {
-            sink: Arc::new(Mutex::new(Box::new(io::stdout()))),
+            sink: sink(Box::new(io::stdout())),
         }
     }
 
@@ -164,16 +174,22 @@ impl IntervalStream {
         if let Some(sink) = streams.get(path).and_then(Weak::upgrade) {
             return Ok(IntervalStream { sink });
         }
-        let sink: Arc<Sink> = Arc::new(Mutex::new(Box::new(File::create(path)?)));
+        let shared = sink(Box::new(File::create(path)?));
         streams.retain(|_, s| s.strong_count() > 0);
-        streams.insert(path.to_path_buf(), Arc::downgrade(&sink));
-        Ok(IntervalStream { sink })
+        streams.insert(path.to_path_buf(), Arc::downgrade(&shared));
+        Ok(IntervalStream { sink: shared })
     }
 
-    /// Writes one interval line and flushes it.
+    /// Writes one interval line and flushes it. The first failure is returned (for one
+    /// warning); the stream then stays silent, so a closed reader never stops a measurement.
     pub fn write(&self, run_id: &str, row: &IntervalRow) -> io::Result<()> {
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        write_interval_ndjson(&mut *sink, run_id, row)
+        if sink.failed {
+            return Ok(());
+        }
+        let written = write_interval_ndjson(&mut sink.out, run_id, row);
+        sink.failed = written.is_err();
+        written
     }
 }
 
@@ -257,6 +273,28 @@ mod tests {
         let c = IntervalStream::file(&path).unwrap();
         c.write("c", &row).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    }
+
+    /// A writer that accepts nothing, like a closed pipe.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_stream_reports_once_then_stays_silent() {
+        let stream = IntervalStream {
+            sink: sink(Box::new(Closed)),
+        };
+        let row = IntervalRow::default();
+        assert!(stream.write("a", &row).is_err());
+        assert!(stream.write("a", &row).is_ok(), "no second failure");
     }
 
     #[test]

@@ -203,10 +203,12 @@ impl Receiver {
                             report::write_interval_line(&mut text, &row)?;
                             text.flush()?;
                         }
-                        if let Some(stream) = &interval_stream {
-                            stream
-                                .write(&format!("{session_id:08x}"), &row)
-                                .context("--intervals-json")?;
+                        if let Some(stream) = &interval_stream
+                            && let Err(e) = stream.write(&format!("{session_id:08x}"), &row)
+                        {
+                            eprintln!(
+                                "warning: --intervals-json: {e}: no more interval lines are streamed"
+                            );
                         }
                     }
                     ServerEvent::Lost { session_id, ranges } => {

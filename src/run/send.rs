@@ -149,8 +149,10 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
     // Each closed interval goes to the NDJSON stream and to `--flows`' progress line.
     let publish = |row: &IntervalRow| -> anyhow::Result<()> {
-        if let Some(stream) = &interval_stream {
-            stream.write(&run_id, row).context("--intervals-json")?;
+        if let Some(stream) = &interval_stream
+            && let Err(e) = stream.write(&run_id, row)
+        {
+            eprintln!("warning: --intervals-json: {e}: no more interval lines are streamed");
         }
         if let Some(tap) = &cfg.live_rows {
             // The progress printer may have gone (it never goes before the flows end).

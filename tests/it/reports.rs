@@ -359,6 +359,46 @@ fn intervals_json_streams_a_line_per_interval_as_it_closes() {
     );
 }
 
+/// Item 11: a reader that goes away (`| head -1`) stops the stream, not the measurement.
+#[test]
+fn a_closed_interval_stream_does_not_stop_the_run() {
+    let _net = crate::common::network_shared();
+    let mut child = udplab()
+        .args([
+            "loopback",
+            "--count",
+            "1500",
+            "--pps",
+            "5000",
+            "--interval",
+            "50ms",
+            "--intervals-json",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here: stdout is closed after one line.
+    serde_json::from_str::<Value>(&first).expect("one NDJSON line");
+    let out = wait_bounded(child, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("udplab run"),
+        "the summary still came: {stderr}"
+    );
+    assert!(
+        stderr.matches("--intervals-json").count() <= 2,
+        "one warning per writer at most: {stderr}"
+    );
+}
+
 /// Item 12: one document shape for send/loopback, `--flows`, recv and proxy.
 #[test]
 fn every_json_document_has_the_header_and_a_flows_array() {
