@@ -100,7 +100,9 @@ def percentile(sorted_vals, q):
 
 def rec_udplab(a, r):
     with open(a.json) as f:
-        d = json.load(f)
+        doc = json.load(f)
+    # Report version 2: the run is the one entry of "flows" (version 1 had it at the top).
+    d = doc["flows"][0] if doc.get("version", 1) >= 2 else doc
     s = d.get("sender") or {}
     rv = d.get("receiver") or {}
     st = rv.get("stats") or {}

@@ -248,12 +248,17 @@ pub struct ReportArgs {
     /// Write the whole run as JSON to FILE, or `-` for stdout (the text report then goes to stderr).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write the lost sequence ranges (receiver's view) to FILE, one `first,last` line each.
+    /// Write the lost sequence ranges (receiver's view) to FILE as CSV, `run_id,first_seq,last_seq`
+    /// (`send` asks the receiver to carry them back with its results).
     #[arg(long)]
     pub loss_log: Option<PathBuf>,
     /// No interval lines, only the summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Stream each interval as it closes, one compact JSON line (NDJSON) per interval and role,
+    /// to FILE, or `-` for stdout (the text report then goes to stderr).
+    #[arg(long, value_name = "FILE|-")]
+    pub intervals_json: Option<PathBuf>,
 }
 
 /// Limits that turn a run into a pass/fail check (exit code 1 when one is exceeded, 3 when one

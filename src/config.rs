@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::cli::{RateArg, RecvArgs, ReportArgs, SendArgs, ThresholdArgs};
@@ -13,6 +14,7 @@ use crate::error::UsageError;
 use crate::impair::ImpairSpec;
 use crate::net::SendMode;
 use crate::pacing::Pattern;
+use crate::summary::IntervalRow;
 use crate::wire;
 
 /// Default receiver port.
@@ -59,28 +61,40 @@ pub struct Outputs {
     pub json: Option<JsonOut>,
     pub loss_log: Option<PathBuf>,
     pub quiet: bool,
+    /// Live NDJSON interval stream (`--intervals-json`).
+    pub intervals_json: Option<JsonOut>,
 }
 
 impl Outputs {
-    fn from_args(a: &ReportArgs) -> Self {
-        Outputs {
+    fn from_args(a: &ReportArgs) -> Result<Self, UsageError> {
+        let json_out = |p: &PathBuf| {
+            if p.as_os_str() == "-" {
+                JsonOut::Stdout
+            } else {
+                JsonOut::File(p.clone())
+            }
+        };
+        let outputs = Outputs {
             csv: a.csv.clone(),
             intervals_csv: a.intervals_csv.clone(),
-            json: a.json.as_ref().map(|p| {
-                if p.as_os_str() == "-" {
-                    JsonOut::Stdout
-                } else {
-                    JsonOut::File(p.clone())
-                }
-            }),
+            json: a.json.as_ref().map(json_out),
             loss_log: a.loss_log.clone(),
             quiet: a.quiet,
+            intervals_json: a.intervals_json.as_ref().map(json_out),
+        };
+        if outputs.json == Some(JsonOut::Stdout) && outputs.intervals_json == Some(JsonOut::Stdout)
+        {
+            return Err(UsageError(
+                "--json - and --intervals-json - cannot share stdout: send one of them to a file"
+                    .into(),
+            ));
         }
+        Ok(outputs)
     }
 
     /// True when stdout is reserved for JSON, so the text report goes to stderr.
     pub fn json_on_stdout(&self) -> bool {
-        self.json == Some(JsonOut::Stdout)
+        self.json == Some(JsonOut::Stdout) || self.intervals_json == Some(JsonOut::Stdout)
     }
 }
 
@@ -146,6 +160,9 @@ pub struct SendConfig {
     pub seed: Option<u64>,
     pub thresholds: Thresholds,
     pub outputs: Outputs,
+    /// Where each sender interval row also goes, tagged with `flow_index` (`--flows` gathers
+    /// them into one progress line per interval).
+    pub live_rows: Option<mpsc::Sender<(usize, IntervalRow)>>,
 }
 
 impl SendConfig {
@@ -284,8 +301,9 @@ impl SendConfig {
             thresholds: Thresholds::from_args(&args.thresholds),
             outputs: Outputs {
                 quiet,
-                ..Outputs::from_args(&args.reports)
+                ..Outputs::from_args(&args.reports)?
             },
+            live_rows: None,
         })
     }
 
@@ -314,7 +332,8 @@ pub struct RecvConfig {
     /// Poll without blocking while datagrams flow (no wake-up latency, one busy core).
     pub busy_poll: bool,
     pub outputs: Outputs,
-    /// Print nothing but the listening line (loopback's receiver half).
+    /// No per-test banner, summary or report files: the caller reports (loopback's receiver
+    /// half). Live interval lines still follow `outputs.quiet`.
     pub silent: bool,
     pub cpus: Vec<usize>,
 }
@@ -334,7 +353,7 @@ impl RecvConfig {
             kernel_timestamps: !args.no_kernel_timestamps,
             gro: args.gro,
             busy_poll: args.busy_poll,
-            outputs: Outputs::from_args(&args.reports),
+            outputs: Outputs::from_args(&args.reports)?,
             silent: false,
             cpus: args.cpu.into_iter().collect(),
         })

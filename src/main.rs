@@ -127,12 +127,14 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
             run::proxy::write_summary(&mut text, &report)?;
             match &outputs.json {
                 Some(JsonOut::Stdout) => {
-                    let json = serde_json::to_string_pretty(&report)?;
-                    writeln!(run::Stdout, "{json}")?;
+                    let _ = run::proxy::write_json(run::Stdout, &report);
                 }
                 Some(JsonOut::File(path)) => {
-                    let json = serde_json::to_string_pretty(&report)? + "\n";
-                    run::write_file(path, json.as_bytes(), false);
+                    let mut bytes = Vec::new();
+                    match run::proxy::write_json(&mut bytes, &report) {
+                        Ok(()) => run::write_file(path, &bytes, false),
+                        Err(e) => run::record_output_failure(&path.display().to_string(), e),
+                    }
                 }
                 None => {}
             }

@@ -15,10 +15,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::stats::{ReceiverStats, StatsConfig};
-use crate::summary::{BufferInfo, IntervalRow, REPORT_VERSION, ReceiverReport, keep_interval};
+use crate::summary::{
+    BufferInfo, IntervalRow, MAX_CARRIED_LOSS_RANGES, REPORT_VERSION, ReceiverReport, keep_interval,
+};
 use crate::wire::{
-    self, AbortReason, DataHeader, Fin, FinAck, Hello, HelloAck, HelloStatus, Kind, Message,
-    ResultChunk,
+    self, AbortReason, DataHeader, Fin, FinAck, Hello, HelloAck, HelloPattern, HelloStatus, Kind,
+    Message, ResultChunk,
 };
 
 /// How often an unanswered control message is sent again.
@@ -49,6 +51,10 @@ pub struct TestParams {
     pub rate_bps: u64,
     /// Target datagrams per second × 1000 (0: unpaced).
     pub pps_milli: u64,
+    /// The sender wants the lost sequence ranges in the results (`send --loss-log`).
+    pub loss_ranges: bool,
+    /// The send pattern, for the receiver's report.
+    pub pattern: HelloPattern,
 }
 
 impl TestParams {
@@ -57,6 +63,8 @@ impl TestParams {
             session_id,
             payload_size: self.payload_size,
             echo: self.echo,
+            loss_ranges: self.loss_ranges,
+            pattern: self.pattern,
             interval_ns: self.interval.as_nanos() as u64,
             tmax_ns: self.tmax.as_nanos() as u64,
             count: self.count,
@@ -76,6 +84,8 @@ impl TestParams {
             duration: Duration::from_nanos(h.duration_ns),
             rate_bps: h.rate_bps,
             pps_milli: h.pps_milli,
+            loss_ranges: h.loss_ranges,
+            pattern: h.pattern,
         }
     }
 
@@ -195,6 +205,12 @@ impl SenderControl {
 
     pub fn params(&self) -> &TestParams {
         &self.params
+    }
+
+    /// True once the results are being asked for (or arriving): by then everything the
+    /// receiver sent during the test, echo replies included, has had Tmax to arrive.
+    pub fn requesting_results(&self, now: Instant) -> bool {
+        self.phase == SenderPhase::AwaitingResults && self.results_from.is_none_or(|t| now >= t)
     }
 
     /// True once results arrived or the exchange failed.
@@ -441,6 +457,34 @@ struct RxSession {
     send_errors: u64,
     rxq_at_start: Option<u64>,
     foreign: u64,
+    /// Echo replies handed to the socket (the driver takes back the ones whose send failed).
+    echo_sent: u64,
+    /// Lost ranges kept for the results, when the sender asked for them.
+    loss_ranges: Vec<[u64; 2]>,
+    loss_ranges_not_kept: u64,
+}
+
+impl RxSession {
+    /// Whether this session's statistics keep lost ranges (for the driver's log or the sender).
+    fn records_loss_ranges(&self, driver_log: bool) -> bool {
+        driver_log || self.params.loss_ranges
+    }
+
+    /// Moves the ranges declared since the last call out of the statistics: into the results
+    /// (bounded) when the sender asked, and returned for the driver's log.
+    fn drain_loss_ranges(&mut self) -> Vec<std::ops::RangeInclusive<u64>> {
+        let ranges = self.stats.drain_loss_ranges();
+        if self.params.loss_ranges {
+            for r in &ranges {
+                if self.loss_ranges.len() < MAX_CARRIED_LOSS_RANGES {
+                    self.loss_ranges.push([*r.start(), *r.end()]);
+                } else {
+                    self.loss_ranges_not_kept += 1;
+                }
+            }
+        }
+        ranges
+    }
 }
 
 /// Hashes session ids with one multiplication: the map is looked up for every datagram, SipHash
@@ -520,6 +564,7 @@ impl ReceiverServer {
             s.last_activity = now;
             if s.params.echo {
                 h.write(Kind::Echo, echo);
+                s.echo_sent += 1;
                 return true;
             }
             return false;
@@ -646,7 +691,7 @@ impl ReceiverServer {
         let stats = ReceiverStats::new(StatsConfig {
             window_bits: StatsConfig::window_bits_for(pps * 1.25, tmax_ns.max(1_000_000_000)),
             loss_horizon_ns: tmax_ns,
-            record_loss_ranges: self.cfg.record_loss_ranges,
+            record_loss_ranges: self.cfg.record_loss_ranges || params.loss_ranges,
         });
         self.sessions.insert(
             h.session_id,
@@ -664,6 +709,9 @@ impl ReceiverServer {
                 send_errors: 0,
                 rxq_at_start: self.rxq_dropped,
                 foreign: 0,
+                echo_sent: 0,
+                loss_ranges: Vec::new(),
+                loss_ranges_not_kept: 0,
             },
         );
         self.events.push_back(ServerEvent::Started {
@@ -671,6 +719,16 @@ impl ReceiverServer {
             peer: src,
             params,
         });
+    }
+
+    /// The driver could not send the echo reply in `echo` (the one `handle_datagram` asked for):
+    /// it does not count as sent, so the return path is not blamed for it.
+    pub fn echo_not_sent(&mut self, echo: &[u8; wire::DATA_HEADER_LEN]) {
+        if let Some(h) = DataHeader::parse_echo(echo)
+            && let Some(s) = self.sessions.get_mut(&h.session_id)
+        {
+            s.echo_sent = s.echo_sent.saturating_sub(1);
+        }
     }
 
     /// Latest cumulative receive-queue drop counter of the socket (SO_RXQ_OVFL), if known.
@@ -727,9 +785,9 @@ impl ReceiverServer {
                 });
                 s.next_interval += s.params.interval;
             }
-            if self.cfg.record_loss_ranges {
-                let ranges = s.stats.drain_loss_ranges();
-                if !ranges.is_empty() {
+            if s.records_loss_ranges(self.cfg.record_loss_ranges) {
+                let ranges = s.drain_loss_ranges();
+                if self.cfg.record_loss_ranges && !ranges.is_empty() {
                     self.events.push_back(ServerEvent::Lost {
                         session_id: id,
                         ranges,
@@ -787,9 +845,9 @@ impl ReceiverServer {
                 row: Box::new(row),
             });
         }
-        if self.cfg.record_loss_ranges {
-            let ranges = s.stats.drain_loss_ranges();
-            if !ranges.is_empty() {
+        if s.records_loss_ranges(self.cfg.record_loss_ranges) {
+            let ranges = s.drain_loss_ranges();
+            if self.cfg.record_loss_ranges && !ranges.is_empty() {
                 self.events.push_back(ServerEvent::Lost {
                     session_id: id,
                     ranges,
@@ -826,6 +884,11 @@ impl ReceiverServer {
             intervals: std::mem::take(&mut s.intervals),
             intervals_not_kept: s.intervals_not_kept,
             interrupted,
+            echo_sent: s.echo_sent,
+            // An IPv4 peer of a dual-stack socket arrives IPv4-mapped: shown as people write it.
+            peer: SocketAddr::new(s.peer.ip().to_canonical(), s.peer.port()).to_string(),
+            loss_ranges: std::mem::take(&mut s.loss_ranges),
+            loss_ranges_not_kept: s.loss_ranges_not_kept,
             stats,
         };
         let json = serde_json::to_vec(&ResultsEnvelope {
@@ -943,6 +1006,8 @@ mod tests {
             duration: Duration::ZERO,
             rate_bps: 0,
             pps_milli: 0,
+            loss_ranges: false,
+            pattern: HelloPattern::Cbr,
         }
     }
 
@@ -1068,6 +1133,115 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Runs a test whose receiver sees `seqs` (in order) of `total` sent, to its results.
+    fn results_of(
+        params: TestParams,
+        seqs: &[u64],
+        total: u64,
+        unsent_echoes: usize,
+    ) -> ReceiverReport {
+        let mut clock = ManualClock::new(1_000_000_000);
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let mut srv = server(1);
+        let mut ctl = SenderControl::new(6, params, clock.now());
+        pump(&clock, &mut ctl, &mut srv);
+        assert!(matches!(
+            ctl.poll_event(),
+            Some(SenderEvent::Accepted { .. })
+        ));
+        let mut echo = [0u8; wire::DATA_HEADER_LEN];
+        let mut buf = [0u8; 100];
+        for &seq in seqs {
+            DataHeader {
+                session_id: 6,
+                seq,
+                send_ns: clock.wall_ns(),
+            }
+            .write(Kind::Data, &mut buf);
+            assert_eq!(
+                srv.handle_datagram(clock.now(), clock.wall_ns(), peer, &buf, &mut echo),
+                params.echo
+            );
+        }
+        for _ in 0..unsent_echoes {
+            srv.echo_not_sent(&echo);
+        }
+        ctl.finish(clock.now(), total, total * 100, 0);
+        for _ in 0..40 {
+            pump(&clock, &mut ctl, &mut srv);
+            if ctl.is_done() {
+                break;
+            }
+            clock.advance(Duration::from_millis(50));
+            ctl.handle_timeout(clock.now());
+            srv.handle_timeout(clock.now(), clock.wall_ns());
+        }
+        loop {
+            match ctl.poll_event() {
+                Some(SenderEvent::Results(r)) => return *r,
+                Some(SenderEvent::Failed(e)) => panic!("{e}"),
+                Some(_) => {}
+                None => panic!("no results"),
+            }
+        }
+    }
+
+    #[test]
+    fn results_are_requested_only_once_tmax_after_the_fin_ack() {
+        let mut clock = ManualClock::new(0);
+        let mut srv = server(1);
+        let mut ctl = SenderControl::new(8, params(), clock.now());
+        pump(&clock, &mut ctl, &mut srv);
+        assert!(!ctl.requesting_results(clock.now()));
+        ctl.finish(clock.now(), 0, 0, 0);
+        pump(&clock, &mut ctl, &mut srv);
+        assert!(
+            !ctl.requesting_results(clock.now()),
+            "FinAck in, Tmax not over"
+        );
+        clock.advance(params().tmax);
+        assert!(ctl.requesting_results(clock.now()));
+    }
+
+    #[test]
+    fn results_count_the_echo_replies_sent_not_the_datagrams_received() {
+        // Sequence 1 arrives twice: both copies are answered.
+        let r = results_of(params(), &[0, 1, 1, 4, 5], 8, 0);
+        assert_eq!(r.stats.received, 4);
+        assert_eq!(r.stats.duplicates, 1);
+        assert_eq!(r.echo_sent, 5);
+        assert_eq!(r.peer, PEER);
+        assert!(r.loss_ranges.is_empty(), "not asked for");
+        // An echo the driver could not send is not the return path's to lose.
+        let r = results_of(params(), &[0, 1, 1, 4, 5], 8, 2);
+        assert_eq!(r.echo_sent, 3);
+        let quiet = TestParams {
+            echo: false,
+            ..params()
+        };
+        assert_eq!(results_of(quiet, &[0, 1], 2, 0).echo_sent, 0);
+    }
+
+    #[test]
+    fn results_carry_the_lost_ranges_when_asked_up_to_the_cap() {
+        let asked = TestParams {
+            loss_ranges: true,
+            ..params()
+        };
+        let r = results_of(asked, &[0, 1, 4, 5], 8, 0);
+        assert_eq!(r.loss_ranges, vec![[2, 3], [6, 7]], "tail losses too");
+        assert_eq!(r.loss_ranges_not_kept, 0);
+
+        // Every other sequence lost: one range each, five more than are carried.
+        let ranges = MAX_CARRIED_LOSS_RANGES as u64 + 5;
+        let even: Vec<u64> = (0..ranges).map(|i| 2 * i).collect();
+        let r = results_of(asked, &even, 2 * ranges, 0);
+        assert_eq!(r.stats.lost, ranges);
+        assert_eq!(r.loss_ranges.len(), MAX_CARRIED_LOSS_RANGES);
+        assert_eq!(r.loss_ranges[0], [1, 1]);
+        assert_eq!(r.loss_ranges_not_kept, 5);
     }
 
     #[test]

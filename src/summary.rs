@@ -6,8 +6,17 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the JSON report and of the receiver-results payload on the wire.
-pub const REPORT_VERSION: u32 = 1;
+/// Version of the JSON report and of the receiver-results payload on the wire. 2: one document
+/// shape for every command (`ReportDocument`), echo and loss-range fields in the results.
+pub const REPORT_VERSION: u32 = 2;
+
+/// `schema` of a send/loopback/recv report document (`ReportDocument`).
+pub const REPORT_SCHEMA: &str = "udplab.report.v2";
+
+/// Lost sequence ranges a receiver carries back to a sender that asked for them: bounds the
+/// results transfer (and the receiver's memory) however lossy the path. Ranges beyond it are
+/// counted in `ReceiverReport::loss_ranges_not_kept`.
+pub const MAX_CARRIED_LOSS_RANGES: usize = 100_000;
 
 /// Interval rows a report keeps (an hour at the default 1 s interval): memory and the results
 /// transfer stay bounded however long a run lasts. Later rows are still printed live.
@@ -163,6 +172,20 @@ pub struct ReceiverReport {
     pub intervals_not_kept: u64,
     /// True when the receiver was interrupted before the test ended.
     pub interrupted: bool,
+    /// Echo replies the receiver handed to its socket (`--echo`): one per Data datagram that
+    /// arrived, duplicates and late ones included. The return path's "expected".
+    #[serde(default)]
+    pub echo_sent: u64,
+    /// The sender's address as the receiver saw it (after any NAT).
+    #[serde(default)]
+    pub peer: String,
+    /// Lost sequence ranges `[first, last]`, in order, when the sender asked for them
+    /// (`send --loss-log`); at most `MAX_CARRIED_LOSS_RANGES`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loss_ranges: Vec<[u64; 2]>,
+    /// Lost ranges beyond `MAX_CARRIED_LOSS_RANGES`, not carried back.
+    #[serde(default)]
+    pub loss_ranges_not_kept: u64,
 }
 
 /// The sender's view of one test.
@@ -189,6 +212,11 @@ pub struct SenderReport {
     /// Round-trip times from `--echo` replies.
     pub rtt: Option<LatencySummary>,
     pub echo_replies: u64,
+    /// Datagrams the sender's own receive buffer dropped (SO_MEMINFO) with `--echo`: echo
+    /// replies that reached this host but not udplab, so part of the return path's loss is
+    /// ours. None without `--echo` or where the platform does not report it.
+    #[serde(default)]
+    pub echo_rcvbuf_drops: Option<u64>,
     pub sndbuf: BufferInfo,
     pub rcvbuf: BufferInfo,
     /// The impairment spec applied in the sender, canonical form.
@@ -231,7 +259,35 @@ pub struct IntervalRow {
     pub pps: f64,
 }
 
-/// A whole run, as written to JSON (`version` first) and flattened into CSV rows.
+/// What every JSON document udplab writes starts with: which format, which program, which
+/// command line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DocumentHeader {
+    /// Report format version (`REPORT_VERSION`).
+    pub version: u32,
+    /// What the rest of the document is: `udplab.report.v2` or `udplab.proxy.v2`.
+    pub schema: String,
+    /// Always "udplab".
+    pub tool: String,
+    /// The udplab release that wrote the document.
+    pub tool_version: String,
+    /// The command line as run, shell-quoted where needed.
+    pub command: String,
+}
+
+/// The JSON report of `send`, `loopback` and `recv`: one entry per flow (one for a single
+/// flow) and their total.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReportDocument {
+    #[serde(flatten)]
+    pub header: DocumentHeader,
+    pub flows: Vec<RunReport>,
+    /// Several flows: counts and rates summed (see `results/README.md`). One flow: that flow's
+    /// figures, without its interval rows.
+    pub total: RunReport,
+}
+
+/// A whole run (one flow), as written to JSON and flattened into CSV rows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     pub version: u32,

@@ -47,7 +47,7 @@
 //! | offset | size | field          | meaning                                                |
 //! |-------:|-----:|----------------|--------------------------------------------------------|
 //! | 8      | 4    | `payload_size` | size of each Data datagram's UDP payload, bytes        |
-//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo) |
+//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
 //! | 16     | 8    | `interval_ns`  | reporting interval, ns                                 |
 //! | 24     | 8    | `tmax_ns`      | waiting time for late datagrams after the end (RFC 7680), ns |
 //! | 32     | 8    | `count`        | datagrams the sender will send, 0 = not fixed          |
@@ -129,6 +129,9 @@ const FIN_ACK_LEN: usize = 16;
 const ABORT_LEN: usize = 9;
 
 const HELLO_FLAG_ECHO: u32 = 1;
+const HELLO_FLAG_LOSS_RANGES: u32 = 1 << 1;
+const HELLO_PATTERN_SHIFT: u32 = 8;
+const HELLO_BURST_SHIFT: u32 = 16;
 
 /// The first four bytes of a Data / Echo datagram as one big-endian word, for the hot path.
 const DATA_PREFIX: u32 = prefix_word(Kind::Data);
@@ -256,6 +259,43 @@ pub struct DataHeader {
     pub send_ns: u64,
 }
 
+/// The send pattern a Hello announces, so the receiver's own report can name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HelloPattern {
+    /// Not said (an older sender, or a code this version does not know).
+    #[default]
+    Unknown,
+    Cbr,
+    Poisson,
+    /// Bursts of this many datagrams (0: the size did not fit the field).
+    Burst(u16),
+    /// Unpaced (`--rate max`).
+    Unpaced,
+}
+
+impl HelloPattern {
+    fn flags(self) -> u32 {
+        let (kind, burst) = match self {
+            HelloPattern::Unknown => (0, 0),
+            HelloPattern::Cbr => (1, 0),
+            HelloPattern::Poisson => (2, 0),
+            HelloPattern::Burst(n) => (3, u32::from(n)),
+            HelloPattern::Unpaced => (4, 0),
+        };
+        kind << HELLO_PATTERN_SHIFT | burst << HELLO_BURST_SHIFT
+    }
+
+    fn from_flags(flags: u32) -> Self {
+        match (flags >> HELLO_PATTERN_SHIFT) & 0xFF {
+            1 => HelloPattern::Cbr,
+            2 => HelloPattern::Poisson,
+            3 => HelloPattern::Burst((flags >> HELLO_BURST_SHIFT) as u16),
+            4 => HelloPattern::Unpaced,
+            _ => HelloPattern::Unknown,
+        }
+    }
+}
+
 /// Hello: the sender's test parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Hello {
@@ -263,6 +303,10 @@ pub struct Hello {
     pub payload_size: u32,
     /// Flag bit 0: the receiver should answer each Data datagram with an Echo.
     pub echo: bool,
+    /// Flag bit 1: the receiver should carry its lost sequence ranges back in the results.
+    pub loss_ranges: bool,
+    /// Flag bits 8–31: the send pattern, for the receiver's report.
+    pub pattern: HelloPattern,
     pub interval_ns: u64,
     pub tmax_ns: u64,
     /// 0 = not fixed.
@@ -438,6 +482,8 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             session_id,
             payload_size: be_u32(buf, 8),
             echo: be_u32(buf, 12) & HELLO_FLAG_ECHO != 0,
+            loss_ranges: be_u32(buf, 12) & HELLO_FLAG_LOSS_RANGES != 0,
+            pattern: HelloPattern::from_flags(be_u32(buf, 12)),
             interval_ns: be_u64(buf, 16),
             tmax_ns: be_u64(buf, 24),
             count: be_u64(buf, 32),
@@ -606,7 +652,13 @@ impl Message<'_> {
                 out.extend_from_slice(&header.send_ns.to_be_bytes());
             }
             Message::Hello(m) => {
-                let flags = if m.echo { HELLO_FLAG_ECHO } else { 0 };
+                let mut flags = m.pattern.flags();
+                if m.echo {
+                    flags |= HELLO_FLAG_ECHO;
+                }
+                if m.loss_ranges {
+                    flags |= HELLO_FLAG_LOSS_RANGES;
+                }
                 out.extend_from_slice(&m.payload_size.to_be_bytes());
                 out.extend_from_slice(&flags.to_be_bytes());
                 for field in [
@@ -661,6 +713,8 @@ mod tests {
             session_id: 0xDEAD_BEEF,
             payload_size: 1400,
             echo: true,
+            loss_ranges: false,
+            pattern: HelloPattern::Unknown,
             interval_ns: 1_000_000_000,
             tmax_ns: 2_000_000_000,
             count: 50_000,
@@ -822,6 +876,30 @@ mod tests {
                 _ => assert_eq!(parsed, msg),
             }
         }
+    }
+
+    #[test]
+    fn hello_carries_loss_ranges_and_the_pattern_in_its_flags() {
+        for pattern in [
+            HelloPattern::Cbr,
+            HelloPattern::Poisson,
+            HelloPattern::Burst(64),
+            HelloPattern::Unpaced,
+        ] {
+            let hello = Hello {
+                loss_ranges: true,
+                pattern,
+                ..sample_hello()
+            };
+            let bytes = emitted(&Message::Hello(hello));
+            assert_eq!(bytes.len(), HELLO_LEN, "the Hello keeps its size");
+            assert_eq!(parse(&bytes), Ok(Message::Hello(hello)));
+        }
+        let burst = emitted(&Message::Hello(Hello {
+            pattern: HelloPattern::Burst(64),
+            ..sample_hello()
+        }));
+        assert_eq!(&burst[12..16], &[0x00, 0x40, 0x03, 0x01]);
     }
 
     #[test]
@@ -989,19 +1067,35 @@ mod tests {
     }
 
     fn arb_hello() -> impl Strategy<Value = Hello> {
-        (any::<u32>(), any::<u32>(), any::<bool>(), any::<[u64; 6]>()).prop_map(
-            |(session_id, payload_size, echo, v)| Hello {
-                session_id,
-                payload_size,
-                echo,
-                interval_ns: v[0],
-                tmax_ns: v[1],
-                count: v[2],
-                duration_ns: v[3],
-                rate_bps: v[4],
-                pps_milli: v[5],
-            },
+        let pattern = prop_oneof![
+            Just(HelloPattern::Unknown),
+            Just(HelloPattern::Cbr),
+            Just(HelloPattern::Poisson),
+            any::<u16>().prop_map(HelloPattern::Burst),
+            Just(HelloPattern::Unpaced),
+        ];
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<[bool; 2]>(),
+            pattern,
+            any::<[u64; 6]>(),
         )
+            .prop_map(
+                |(session_id, payload_size, [echo, loss_ranges], pattern, v)| Hello {
+                    session_id,
+                    payload_size,
+                    echo,
+                    loss_ranges,
+                    pattern,
+                    interval_ns: v[0],
+                    tmax_ns: v[1],
+                    count: v[2],
+                    duration_ns: v[3],
+                    rate_bps: v[4],
+                    pps_milli: v[5],
+                },
+            )
     }
 
     /// Every fixed-size (non-borrowing, non-Data) message.

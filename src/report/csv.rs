@@ -8,13 +8,17 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{loss_denominator, measured, measured_signed, percent};
+use super::{loss_denominator, measured, measured_signed, percent, return_path};
 use crate::summary::{
-    BufferInfo, IntervalRow, LatencySummary, ReceiverReport, RunReport, SenderReport,
+    BufferInfo, IntervalRow, LatencySummary, MAX_CARRIED_LOSS_RANGES, ReceiverReport, RunReport,
+    SenderReport,
 };
 
+/// First line of a `--loss-log` file.
+pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
+
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 65] = [
+pub const SUMMARY_COLUMNS: [&str; 70] = [
     "run_id",
     "role",
     "target",
@@ -81,6 +85,11 @@ pub const SUMMARY_COLUMNS: [&str; 65] = [
     "rcvbuf_drops_pct",
     "send_mode",
     "verdict",
+    "echo_sent",
+    "echo_received",
+    "echo_lost",
+    "echo_loss_pct",
+    "echo_rcvbuf_drops",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -189,6 +198,33 @@ pub fn append_summary_csv(path: &Path, report: &RunReport) -> Result<usize, CsvE
 /// Appends the interval rows to `path`, with the same header rules as [`append_summary_csv`].
 pub fn append_interval_csv(path: &Path, report: &RunReport) -> Result<usize, CsvError> {
     append_records(path, &INTERVAL_COLUMNS, &interval_records(report))
+}
+
+/// Writes a sender's `--loss-log`: the header, then the lost ranges the receiver carried back
+/// for each run. A run whose ranges were cut at `MAX_CARRIED_LOSS_RANGES` ends with a `#`
+/// comment line saying how many were not carried.
+pub fn write_loss_log<W: Write>(mut w: W, runs: &[&RunReport]) -> io::Result<()> {
+    let mut text = format!("{LOSS_LOG_HEADER}\n");
+    for run in runs {
+        let Some(receiver) = &run.receiver else {
+            text += &format!(
+                "# {}: no lost ranges: the receiver's results never came back\n",
+                run.run_id
+            );
+            continue;
+        };
+        for [first, last] in &receiver.loss_ranges {
+            text += &format!("{},{first},{last}\n", run.run_id);
+        }
+        if receiver.loss_ranges_not_kept > 0 {
+            text += &format!(
+                "# {}: {} further lost ranges not carried back (limit {MAX_CARRIED_LOSS_RANGES})\n",
+                run.run_id, receiver.loss_ranges_not_kept
+            );
+        }
+    }
+    w.write_all(text.as_bytes())?;
+    w.flush()
 }
 
 fn csv_writer<W: Write>(w: W) -> ::csv::Writer<W> {
@@ -415,6 +451,11 @@ struct SummaryRow {
     rcvbuf_drops_pct: String,
     send_mode: String,
     verdict: String,
+    echo_sent: String,
+    echo_received: String,
+    echo_lost: String,
+    echo_loss_pct: String,
+    echo_rcvbuf_drops: String,
 }
 
 impl SummaryRow {
@@ -428,6 +469,19 @@ impl SummaryRow {
             pattern: report.pattern.clone(),
             verdict: report.verdict.as_str().to_string(),
             ..Self::default()
+        }
+    }
+
+    /// The return path (`--echo`): the receiver's echo replies against the sender's count.
+    fn fill_return_path(&mut self, report: &RunReport) {
+        if let Some(receiver) = report.receiver.as_ref().filter(|_| report.echo) {
+            self.echo_sent = receiver.echo_sent.to_string();
+        }
+        if let Some(path) = return_path(report) {
+            self.echo_received = path.received.to_string();
+            self.echo_lost = path.lost.to_string();
+            self.echo_loss_pct = pct_cell(path.loss_pct);
+            self.echo_rcvbuf_drops = opt(path.sender_rcvbuf_drops);
         }
     }
 
@@ -559,6 +613,11 @@ impl SummaryRow {
             self.rcvbuf_drops_pct,
             self.send_mode,
             self.verdict,
+            self.echo_sent,
+            self.echo_received,
+            self.echo_lost,
+            self.echo_loss_pct,
+            self.echo_rcvbuf_drops,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -583,6 +642,7 @@ fn sender_summary_row(report: &RunReport, sender: &SenderReport) -> SummaryRow {
     row.gap_p99_us = gaps.p99;
     row.send_mode = sender.send_mode.clone();
     row.interrupted = report.interrupted.to_string();
+    row.fill_return_path(report);
     row
 }
 
@@ -599,6 +659,7 @@ fn receiver_summary_row(report: &RunReport, receiver: &ReceiverReport) -> Summar
     row.rate_achieved_bps = decimal(receiver.rate_achieved_bps, 1);
     row.pps_achieved = decimal(receiver.pps_achieved, 1);
     row.interrupted = (report.interrupted || receiver.interrupted).to_string();
+    row.fill_return_path(report);
     row
 }
 
@@ -755,6 +816,51 @@ mod tests {
         assert_eq!(receiver["schedule_lateness_p99_us"], "");
         // The impairment spec holds a comma: the crate must quote it, and it reads back whole.
         assert_eq!(sender["impairment"], "loss=1%,dup=0.1%");
+    }
+
+    #[test]
+    fn the_return_path_has_its_own_columns_at_the_end() {
+        let report = fixtures::run_report();
+        let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(
+            headers[headers.len() - 5..],
+            [
+                "echo_sent",
+                "echo_received",
+                "echo_lost",
+                "echo_loss_pct",
+                "echo_rcvbuf_drops"
+            ]
+        );
+        for row in &rows {
+            assert_eq!(
+                row["echo_sent"], "9960",
+                "the receiver's count of replies sent"
+            );
+            assert_eq!(row["echo_received"], "9900");
+            assert_eq!(row["echo_lost"], "60");
+            let pct: f64 = row["echo_loss_pct"].parse().unwrap();
+            assert!((pct - 100.0 * 60.0 / 9960.0).abs() < 1e-4);
+            assert_eq!(row["echo_rcvbuf_drops"], "12");
+        }
+
+        let mut receiver_only = report.clone();
+        receiver_only.sender = None;
+        let (_, rows) = parse(&summary_text(&receiver_only, Header::Include));
+        assert_eq!(rows[0]["echo_sent"], "9960");
+        assert_eq!(
+            rows[0]["echo_received"], "",
+            "the sender's count is not known"
+        );
+
+        let mut no_echo = report;
+        no_echo.echo = false;
+        let (_, rows) = parse(&summary_text(&no_echo, Header::Include));
+        for row in &rows {
+            for column in ["echo_sent", "echo_received", "echo_lost", "echo_loss_pct"] {
+                assert_eq!(row[column], "", "{column} without --echo");
+            }
+        }
     }
 
     #[test]
@@ -940,6 +1046,32 @@ mod tests {
         let (headers, rows) = parse(&std::fs::read_to_string(&path).unwrap());
         assert_eq!(headers, INTERVAL_COLUMNS);
         assert_eq!(rows.len(), 4);
+    }
+
+    #[test]
+    fn the_loss_log_lists_each_runs_ranges_and_says_what_was_cut() {
+        let mut report = fixtures::run_report();
+        let receiver = report.receiver.as_mut().unwrap();
+        receiver.loss_ranges = vec![[3, 5], [9, 9]];
+        receiver.loss_ranges_not_kept = 7;
+        let mut out = Vec::new();
+        write_loss_log(&mut out, &[&report]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "run_id,first_seq,last_seq\nrun-42,3,5\nrun-42,9,9\n\
+                 # run-42: 7 further lost ranges not carried back (limit {MAX_CARRIED_LOSS_RANGES})\n"
+            )
+        );
+        report.receiver = None;
+        let mut out = Vec::new();
+        write_loss_log(&mut out, &[&report]).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("# run-42: no lost ranges: the receiver's results never came back\n")
+        );
     }
 
     #[test]

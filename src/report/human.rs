@@ -5,7 +5,7 @@
 
 use std::io::{self, Write};
 
-use super::{loss_denominator, measured, measured_signed, percent};
+use super::{loss_denominator, measured, measured_signed, percent, return_path};
 use crate::summary::{
     BufferInfo, IntervalRow, LatencySummary, ReceiverReport, RunReport, SenderReport,
 };
@@ -160,7 +160,18 @@ fn summary_table(report: &RunReport) -> Table {
     );
     t.row("received", None, stats.map(|s| s.received.to_string()));
     let loss_pct = stats.and_then(|s| loss_denominator(report).and_then(|n| percent(s.lost, n)));
-    t.row("lost", None, stats.map(|s| with_pct(s.lost, loss_pct)));
+    let return_path = return_path(report);
+    // With echo replies the run measures both directions: say which one each loss is.
+    let forward_lost = if return_path.is_some() {
+        "lost (forward path)"
+    } else {
+        "lost"
+    };
+    t.row(
+        forward_lost,
+        None,
+        stats.map(|s| with_pct(s.lost, loss_pct)),
+    );
     t.row(
         "loss periods / longest",
         None,
@@ -228,6 +239,21 @@ fn summary_table(report: &RunReport) -> Table {
             t.row("RTT (echo)", Some("no replies".to_string()), None);
         }
         latency_rows(&mut t, "RTT (echo)", rtt, None);
+    }
+    if report.echo {
+        // Each side shows its own count, so a report with one side still shows it.
+        t.row(
+            "echo replies (return path)",
+            sender.map(|s| format!("{} received", s.echo_replies)),
+            receiver.map(|r| format!("{} sent", r.echo_sent)),
+        );
+    }
+    if let Some(path) = return_path {
+        let mut cell = with_pct(path.lost, path.loss_pct);
+        if let Some(drops) = path.sender_rcvbuf_drops.filter(|&d| d > 0) {
+            cell += &format!(", {drops} dropped by our receive buffer");
+        }
+        t.row("lost (return path)", Some(cell), None);
     }
     t.row(
         "rate target",
@@ -577,8 +603,18 @@ mod tests {
         assert_eq!(column_of(achieved, "9.59 Mbit/s"), sender_column);
         assert_eq!(column_of(achieved, "9.55 Mbit/s"), receiver_column);
 
-        let lost = line_starting(&text, "lost");
+        let lost = line_starting(&text, "lost (forward path)");
         assert_eq!(column_of(lost, "50 (0.50%)"), receiver_column);
+        // The return path, as irtt splits up and down: the receiver's echoes sent against the
+        // sender's replies received.
+        let echoes = line_starting(&text, "echo replies (return path)");
+        assert_eq!(column_of(echoes, "9900 received"), sender_column);
+        assert_eq!(column_of(echoes, "9960 sent"), receiver_column);
+        let return_lost = line_starting(&text, "lost (return path)");
+        assert_eq!(
+            column_of(return_lost, "60 (0.60%), 12 dropped by our receive buffer"),
+            sender_column
+        );
         let jitter = line_starting(&text, "jitter (RFC 3550)");
         assert_eq!(column_of(jitter, "1.23 µs"), receiver_column);
 
@@ -627,6 +663,23 @@ mod tests {
     }
 
     #[test]
+    fn a_receivers_own_report_shows_the_echo_replies_it_sent() {
+        let mut report = fixtures::run_report();
+        report.sender = None;
+        let text = human(&report);
+        let header = text.lines().nth(1).unwrap();
+        let echoes = line_starting(&text, "echo replies (return path)");
+        assert_eq!(
+            column_of(echoes, "9960 sent"),
+            column_of(header, "receiver")
+        );
+        assert!(
+            !text.contains("lost (return path)"),
+            "unknown without the sender"
+        );
+    }
+
+    #[test]
     fn missing_receiver_and_echo_drop_their_rows() {
         let mut report = fixtures::run_report();
         report.receiver = None;
@@ -638,6 +691,7 @@ mod tests {
         assert!(!text.contains("jitter"));
         assert!(!text.contains("RTT"));
         assert!(!text.contains("one-way"));
+        assert!(!text.contains("return path"));
         line_starting(&text, "sent");
     }
 

@@ -10,13 +10,50 @@ pub mod human;
 pub mod json;
 
 pub use self::csv::{
-    CsvError, Header, INTERVAL_COLUMNS, SUMMARY_COLUMNS, append_interval_csv, append_summary_csv,
-    interval_records, summary_records, write_interval_csv, write_summary_csv,
+    CsvError, Header, INTERVAL_COLUMNS, LOSS_LOG_HEADER, SUMMARY_COLUMNS, append_interval_csv,
+    append_summary_csv, interval_records, summary_records, write_interval_csv, write_loss_log,
+    write_summary_csv,
 };
 pub use self::human::{write_human, write_interval_header, write_interval_line};
-pub use self::json::{write_interval_ndjson, write_json};
+pub use self::json::{
+    IntervalStream, command_line, document_header, flows_document, shell_quote,
+    single_flow_document, write_document, write_interval_ndjson, write_json, write_json_line,
+};
 
 use crate::summary::{LatencySummary, RunReport, SignedSummary};
+
+/// The return path of an `--echo` run (receiver → sender), as irtt splits up and down: echo
+/// replies the receiver sent, how many reached the sender, how many did not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ReturnPath {
+    /// Echo replies the receiver handed to its socket (the return path's "sent").
+    pub sent: u64,
+    /// Echo replies the sender received.
+    pub received: u64,
+    /// `sent − received` (0 when the path duplicated replies).
+    pub lost: u64,
+    /// 100 · lost / sent; None when nothing was sent.
+    pub loss_pct: Option<f64>,
+    /// Of `lost`, dropped at the sender's own receive buffer (when reported).
+    pub sender_rcvbuf_drops: Option<u64>,
+}
+
+/// The return path's figures: needs `--echo`, the sender's count and the receiver's results.
+pub(crate) fn return_path(report: &RunReport) -> Option<ReturnPath> {
+    if !report.echo {
+        return None;
+    }
+    let sent = report.receiver.as_ref()?.echo_sent;
+    let sender = report.sender.as_ref()?;
+    let lost = sent.saturating_sub(sender.echo_replies);
+    Some(ReturnPath {
+        sent,
+        received: sender.echo_replies,
+        lost,
+        loss_pct: percent(lost, sent),
+        sender_rcvbuf_drops: sender.echo_rcvbuf_drops,
+    })
+}
 
 /// `100 · part / whole`, or None when `whole` is 0 (a percentage of nothing is not 0 %).
 pub(crate) fn percent(part: u64, whole: u64) -> Option<f64> {
@@ -150,6 +187,7 @@ pub(crate) mod fixtures {
                 impair_release_lateness: None,
                 rtt: Some(latency(20_000)),
                 echo_replies: 9_900,
+                echo_rcvbuf_drops: Some(12),
                 sndbuf: BufferInfo {
                     requested: Some(4 << 20),
                     effective: 425_984,
@@ -199,6 +237,10 @@ pub(crate) mod fixtures {
                 intervals: vec![interval("receiver", 0.0, Some(interval_stats))],
                 intervals_not_kept: 0,
                 interrupted: false,
+                echo_sent: 9_960,
+                peer: "127.0.0.1:41000".to_string(),
+                loss_ranges: Vec::new(),
+                loss_ranges_not_kept: 0,
             }),
             warnings: vec!["SO_SNDBUF clamped to 425984 bytes (net.core.wmem_max)".to_string()],
             interrupted: false,
@@ -215,6 +257,24 @@ mod tests {
     fn percent_of_nothing_is_unknown() {
         assert_eq!(percent(5, 0), None);
         assert_eq!(percent(1, 4), Some(25.0));
+    }
+
+    #[test]
+    fn return_path_is_the_receivers_echoes_against_the_senders_replies() {
+        let mut report = fixtures::run_report();
+        let path = return_path(&report).unwrap();
+        assert_eq!((path.sent, path.received, path.lost), (9_960, 9_900, 60));
+        assert_eq!(path.sender_rcvbuf_drops, Some(12));
+        assert!((path.loss_pct.unwrap() - 100.0 * 60.0 / 9_960.0).abs() < 1e-9);
+        report.echo = false;
+        assert_eq!(return_path(&report), None);
+        report.echo = true;
+        report.receiver = None;
+        assert_eq!(
+            return_path(&report),
+            None,
+            "unknown without the receiver's count"
+        );
     }
 
     #[test]

@@ -1,28 +1,30 @@
-//! `--flows N`: several tests side by side, each with its own socket, session and threads, and
-//! the per-flow results with their total.
+//! `--flows N`: several tests side by side, each with its own socket, session and threads, a
+//! live progress line per interval summed over the flows, and the per-flow results with their
+//! total.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
 use crate::config::{JsonOut, Outputs, SendConfig, Thresholds};
 use crate::error::Outcome;
 use crate::report;
 use crate::run::{
-    Stdout, Stop, check_thresholds, outcome_of, record_csv_failure, send, text_writer,
-    threshold_lines, warn, write_file,
+    Stdout, Stop, check_thresholds, outcome_of, record_csv_failure, record_output_failure, send,
+    text_writer, threshold_lines, warn, write_file,
 };
 use crate::summary::{
-    ExtentBucket, ImpairCounters, REPORT_VERSION, ReceiverReport, ReceiverStatsSummary, RunReport,
-    SenderReport, Verdict,
+    ExtentBucket, ImpairCounters, IntervalRow, REPORT_VERSION, ReceiverReport,
+    ReceiverStatsSummary, RunReport, SenderReport, Verdict,
 };
 
 /// A multi-flow run: every flow's own report and their total.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FlowsReport {
-    pub version: u32,
     pub flows: Vec<RunReport>,
     /// Counts and rates summed over the flows. Percentiles cannot be added, so latency, IPDV,
     /// PDV and RTT are left out (see each flow); jitter and the maxima are the worst flow's;
@@ -33,6 +35,9 @@ pub struct FlowsReport {
 
 /// Runs `cfg.flows` tests at once against `cfg.addr`.
 pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<FlowsReport> {
+    // Held for the whole run so every flow writes into this one stream (not a truncated copy).
+    let _interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
+    let (row_tx, row_rx) = mpsc::channel();
     let handles: Vec<_> = (0..cfg.flows)
         .map(|i| {
             let mut flow = cfg.clone();
@@ -42,11 +47,16 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<FlowsReport> {
             if let Some(spec) = flow.impair.as_mut() {
                 spec.seed = spec.seed.wrapping_add(i as u64);
             }
-            // Flows print nothing themselves; the table and files come at the end.
+            // Flows print nothing themselves: their rows come here for the progress line, the
+            // table and files at the end. Each asks its receiver for the lost ranges when there
+            // is a loss log (written below, one file for all flows) and streams its intervals.
             flow.outputs = Outputs {
                 quiet: true,
+                loss_log: cfg.outputs.loss_log.clone(),
+                intervals_json: cfg.outputs.intervals_json.clone(),
                 ..Outputs::default()
             };
+            flow.live_rows = Some(row_tx.clone());
             let stop = stop.clone();
             thread::Builder::new()
                 .name(format!("udplab-flow{i}"))
@@ -54,6 +64,37 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<FlowsReport> {
         })
         .collect::<Result<_, _>>()
         .context("starting the flows")?;
+    drop(row_tx);
+    let mut progress = Progress::new(cfg.flows, cfg.interval.as_secs_f64());
+    let mut text = text_writer(&cfg.outputs);
+    if !cfg.outputs.quiet {
+        writeln!(
+            text,
+            "intervals of all {} flows, summed: sent is datagrams, rate is payload bit/s, err is send errors",
+            cfg.flows
+        )?;
+    }
+    // Until every flow's sender has hung up its end of the channel.
+    loop {
+        match row_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok((_flow, row)) => {
+                for line in progress.add(row) {
+                    if !cfg.outputs.quiet {
+                        report::write_interval_line(&mut text, &line)?;
+                        text.flush()?;
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    for line in progress.rest() {
+        if !cfg.outputs.quiet {
+            report::write_interval_line(&mut text, &line)?;
+        }
+    }
+    text.flush()?;
     let mut flows = Vec::with_capacity(cfg.flows);
     for (i, h) in handles.into_iter().enumerate() {
         let report = h
@@ -62,12 +103,73 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<FlowsReport> {
             .with_context(|| format!("flow {i}"))?;
         flows.push(report);
     }
+    if let Some(path) = &cfg.outputs.loss_log {
+        send::write_loss_log_file(path, &flows.iter().collect::<Vec<_>>());
+        flows.iter_mut().for_each(send::strip_loss_ranges);
+    }
     let total = total_of(&flows);
-    Ok(FlowsReport {
-        version: REPORT_VERSION,
-        flows,
-        total,
-    })
+    Ok(FlowsReport { flows, total })
+}
+
+/// Gathers the flows' sender rows into one row per interval: a line is due once every flow
+/// has closed that interval (flows start within milliseconds of each other, so their
+/// intervals line up by index).
+struct Progress {
+    flows: usize,
+    /// The report interval, seconds.
+    interval_s: f64,
+    /// By interval index: the summed row and how many flows it holds.
+    pending: BTreeMap<u64, (IntervalRow, usize)>,
+}
+
+impl Progress {
+    fn new(flows: usize, interval_s: f64) -> Self {
+        Progress {
+            flows,
+            interval_s,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one flow's row; returns the rows now complete, in time order.
+    fn add(&mut self, row: IntervalRow) -> Vec<IntervalRow> {
+        // Intervals start a whole number of intervals after the flow's start.
+        let index = (row.start_s / self.interval_s).round() as u64;
+        let (sum, count) = self.pending.entry(index).or_insert_with(|| {
+            (
+                IntervalRow {
+                    role: "sender".into(),
+                    start_s: row.start_s,
+                    end_s: row.end_s,
+                    ..IntervalRow::default()
+                },
+                0,
+            )
+        });
+        sum.sent += row.sent;
+        sum.send_errors += row.send_errors;
+        sum.rate_bps += row.rate_bps;
+        sum.pps += row.pps;
+        sum.end_s = sum.end_s.max(row.end_s);
+        *count += 1;
+        let mut done = Vec::new();
+        // Complete intervals leave in order; a later one never overtakes an open earlier one.
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.get().1 < self.flows {
+                break;
+            }
+            done.push(entry.remove().0);
+        }
+        done
+    }
+
+    /// What is left once the flows ended (intervals some flows did not reach), in time order.
+    fn rest(&mut self) -> Vec<IntervalRow> {
+        std::mem::take(&mut self.pending)
+            .into_values()
+            .map(|(row, _)| row)
+            .collect()
+    }
 }
 
 /// Checks the thresholds on every flow and on the total (first, so every file carries the
@@ -100,16 +202,17 @@ pub fn write_outputs(
             record_csv_failure(path, &e);
         }
     }
+    let document = report::flows_document(&r.flows, &r.total);
     match &outputs.json {
         Some(JsonOut::Stdout) => {
-            let mut out = Stdout;
-            serde_json::to_writer_pretty(&mut out, &r)?;
-            writeln!(out)?;
+            let _ = report::write_document(Stdout, &document);
         }
         Some(JsonOut::File(path)) => {
-            let mut s = serde_json::to_string_pretty(&r)?;
-            s.push('\n');
-            write_file(path, s.as_bytes(), false);
+            let mut bytes = Vec::new();
+            match report::write_document(&mut bytes, &document) {
+                Ok(()) => write_file(path, &bytes, false),
+                Err(e) => record_output_failure(&path.display().to_string(), e),
+            }
         }
         None => {}
     }
@@ -202,7 +305,10 @@ fn write_line(w: &mut dyn Write, name: &str, f: &RunReport) -> io::Result<()> {
     )
 }
 
-/// Sums counts and rates over the flows; see `FlowsReport::total` for what is not summed.
+/// Sums counts and rates over the flows: percentiles cannot be added, so latency, IPDV, PDV and
+/// RTT are left out (see each flow); jitter and the maxima are the worst flow's;
+/// `rcvbuf_drops` is the largest per-flow figure, because every flow shares one receive socket
+/// and each flow's figure already counts the socket's drops during its test.
 pub fn total_of(flows: &[RunReport]) -> RunReport {
     let first = flows.first().cloned().unwrap_or_default();
     let senders: Vec<&SenderReport> = flows.iter().filter_map(|f| f.sender.as_ref()).collect();
@@ -221,6 +327,10 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
         pps_target: senders.iter().map(|s| s.pps_target).sum(),
         pps_achieved: sum(&|s| s.pps_achieved),
         echo_replies: senders.iter().map(|s| s.echo_replies).sum(),
+        echo_rcvbuf_drops: senders
+            .iter()
+            .filter_map(|s| s.echo_rcvbuf_drops)
+            .reduce(|a, b| a + b),
         sndbuf: senders[0].sndbuf,
         rcvbuf: senders[0].rcvbuf,
         impairment: senders[0].impairment.clone(),
@@ -273,6 +383,10 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             intervals: Vec::new(),
             intervals_not_kept: 0,
             interrupted: receivers.iter().any(|r| r.interrupted),
+            echo_sent: receivers.iter().map(|r| r.echo_sent).sum(),
+            peer: String::new(),
+            loss_ranges: Vec::new(),
+            loss_ranges_not_kept: receivers.iter().map(|r| r.loss_ranges_not_kept).sum(),
         }
     });
     RunReport {
@@ -373,6 +487,41 @@ mod tests {
             }]
         );
         assert!(r.stats.latency.is_none(), "percentiles are not summed");
+    }
+
+    fn sender_row(start_s: f64, end_s: f64, sent: u64) -> IntervalRow {
+        IntervalRow {
+            role: "sender".into(),
+            start_s,
+            end_s,
+            sent,
+            rate_bps: sent as f64 * 8.0,
+            ..IntervalRow::default()
+        }
+    }
+
+    #[test]
+    fn progress_prints_an_interval_once_every_flow_closed_it() {
+        let mut p = Progress::new(2, 1.0);
+        assert!(p.add(sender_row(0.0, 1.0, 10)).is_empty());
+        assert!(p.add(sender_row(1.0, 2.0, 11)).is_empty());
+        let done = p.add(sender_row(0.0, 1.0, 20));
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].start_s, done[0].end_s, done[0].sent),
+            (0.0, 1.0, 30)
+        );
+        assert_eq!(done[0].rate_bps, 240.0);
+        let done = p.add(sender_row(1.0, 2.0, 21));
+        assert_eq!(done[0].sent, 32);
+        // A last, partial interval only one flow reached comes out at the end.
+        assert!(p.add(sender_row(2.0, 2.4, 5)).is_empty());
+        let rest = p.rest();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(
+            (rest[0].start_s, rest[0].end_s, rest[0].sent),
+            (2.0, 2.4, 5)
+        );
     }
 
     #[test]

@@ -56,8 +56,15 @@ pub fn with_receiver<T>(
         kernel_timestamps: rx_opts.kernel_timestamps,
         gro: rx_opts.gro,
         busy_poll: false,
+        // The receiver half prints its live interval lines next to the sender's (one test:
+        // with --flows the flows' progress line stands for them) and streams its interval rows;
+        // `json` only steers the text to stderr when stdout carries JSON; the caller writes
+        // the reports.
         outputs: Outputs {
             loss_log: cfg.outputs.loss_log.take(),
+            quiet: cfg.outputs.quiet || cfg.flows > 1,
+            json: cfg.outputs.json.clone(),
+            intervals_json: cfg.outputs.intervals_json.clone(),
             ..Outputs::default()
         },
         silent: true,

@@ -288,7 +288,11 @@ pub fn check_outputs(outputs: &Outputs, logs: &[&Path]) -> Result<CheckedOutputs
             &report::INTERVAL_COLUMNS[..],
         ),
     ];
-    let others = [json, outputs.loss_log.as_deref()]
+    let intervals_json = match &outputs.intervals_json {
+        Some(JsonOut::File(p)) => Some(p.as_path()),
+        _ => None,
+    };
+    let others = [json, intervals_json, outputs.loss_log.as_deref()]
         .into_iter()
         .flatten()
         .chain(logs.iter().copied());
@@ -389,23 +393,25 @@ pub fn write_outputs(report: &RunReport, outputs: &Outputs, json_append: bool) {
         record_csv_failure(path, &e);
     }
     match &outputs.json {
+        // A receiver serves test after test: one compact document per line (NDJSON).
+        Some(JsonOut::Stdout) if json_append => {
+            let _ = report::write_json_line(Stdout, report);
+        }
         Some(JsonOut::Stdout) => {
             let mut out = Stdout;
             let _ = report::write_json(&mut out, report);
-            let _ = writeln!(out);
-            let _ = out.flush();
         }
         Some(JsonOut::File(path)) => {
             let mut bytes = Vec::new();
             let written = if json_append {
-                serde_json::to_writer(&mut bytes, report).map_err(io::Error::from)
+                report::write_json_line(&mut bytes, report)
             } else {
                 report::write_json(&mut bytes, report)
             };
             if let Err(e) = written {
                 record_output_failure(&path.display().to_string(), e);
             } else {
-                bytes.push(b'\n');
+                // Both writers end the document with its newline.
                 write_file(path, &bytes, json_append);
             }
         }
@@ -689,6 +695,19 @@ pub fn session_id(seed: Option<u64>) -> u32 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     (z ^ (z >> 31)) as u32
+}
+
+/// Opens the `--intervals-json` stream, if asked for: stdout, or the file (shared with the
+/// other writers of this process: loopback's receiver half, parallel flows).
+pub fn open_interval_stream(outputs: &Outputs) -> anyhow::Result<Option<report::IntervalStream>> {
+    Ok(match &outputs.intervals_json {
+        Some(JsonOut::Stdout) => Some(report::IntervalStream::stdout()),
+        Some(JsonOut::File(path)) => Some(
+            report::IntervalStream::file(path)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+        ),
+        None => None,
+    })
 }
 
 #[cfg(test)]

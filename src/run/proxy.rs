@@ -20,8 +20,9 @@ use serde::Serialize;
 use crate::error::SetupError;
 use crate::impair::{ImpairSpec, Impairment};
 use crate::net::{self, RecvBatch, SocketOptions};
+use crate::report;
 use crate::run::{Stop, wait_until};
-use crate::summary::ImpairCounters;
+use crate::summary::{DocumentHeader, ImpairCounters};
 use crate::time;
 
 /// Most clients one proxy relays for; datagrams from more are counted and dropped.
@@ -67,7 +68,6 @@ pub struct DirectionReport {
 /// What a proxy run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProxyReport {
-    pub version: u32,
     pub listen: String,
     pub target: String,
     pub duration_s: f64,
@@ -322,7 +322,6 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
             impair: imp,
         };
     Ok(ProxyReport {
-        version: crate::summary::REPORT_VERSION,
         listen: local.to_string(),
         target: cfg.target.to_string(),
         duration_s: time::now().saturating_duration_since(started).as_secs_f64(),
@@ -407,6 +406,29 @@ fn count_send(c: &DirCounters, r: io::Result<usize>) {
     };
 }
 
+/// `schema` of the proxy's JSON document.
+pub const PROXY_SCHEMA: &str = "udplab.proxy.v2";
+
+/// The proxy's JSON document: the header every udplab document starts with, then the counters.
+#[derive(Serialize)]
+struct ProxyDocument<'a> {
+    #[serde(flatten)]
+    header: DocumentHeader,
+    #[serde(flatten)]
+    report: &'a ProxyReport,
+}
+
+/// Writes the proxy's final counters as a pretty JSON document (`--json`).
+pub fn write_json<W: Write>(w: W, r: &ProxyReport) -> io::Result<()> {
+    report::write_document(
+        w,
+        &ProxyDocument {
+            header: report::document_header(PROXY_SCHEMA),
+            report: r,
+        },
+    )
+}
+
 /// Prints the final counters.
 pub fn write_summary(w: &mut dyn Write, r: &ProxyReport) -> io::Result<()> {
     writeln!(
@@ -441,4 +463,32 @@ pub fn write_summary(w: &mut dyn Write, r: &ProxyReport) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_document_has_the_common_header_then_the_counters() {
+        let r = ProxyReport {
+            listen: "127.0.0.1:7000".into(),
+            forward: DirectionReport {
+                received: 10,
+                sent: 9,
+                ..DirectionReport::default()
+            },
+            ..ProxyReport::default()
+        };
+        let mut out = Vec::new();
+        write_json(&mut out, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["version"], crate::summary::REPORT_VERSION);
+        assert_eq!(v["schema"], PROXY_SCHEMA);
+        assert_eq!(v["tool"], "udplab");
+        assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
+        assert!(v["command"].is_string());
+        assert_eq!(v["listen"], "127.0.0.1:7000");
+        assert_eq!(v["forward"]["sent"], 9);
+    }
 }

@@ -16,7 +16,7 @@ use crate::run::{OutputFile, Stop, text_writer, write_outputs};
 use crate::session::{ReceiverServer, ServerConfig, ServerEvent, TestParams};
 use crate::summary::{MAX_KEPT_INTERVALS, REPORT_VERSION, ReceiverReport, RunReport};
 use crate::time;
-use crate::wire;
+use crate::wire::{self, HelloPattern};
 
 /// How long the receive loop keeps busy-polling after the last datagram before it blocks.
 const BUSY_POLL_AFTER_DATA: Duration = Duration::from_millis(2);
@@ -84,6 +84,7 @@ impl Receiver {
             }
         }
         let mut text = text_writer(&cfg.outputs);
+        let interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
         let mut loss_log = match &cfg.outputs.loss_log {
             Some(path) => {
                 // A failed write (disk full) is recorded for the exit code, never ends the run.
@@ -91,7 +92,7 @@ impl Receiver {
                     OutputFile::create(path)
                         .with_context(|| format!("creating {}", path.display()))?,
                 );
-                writeln!(w, "run_id,first_seq,last_seq")?;
+                writeln!(w, "{}", report::LOSS_LOG_HEADER)?;
                 Some(w)
             }
             None => None,
@@ -137,9 +138,12 @@ impl Receiver {
                     for i in 0..n {
                         let (buf, meta) = batch.get(i);
                         let recv_ns = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
-                        if server.handle_datagram(now, recv_ns, meta.src, buf, &mut echo) {
-                            // Best effort: a lost echo is an RTT sample lost, never a retry.
-                            let _ = sock.send_to(&echo, meta.src);
+                        if server.handle_datagram(now, recv_ns, meta.src, buf, &mut echo)
+                            // Best effort: a lost echo is an RTT sample lost, never a retry;
+                            // one never sent is not the return path's loss.
+                            && sock.send_to(&echo, meta.src).is_err()
+                        {
+                            server.echo_not_sent(&echo);
                         }
                     }
                     server.set_rxq_dropped(batch.rxq_dropped());
@@ -181,7 +185,11 @@ impl Receiver {
                         // An IPv4 peer of the dual-stack socket is shown as IPv4.
                         let peer = net::shown_addr(peer);
                         started.insert(session_id, (time::wall_ns(), params));
-                        if !cfg.silent {
+                        if cfg.silent && !cfg.outputs.quiet {
+                            // Loopback: the caller prints the rest; the live lines are ours.
+                            report::write_interval_header(&mut text, "receiver")?;
+                            text.flush()?;
+                        } else if !cfg.silent {
                             writeln!(
                                 text,
                                 "test {session_id:08x} from {peer}: {} B datagrams{}, report every {:?}, Tmax {:?}",
@@ -196,10 +204,17 @@ impl Receiver {
                             text.flush()?;
                         }
                     }
-                    ServerEvent::Interval { row, .. } => {
-                        if !cfg.silent && !cfg.outputs.quiet {
+                    ServerEvent::Interval { session_id, row } => {
+                        if !cfg.outputs.quiet {
                             report::write_interval_line(&mut text, &row)?;
                             text.flush()?;
+                        }
+                        if let Some(stream) = &interval_stream
+                            && let Err(e) = stream.write(&format!("{session_id:08x}"), &row)
+                        {
+                            eprintln!(
+                                "warning: --intervals-json: {e}: no more interval lines are streamed"
+                            );
                         }
                     }
                     ServerEvent::Lost { session_id, ranges } => {
@@ -210,15 +225,18 @@ impl Receiver {
                         }
                     }
                     ServerEvent::Finished {
-                        session_id,
-                        peer,
-                        report,
+                        session_id, report, ..
                     } => {
-                        let peer = net::shown_addr(peer);
                         let (wall, params) = started
                             .remove(&session_id)
                             .unwrap_or((time::wall_ns(), zero_params()));
-                        let run = receiver_run_report(session_id, peer, wall, &params, *report);
+                        let run = receiver_run_report(
+                            session_id,
+                            bound.local_addr,
+                            wall,
+                            &params,
+                            *report,
+                        );
                         if let Some(w) = loss_log.as_mut() {
                             w.flush()?;
                         }
@@ -253,12 +271,29 @@ fn zero_params() -> TestParams {
         duration: Duration::ZERO,
         rate_bps: 0,
         pps_milli: 0,
+        loss_ranges: false,
+        pattern: HelloPattern::Unknown,
     }
 }
 
+/// The pattern the sender announced, as the sender's own report names it; empty when the
+/// sender did not say (an older udplab).
+fn pattern_name(pattern: HelloPattern) -> String {
+    match pattern {
+        HelloPattern::Unknown => String::new(),
+        HelloPattern::Cbr => "cbr".into(),
+        HelloPattern::Poisson => "poisson".into(),
+        HelloPattern::Burst(0) => "burst".into(),
+        HelloPattern::Burst(n) => format!("burst={n}"),
+        HelloPattern::Unpaced => "max".into(),
+    }
+}
+
+/// A receiver's own report of one test. `target` is this receiver's bound address (the sender's
+/// address is `receiver.peer`).
 fn receiver_run_report(
     session_id: u32,
-    peer: SocketAddr,
+    local: SocketAddr,
     started_wall: u64,
     params: &TestParams,
     report: ReceiverReport,
@@ -286,9 +321,9 @@ fn receiver_run_report(
         version: REPORT_VERSION,
         run_id: format!("{session_id:08x}"),
         started_at: time::rfc3339(started_wall),
-        target: peer.to_string(),
+        target: local.to_string(),
         payload_bytes: params.payload_size,
-        pattern: String::new(),
+        pattern: pattern_name(params.pattern),
         echo: params.echo,
         sender: None,
         interrupted: report.interrupted,

@@ -15,6 +15,7 @@ use crate::error::SetupError;
 use crate::impair::{Fate, Impairment};
 use crate::net::{self, RecvBatch, SendMode, SocketOptions};
 use crate::pacing::Pacer;
+use crate::pacing::Pattern;
 use crate::report;
 use crate::run::{OutputFile, Stop, text_writer, wait_until};
 use crate::session::{ControlError, SenderControl, SenderEvent, TestParams};
@@ -24,7 +25,7 @@ use crate::summary::{
     SenderReport, keep_interval,
 };
 use crate::time;
-use crate::wire::{DataHeader, Kind};
+use crate::wire::{DataHeader, HelloPattern, Kind};
 
 /// Live counters the data thread publishes for interval lines.
 #[derive(Debug, Default)]
@@ -109,6 +110,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         duration: cfg.duration.unwrap_or(Duration::ZERO),
         rate_bps: cfg.rate_bps.map_or(0, |r| r as u64),
         pps_milli: cfg.pps().map_or(0, |p| (p * 1000.0) as u64),
+        // The receiver keeps its lost ranges for us only when there is a log to write.
+        loss_ranges: cfg.outputs.loss_log.is_some(),
+        pattern: hello_pattern(cfg),
     };
     let mut ctl = SenderControl::new(session_id, params, time::now());
     let mut replies = Replies::new(session_id);
@@ -141,6 +145,20 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     }
 
     let mut text = text_writer(&cfg.outputs);
+    let interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
+    // Each closed interval goes to the NDJSON stream and to `--flows`' progress line.
+    let publish = |row: &IntervalRow| -> anyhow::Result<()> {
+        if let Some(stream) = &interval_stream
+            && let Err(e) = stream.write(&run_id, row)
+        {
+            eprintln!("warning: --intervals-json: {e}: no more interval lines are streamed");
+        }
+        if let Some(tap) = &cfg.live_rows {
+            // The progress printer may have gone (it never goes before the flows end).
+            let _ = tap.send((cfg.flow_index, row.clone()));
+        }
+        Ok(())
+    };
     let impair_log = match &cfg.impair_log {
         Some(path) => {
             // A failed write (disk full) is recorded for the exit code, never ends the run.
@@ -224,6 +242,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 report::write_interval_line(&mut text, &row)?;
                 text.flush()?;
             }
+            publish(&row)?;
             keep_interval(&mut intervals, row, &mut intervals_not_kept);
             next_tick += cfg.interval;
         }
@@ -258,15 +277,22 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         if !cfg.outputs.quiet {
             report::write_interval_line(&mut text, &row)?;
         }
+        publish(&row)?;
         keep_interval(&mut intervals, row, &mut intervals_not_kept);
     }
     text.flush()?;
 
     // End of test: totals to the receiver, then its results back.
     let mut receiver: Option<ReceiverReport> = None;
+    // Our receive buffer's drops once the echoes are in, before the result chunks come (a
+    // burst a small buffer may drop too, which is not the return path's loss).
+    let mut echo_rcvbuf_drops = None;
     if !peer_aborted {
         ctl.finish(time::now(), result.sent, result.bytes, result.errors());
         loop {
+            if cfg.echo && echo_rcvbuf_drops.is_none() && ctl.requesting_results(time::now()) {
+                echo_rcvbuf_drops = replies.batch.refresh_rxq_dropped(&sock).ok().flatten();
+            }
             flush_control(&sock, &mut ctl);
             match ctl.poll_event() {
                 Some(SenderEvent::Results(r)) => {
@@ -299,6 +325,10 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         }
     }
     rtt_total.add(&replies.rtt);
+    // Echo replies our own receive buffer dropped: return-path loss that is this host's.
+    if cfg.echo && echo_rcvbuf_drops.is_none() {
+        echo_rcvbuf_drops = replies.batch.refresh_rxq_dropped(&sock).ok().flatten();
+    }
 
     let duration_s = match (result.first, result.last) {
         (Some(a), Some(b)) => (b - a).as_secs_f64(),
@@ -335,6 +365,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 r.stats.negative_delays
             ));
         }
+        if r.loss_ranges_not_kept > 0 {
+            warnings.push(format!(
+                "the receiver carried back its first {} lost ranges; {} more were not carried, so the loss log is incomplete",
+                r.loss_ranges.len(),
+                r.loss_ranges_not_kept
+            ));
+        }
     }
     let sender = SenderReport {
         sent: result.sent,
@@ -351,6 +388,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         inter_departure: result.gaps.summary(),
         rtt: rtt_total.summary(),
         echo_replies: replies.echoes,
+        echo_rcvbuf_drops,
         sndbuf: bound.sndbuf,
         rcvbuf: bound.rcvbuf,
         impairment: cfg.impair.as_ref().map(ToString::to_string),
@@ -361,7 +399,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         intervals,
         intervals_not_kept,
     };
-    Ok(RunReport {
+    let mut run = RunReport {
         version: REPORT_VERSION,
         run_id,
         started_at: time::rfc3339(started_wall),
@@ -377,7 +415,42 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         warnings,
         interrupted: stop.requested() || peer_aborted,
         ..RunReport::default()
-    })
+    };
+    // One flow writes its loss log here; `--flows` writes every flow's into one file.
+    if let Some(path) = cfg.outputs.loss_log.as_ref().filter(|_| cfg.flows <= 1) {
+        write_loss_log_file(path, &[&run]);
+        strip_loss_ranges(&mut run);
+    }
+    Ok(run)
+}
+
+/// Writes the lost ranges the receiver carried back for `runs` to `path`.
+/// A failed write is recorded for the exit code (the other outputs are still written).
+pub fn write_loss_log_file(path: &std::path::Path, runs: &[&RunReport]) {
+    let mut bytes = Vec::new();
+    match report::write_loss_log(&mut bytes, runs) {
+        Ok(()) => crate::run::write_file(path, &bytes, false),
+        Err(e) => crate::run::record_output_failure(&path.display().to_string(), e),
+    }
+}
+
+/// Drops the lost ranges from a report once they are in the loss log: the JSON report would
+/// only repeat them, up to `MAX_CARRIED_LOSS_RANGES` of them.
+pub fn strip_loss_ranges(run: &mut RunReport) {
+    if let Some(r) = run.receiver.as_mut() {
+        r.loss_ranges = Vec::new();
+    }
+}
+
+/// The pattern the Hello announces, so the receiver's report names it.
+fn hello_pattern(cfg: &SendConfig) -> HelloPattern {
+    match (cfg.rate, cfg.pattern) {
+        (Rate::Max, _) => HelloPattern::Unpaced,
+        (_, Pattern::Cbr) => HelloPattern::Cbr,
+        (_, Pattern::Poisson) => HelloPattern::Poisson,
+        // A burst size beyond the field is announced as a burst of unknown size.
+        (_, Pattern::Burst(n)) => HelloPattern::Burst(u16::try_from(n).unwrap_or(0)),
+    }
 }
 
 /// How the data thread hands datagrams to the kernel, and what the report says about it.

@@ -70,9 +70,9 @@ fn recv_and_send_write_both_rows_with_every_datagram_accounted() {
     );
 
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(v["version"], 1);
-    assert_eq!(v["sender"]["sent"], 50_000);
-    let st = &v["receiver"]["stats"];
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["flows"][0]["sender"]["sent"], 50_000);
+    let st = &v["flows"][0]["receiver"]["stats"];
     assert_eq!(st["expected"], 50_000);
     assert_eq!(
         st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(),
@@ -176,10 +176,10 @@ fn loopback_prints_a_full_report_and_echo_gives_rtt() {
     );
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is pure JSON");
-    let rtt = &v["sender"]["rtt"];
+    let rtt = &v["flows"][0]["sender"]["rtt"];
     assert!(rtt["count"].as_u64().unwrap() > 0, "{v}");
     assert!(rtt["p50_ns"].as_u64().unwrap() > 0);
-    assert_eq!(v["sender"]["echo_replies"], rtt["count"]);
+    assert_eq!(v["flows"][0]["sender"]["echo_replies"], rtt["count"]);
 }
 
 #[test]
@@ -293,8 +293,8 @@ fn foreign_datagrams_are_counted_and_ignored() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(v["receiver"]["foreign_datagrams"], 50);
-    let st = &v["receiver"]["stats"];
+    assert_eq!(v["flows"][0]["receiver"]["foreign_datagrams"], 50);
+    let st = &v["flows"][0]["receiver"]["stats"];
     assert_eq!(
         st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(),
         1000
@@ -336,10 +336,10 @@ fn interrupt_reports_what_was_measured() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(v["interrupted"], true);
-    let sent = v["sender"]["sent"].as_u64().unwrap();
+    assert_eq!(v["flows"][0]["interrupted"], true);
+    let sent = v["flows"][0]["sender"]["sent"].as_u64().unwrap();
     assert!(sent > 0 && sent < 60_000, "sent {sent}");
-    let st = &v["receiver"]["stats"];
+    let st = &v["flows"][0]["receiver"]["stats"];
     assert_eq!(
         st["expected"].as_u64().unwrap(),
         sent,
@@ -422,8 +422,13 @@ fn ipv6_loopback_works_where_present() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["target"].as_str().unwrap().starts_with("[::1]:"));
-    let st = &v["receiver"]["stats"];
+    assert!(
+        v["flows"][0]["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("[::1]:")
+    );
+    let st = &v["flows"][0]["receiver"]["stats"];
     assert_eq!(
         st["received"].as_u64().unwrap() + st["lost"].as_u64().unwrap(),
         500
@@ -462,14 +467,16 @@ fn interrupting_the_receiver_writes_its_view_and_stops_the_sender() {
     assert_eq!(status.code(), Some(130));
     let line = std::fs::read_to_string(&rjson).unwrap();
     let r: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
-    assert_eq!(r["interrupted"], true);
-    let got = r["receiver"]["stats"]["received"].as_u64().unwrap();
+    assert_eq!(r["flows"][0]["interrupted"], true);
+    let got = r["flows"][0]["receiver"]["stats"]["received"]
+        .as_u64()
+        .unwrap();
     assert!(got > 100, "received {got}");
     // The receiver's Abort ends the sender well before its 60 s.
     let out = crate::common::wait_bounded(sender, Duration::from_secs(20));
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(s["interrupted"], true);
-    assert!(s["sender"]["sent"].as_u64().unwrap() < 30_000);
+    assert_eq!(s["flows"][0]["interrupted"], true);
+    assert!(s["flows"][0]["sender"]["sent"].as_u64().unwrap() < 30_000);
 }
 
 #[test]
@@ -491,7 +498,7 @@ fn receive_buffer_overflow_is_told_apart_exactly() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rx = &v["receiver"];
+    let rx = &v["flows"][0]["receiver"];
     let lost = rx["stats"]["lost"].as_u64().unwrap();
     assert!(lost > 0, "a 4 KiB buffer should overflow: {v}");
     assert_eq!(rx["rcvbuf_drops"].as_u64().unwrap(), lost);

@@ -109,8 +109,8 @@ fn echo_test(host: &str) -> (Value, Value, String) {
 /// The checks both families share: the test ran, results and echoes came back over the
 /// dual-stack socket.
 fn check_replies(send: &Value) {
-    let sender = &send["sender"];
-    let receiver = &send["receiver"];
+    let sender = &send["flows"][0]["sender"];
+    let receiver = &send["flows"][0]["receiver"];
     assert!(
         receiver.is_object(),
         "the receiver's results came back: {send}"

@@ -78,7 +78,7 @@ fn loopback_losses_and_duplicates_equal_the_impairment_log_and_repeat_exactly() 
     let mut previous: Option<BTreeSet<u64>> = None;
     for run in 0..2 {
         let (v, ilog, llog) = loopback_json(&args, dir.path(), &format!("run{run}"));
-        let rx = &v["receiver"];
+        let rx = &v["flows"][0]["receiver"];
         assert_eq!(
             rx["rcvbuf_drops"], 0,
             "loopback itself dropped: the premise failed"
@@ -93,7 +93,7 @@ fn loopback_losses_and_duplicates_equal_the_impairment_log_and_repeat_exactly() 
             st["duplicates"].as_u64().unwrap(),
             fates(&ilog, "dup").len() as u64
         );
-        let counters = &v["sender"]["impair_counters"];
+        let counters = &v["flows"][0]["sender"]["impair_counters"];
         assert_eq!(counters["dropped"].as_u64().unwrap(), dropped.len() as u64);
         if let Some(prev) = &previous {
             assert_eq!(prev, &lost_seqs, "same seed, same lost sequences");
@@ -121,7 +121,7 @@ fn held_back_datagrams_are_exactly_the_reordered_ones() {
         "reorder",
     );
     let holds = fates(&ilog, "hold");
-    let st = &v["receiver"]["stats"];
+    let st = &v["flows"][0]["receiver"]["stats"];
     assert!(!holds.is_empty());
     assert_eq!(st["reordered"].as_u64().unwrap(), holds.len() as u64);
     assert_eq!(
@@ -147,7 +147,7 @@ fn five_percent_loss_over_200k_datagrams_is_within_bounds_and_repeatable() {
     let (a, _, la) = loopback_json(&args, dir.path(), "a");
     let (b, _, lb) = loopback_json(&args, dir.path(), "b");
     for v in [&a, &b] {
-        let st = &v["receiver"]["stats"];
+        let st = &v["flows"][0]["receiver"]["stats"];
         let pct = 100.0 * st["lost"].as_f64().unwrap() / st["expected"].as_f64().unwrap();
         assert!((4.8..=5.2).contains(&pct), "loss {pct}%");
     }
@@ -180,10 +180,10 @@ fn delay_and_jitter_show_up_as_one_way_latency() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let lat = &v["receiver"]["stats"]["latency"];
+    let lat = &v["flows"][0]["receiver"]["stats"]["latency"];
     let ms = |k: &str| lat[k].as_f64().unwrap() / 1e6;
     // When this fails, the emulator's own lateness tells whether the machine was overloaded.
-    let late = &v["sender"]["impair_release_lateness"];
+    let late = &v["flows"][0]["sender"]["impair_release_lateness"];
     let why = format!(
         "emulator release lateness p50 {} ns, p99 {} ns",
         late["p50_ns"], late["p99_ns"]
@@ -201,7 +201,12 @@ fn delay_and_jitter_show_up_as_one_way_latency() {
         ms("p90_ns")
     );
     // Jitter reorders datagrams, as it would on a real path.
-    assert!(v["receiver"]["stats"]["reordered"].as_u64().unwrap() > 0);
+    assert!(
+        v["flows"][0]["receiver"]["stats"]["reordered"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 /// Starts `udplab proxy` and reads its listening address from the first stdout line.
@@ -272,7 +277,7 @@ fn proxy_relays_an_unmodified_test_and_its_drops_are_the_loss() {
     assert_eq!(pout.status.code(), Some(130));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let p: Value = serde_json::from_str(&std::fs::read_to_string(&pjson).unwrap()).unwrap();
-    let st = &v["receiver"]["stats"];
+    let st = &v["flows"][0]["receiver"]["stats"];
     let lost = st["lost"].as_u64().unwrap();
     assert_eq!(st["received"].as_u64().unwrap() + lost, 5000);
     // What the proxy lost: its impairment's drops plus any drops at its own receive buffer.

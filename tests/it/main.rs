@@ -7,4 +7,5 @@ mod gates;
 mod impair;
 mod msrv;
 mod netns;
+mod reports;
 mod sim;

@@ -427,8 +427,8 @@ fn send_from_a(
         v.as_u64()
             .unwrap_or_else(|| panic!("{what} is not a count: {v}"))
     };
-    let snd = &report["sender"];
-    let rcv = &report["receiver"];
+    let snd = &report["flows"][0]["sender"];
+    let rcv = &report["flows"][0]["receiver"];
     let st = &rcv["stats"];
     SendOutcome {
         sent: n(&snd["sent"], "sender.sent"),
@@ -612,7 +612,7 @@ fn random_drop_run(test: &str, rcvbuf: &str) {
         d(|c| c.nft_dropped),
         d(|c| c.nft_arrived),
     );
-    let send_mode = &run.report["sender"]["send_mode"];
+    let send_mode = &run.report["flows"][0]["sender"]["send_mode"];
     eprintln!(
         "netns {test}: send mode {send_mode}, sent {}, received {}, lost {}, loss periods \
          {}, send errors {}, rcvbuf_drops {}; nft: R saw {seen} data packets, dropped \
@@ -625,13 +625,13 @@ fn random_drop_run(test: &str, rcvbuf: &str) {
         "toward another host, --send-mode auto sends with sendmmsg"
     );
     assert!(
-        run.report["warnings"]
+        run.report["flows"][0]["warnings"]
             .as_array()
             .expect("warnings")
             .iter()
             .all(|w| !w.as_str().unwrap_or_default().contains("GSO")),
         "no batching warning in the default mode: {}",
-        run.report["warnings"]
+        run.report["flows"][0]["warnings"]
     );
     // One packet per datagram: R saw exactly the datagrams the kernel accepted in A. A GSO
     // batch would cross as one packet, and one random drop would take all of it.
@@ -693,16 +693,16 @@ fn explicit_gso_toward_another_host_is_warned_about() {
         &dir.path().join("send.json"),
     );
     lab.wait_children(Duration::from_secs(15));
-    let sender = &run.report["sender"];
+    let sender = &run.report["flows"][0]["sender"];
     if sender["send_mode"] != "gso" {
         // The kernel refused GSO here and the run fell back to sendmmsg, as it says.
         eprintln!(
             "netns explicit GSO: GSO refused here, nothing to warn about: {}",
-            run.report["warnings"]
+            run.report["flows"][0]["warnings"]
         );
         return;
     }
-    let warnings: Vec<&str> = run.report["warnings"]
+    let warnings: Vec<&str> = run.report["flows"][0]["warnings"]
         .as_array()
         .expect("warnings")
         .iter()

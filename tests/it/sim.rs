@@ -29,6 +29,8 @@ fn params(tmax: Duration) -> TestParams {
         duration: Duration::ZERO,
         rate_bps: 0,
         pps_milli: 0,
+        loss_ranges: false,
+        pattern: udplab::wire::HelloPattern::Cbr,
     }
 }
 
