@@ -4,7 +4,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{RecvChild, cell, num, read_csv, run_bounded, udplab};
+use crate::common::{LineWatch, RecvChild, cell, num, read_csv, run_bounded, udplab};
+
+/// A live sender interval line that counted datagrams: `[   0.00-   0.20 s] sent      201 ...`.
+fn is_sender_interval_with_data(line: &str) -> bool {
+    line.split_once("] sent")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
 
 const REQUIRED_COLUMNS: &str = "run_id,role,target,payload_bytes,duration_s,sent,received,lost,loss_pct,duplicates,reordered,reordered_pct,reorder_extent_max,loss_periods,loss_period_max,jitter_us,ipdv_p50_us,ipdv_p99_us,latency_min_us,latency_p50_us,latency_p90_us,latency_p99_us,latency_p999_us,latency_max_us,rtt_p50_us,rtt_p99_us,rate_target_bps,rate_achieved_bps,send_errors,sndbuf_bytes,rcvbuf_bytes";
 
@@ -308,14 +316,15 @@ fn interrupt_reports_what_was_measured() {
     let _net = crate::common::network_shared();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
-    let child = udplab()
+    let mut child = udplab()
         .args([
             "loopback",
             "--duration",
             "60s",
             "--pps",
             "1000",
-            "--quiet",
+            "--interval",
+            "200ms",
             "--json",
         ])
         .arg(&json)
@@ -323,12 +332,15 @@ fn interrupt_reports_what_was_measured() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Interrupt once data is flowing: the sender has closed an interval with datagrams in it.
+    let stdout = LineWatch::new(child.stdout.take().unwrap());
+    stdout.wait_for(1, is_sender_interval_with_data, Duration::from_secs(30));
     // SAFETY: plain kill(2) of our own child.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
     let out = crate::common::wait_bounded(child, Duration::from_secs(20));
+    stdout.finish();
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -441,7 +453,7 @@ fn interrupting_the_receiver_writes_its_view_and_stops_the_sender() {
     let dir = tempfile::tempdir().unwrap();
     let rjson = dir.path().join("recv.json");
     let recv = RecvChild::start(&["--once", "--quiet", "--json", rjson.to_str().unwrap()]);
-    let sender = udplab()
+    let mut sender = udplab()
         .args([
             "send",
             &recv.addr,
@@ -449,7 +461,8 @@ fn interrupting_the_receiver_writes_its_view_and_stops_the_sender() {
             "60s",
             "--pps",
             "1000",
-            "--quiet",
+            "--interval",
+            "200ms",
             "--json",
             "-",
         ])
@@ -457,7 +470,10 @@ fn interrupting_the_receiver_writes_its_view_and_stops_the_sender() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Interrupt once three intervals carried data (about 600 datagrams sent; the JSON on
+    // stdout moves the text to stderr).
+    let stderr = LineWatch::new(sender.stderr.take().unwrap());
+    stderr.wait_for(3, is_sender_interval_with_data, Duration::from_secs(30));
     let pid = recv.child.as_ref().unwrap().id();
     // SAFETY: plain kill(2) of our own child.
     unsafe {
@@ -474,6 +490,7 @@ fn interrupting_the_receiver_writes_its_view_and_stops_the_sender() {
     assert!(got > 100, "received {got}");
     // The receiver's Abort ends the sender well before its 60 s.
     let out = crate::common::wait_bounded(sender, Duration::from_secs(20));
+    stderr.finish();
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["flows"][0]["interrupted"], true);
     assert!(s["flows"][0]["sender"]["sent"].as_u64().unwrap() < 30_000);

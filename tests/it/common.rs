@@ -173,3 +173,48 @@ pub fn num(header: &[String], row: &[String], column: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("{column} = {:?} is not a number", cell(header, row, column)))
 }
+
+/// Lines of a child's output stream as they come, read by a background thread that also keeps
+/// the whole text: a test waits for what it needs to see instead of sleeping and guessing.
+pub struct LineWatch {
+    lines: mpsc::Receiver<String>,
+    all: thread::JoinHandle<String>,
+}
+
+impl LineWatch {
+    pub fn new(stream: impl Read + Send + 'static) -> Self {
+        let (tx, lines) = mpsc::channel();
+        let all = thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(line);
+            }
+            all
+        });
+        LineWatch { lines, all }
+    }
+
+    /// Waits until `count` lines satisfying `wanted` have been seen, at most `limit` (then the
+    /// test fails, naming what it waited for).
+    pub fn wait_for(&self, count: usize, wanted: impl Fn(&str) -> bool, limit: Duration) {
+        let deadline = udplab::time::now() + limit;
+        let mut seen = 0;
+        while seen < count {
+            let left = deadline.saturating_duration_since(udplab::time::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => seen += 1,
+                Ok(_) => {}
+                Err(_) => panic!("saw {seen} of {count} awaited lines within {limit:?}"),
+            }
+        }
+    }
+
+    /// Everything the stream carried, once it closed.
+    pub fn finish(self) -> String {
+        drop(self.lines);
+        self.all.join().unwrap_or_default()
+    }
+}

@@ -63,6 +63,47 @@ fn loopback_json(
     (v, ilog, llog)
 }
 
+/// Datagrams the receiver's own socket buffer dropped (SO_RXQ_OVFL): on loopback the only
+/// other place a datagram can be lost, so every exact check subtracts them. They are the
+/// socket's count, control datagrams included, so they bound the data drops from above.
+fn own_drops(v: &Value) -> u64 {
+    v["flows"][0]["receiver"]["rcvbuf_drops"]
+        .as_u64()
+        .expect("rcvbuf_drops is reported on Linux")
+}
+
+/// The receiver's loss log against the impairment's: every sequence the impairment dropped
+/// is lost, and each further lost sequence (and each missing duplicate) was taken by the
+/// receiver's own buffer. With no such drop, the sets are equal.
+fn check_loss_against_impairment(v: &Value, ilog: &Path, llog: &Path) {
+    let drops = own_drops(v);
+    let dropped = fates(ilog, "drop");
+    let lost_seqs = lost(llog);
+    let st = &v["flows"][0]["receiver"]["stats"];
+    assert!(!dropped.is_empty());
+    assert_eq!(st["lost"].as_u64().unwrap(), lost_seqs.len() as u64);
+    assert!(
+        dropped.is_subset(&lost_seqs),
+        "every dropped sequence is lost"
+    );
+    let extra = (lost_seqs.len() - dropped.len()) as u64;
+    let duplicated = fates(ilog, "dup").len() as u64;
+    let duplicates = st["duplicates"].as_u64().unwrap();
+    assert!(duplicates <= duplicated, "{duplicates} > {duplicated}");
+    assert!(
+        extra + (duplicated - duplicates) <= drops,
+        "{extra} extra lost and {} missing duplicates, but the receiver's buffer dropped only \
+         {drops}",
+        duplicated - duplicates
+    );
+    if drops == 0 {
+        assert_eq!(lost_seqs, dropped, "lost = dropped, datagram by datagram");
+        assert_eq!(duplicates, duplicated);
+    }
+    let counters = &v["flows"][0]["sender"]["impair_counters"];
+    assert_eq!(counters["dropped"].as_u64().unwrap(), dropped.len() as u64);
+}
+
 #[test]
 fn loopback_losses_and_duplicates_equal_the_impairment_log_and_repeat_exactly() {
     let _net = crate::common::network_shared();
@@ -75,30 +116,15 @@ fn loopback_losses_and_duplicates_equal_the_impairment_log_and_repeat_exactly() 
         "--impair",
         "loss=5%,dup=1%,seed=11",
     ];
-    let mut previous: Option<BTreeSet<u64>> = None;
-    for run in 0..2 {
-        let (v, ilog, llog) = loopback_json(&args, dir.path(), &format!("run{run}"));
-        let rx = &v["flows"][0]["receiver"];
-        assert_eq!(
-            rx["rcvbuf_drops"], 0,
-            "loopback itself dropped: the premise failed"
-        );
-        let dropped = fates(&ilog, "drop");
-        let lost_seqs = lost(&llog);
-        assert!(!dropped.is_empty());
-        assert_eq!(lost_seqs, dropped, "lost = dropped, datagram by datagram");
-        let st = &rx["stats"];
-        assert_eq!(st["lost"].as_u64().unwrap(), dropped.len() as u64);
-        assert_eq!(
-            st["duplicates"].as_u64().unwrap(),
-            fates(&ilog, "dup").len() as u64
-        );
-        let counters = &v["flows"][0]["sender"]["impair_counters"];
-        assert_eq!(counters["dropped"].as_u64().unwrap(), dropped.len() as u64);
-        if let Some(prev) = &previous {
-            assert_eq!(prev, &lost_seqs, "same seed, same lost sequences");
-        }
-        previous = Some(lost_seqs);
+    let (a, ia, la) = loopback_json(&args, dir.path(), "run0");
+    let (b, ib, lb) = loopback_json(&args, dir.path(), "run1");
+    check_loss_against_impairment(&a, &ia, &la);
+    check_loss_against_impairment(&b, &ib, &lb);
+    // Same seed, same fates; the same lost sequences wherever the host added none.
+    assert_eq!(fates(&ia, "drop"), fates(&ib, "drop"));
+    assert_eq!(fates(&ia, "dup"), fates(&ib, "dup"));
+    if own_drops(&a) == 0 && own_drops(&b) == 0 {
+        assert_eq!(lost(&la), lost(&lb), "same seed, same lost sequences");
     }
 }
 
@@ -106,7 +132,8 @@ fn loopback_losses_and_duplicates_equal_the_impairment_log_and_repeat_exactly() 
 fn held_back_datagrams_are_exactly_the_reordered_ones() {
     let _net = crate::common::network_shared();
     // Without loss, a held datagram is always overtaken (it waits for a later one), and no
-    // other datagram is: the receiver's RFC 4737 count must equal the holds.
+    // other datagram is: the receiver's RFC 4737 count must equal the holds. A datagram the
+    // receiver's own buffer drops can take one hold, one duplicate or one sequence with it.
     let dir = tempfile::tempdir().unwrap();
     let (v, ilog, _) = loopback_json(
         &[
@@ -120,21 +147,37 @@ fn held_back_datagrams_are_exactly_the_reordered_ones() {
         dir.path(),
         "reorder",
     );
-    let holds = fates(&ilog, "hold");
+    let drops = own_drops(&v);
+    let holds = fates(&ilog, "hold").len() as u64;
+    let duplicated = fates(&ilog, "dup").len() as u64;
     let st = &v["flows"][0]["receiver"]["stats"];
-    assert!(!holds.is_empty());
-    assert_eq!(st["reordered"].as_u64().unwrap(), holds.len() as u64);
-    assert_eq!(
+    let (reordered, duplicates, lost) = (
+        st["reordered"].as_u64().unwrap(),
         st["duplicates"].as_u64().unwrap(),
-        fates(&ilog, "dup").len() as u64
+        st["lost"].as_u64().unwrap(),
     );
-    assert_eq!(st["lost"], 0);
+    assert!(holds > 0);
+    assert!(
+        reordered <= holds && holds - reordered <= drops,
+        "{reordered} of {holds} holds, {drops} own drops"
+    );
+    assert!(duplicates <= duplicated && duplicated - duplicates <= drops);
+    assert!(
+        lost <= drops,
+        "lost {lost} with no loss impairment, {drops} own drops"
+    );
+    if drops == 0 {
+        assert_eq!((reordered, duplicates, lost), (holds, duplicated, 0));
+    }
 }
 
 #[test]
 fn five_percent_loss_over_200k_datagrams_is_within_bounds_and_repeatable() {
     let _net = crate::common::network_shared();
-    // The issue's check: loss=5%,seed=1 over 200000 datagrams at 50000/s.
+    // The issue's check: loss=5%,seed=1 over 200000 datagrams at 50000/s. The impairment's
+    // own drops are the seeded, machine-independent figure (sd of the count ~ 0.05 points,
+    // so 4.8..5.2% is 4 sd wide even for another seed); udplab's loss is that exactly plus
+    // what the receiver's own buffer dropped, never less.
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "--count",
@@ -144,14 +187,23 @@ fn five_percent_loss_over_200k_datagrams_is_within_bounds_and_repeatable() {
         "--impair",
         "loss=5%,seed=1",
     ];
-    let (a, _, la) = loopback_json(&args, dir.path(), "a");
-    let (b, _, lb) = loopback_json(&args, dir.path(), "b");
-    for v in [&a, &b] {
+    let (a, ia, la) = loopback_json(&args, dir.path(), "a");
+    let (b, ib, lb) = loopback_json(&args, dir.path(), "b");
+    for (v, ilog, llog) in [(&a, &ia, &la), (&b, &ib, &lb)] {
+        check_loss_against_impairment(v, ilog, llog);
         let st = &v["flows"][0]["receiver"]["stats"];
-        let pct = 100.0 * st["lost"].as_f64().unwrap() / st["expected"].as_f64().unwrap();
+        assert_eq!(st["expected"], 200_000);
+        let pct = 100.0 * fates(ilog, "drop").len() as f64 / 200_000.0;
         assert!((4.8..=5.2).contains(&pct), "loss {pct}%");
     }
-    assert_eq!(lost(&la), lost(&lb));
+    assert_eq!(
+        fates(&ia, "drop"),
+        fates(&ib, "drop"),
+        "same seed, same fates"
+    );
+    if own_drops(&a) == 0 && own_drops(&b) == 0 {
+        assert_eq!(lost(&la), lost(&lb));
+    }
 }
 
 #[test]
@@ -280,15 +332,17 @@ fn proxy_relays_an_unmodified_test_and_its_drops_are_the_loss() {
     let st = &v["flows"][0]["receiver"]["stats"];
     let lost = st["lost"].as_u64().unwrap();
     assert_eq!(st["received"].as_u64().unwrap() + lost, 5000);
-    // What the proxy lost: its impairment's drops plus any drops at its own receive buffer.
+    // What the proxy lost: its impairment's drops plus any drops at its own receive buffer;
+    // and the receiver's own buffer may drop what the proxy relayed.
     let dropped = p["forward"]["impair"]["dropped"].as_u64().unwrap()
         + p["forward"]["rcvbuf_drops"].as_u64().unwrap();
+    let receiver_drops = own_drops(&v);
     // The proxy drops control datagrams too (they are retried): at most a handful.
     assert!(
-        lost <= dropped && dropped <= lost + 20,
-        "lost {lost}, proxy dropped {dropped}"
+        lost <= dropped + receiver_drops && dropped <= lost + 20,
+        "lost {lost}, proxy dropped {dropped}, the receiver's buffer {receiver_drops}"
     );
-    assert!((300..=700).contains(&lost), "10% of 5000, got {lost}");
+    assert!((300..=700).contains(&dropped), "10% of 5000, got {dropped}");
     assert!(p["forward"]["received"].as_u64().unwrap() >= 5000);
     assert_eq!(p["forward"]["send_errors"], 0);
     drop(recv);
