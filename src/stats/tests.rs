@@ -361,6 +361,29 @@ fn jitter_pdv_and_latency_from_a_known_stream() {
 }
 
 #[test]
+fn latency_and_pdv_extremes_are_exact() {
+    // Delays uniform in 15..25 ms (`--impair delay=20ms,jitter=5ms`): the reported minimum must
+    // be the smallest delay measured, never the bucket edge below it (14.999552 ms).
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut st = stats();
+    let mut delays = Vec::new();
+    for seq in 0..3000u64 {
+        let send = 1_000_000_000 + seq * 1_000_000;
+        let delay = rng.random_range(15_000_000..=25_000_000u64);
+        delays.push(delay);
+        st.on_datagram(seq, send, send + delay, 100);
+    }
+    let (lo, hi) = (*delays.iter().min().unwrap(), *delays.iter().max().unwrap());
+    let s = st.summary();
+    let lat = s.latency.expect("latency");
+    assert_eq!((lat.min_ns as u64, lat.max_ns as u64), (lo, hi));
+    assert!(lat.min_ns >= 15_000_000);
+    let pdv = s.pdv.expect("pdv");
+    assert_eq!((pdv.min_ns, pdv.max_ns), (0, hi - lo));
+    assert!(pdv.p50_ns <= pdv.max_ns);
+}
+
+#[test]
 fn negative_delay_is_counted_and_recorded_as_zero() {
     let mut st = stats();
     st.on_datagram(0, 1000, 900, 1);
