@@ -219,7 +219,7 @@ pub fn check_thresholds(report: &RunReport, th: &Thresholds) -> Outcome {
     }
     if let Some(max) = th.max_latency_p99 {
         match st.latency {
-            Some(l) if l.p99_ns > max.as_nanos() as u64 => failed.push(format!(
+            Some(l) if l.p99_ns > max.as_nanos() as i64 => failed.push(format!(
                 "one-way latency p99 {:.1} µs > --max-latency-p99 {:.1} µs",
                 l.p99_ns as f64 / 1e3,
                 max.as_nanos() as f64 / 1e3

@@ -269,12 +269,7 @@ fn receiver_run_report(
             report.intervals_not_kept
         ));
     }
-    if report.stats.negative_delays > 0 {
-        warnings.push(format!(
-            "{} datagrams had a negative one-way delay: the sender's clock is ahead of ours",
-            report.stats.negative_delays
-        ));
-    }
+    warnings.extend(report.stats.clock_warning());
     RunReport {
         version: REPORT_VERSION,
         run_id: format!("{session_id:08x}"),

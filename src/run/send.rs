@@ -310,12 +310,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 r.rcvbuf.effective
             ));
         }
-        if r.stats.negative_delays > 0 {
-            warnings.push(format!(
-                "{} datagrams had a negative one-way delay: the two hosts' clocks disagree, so one-way latency is not meaningful (RTT is)",
-                r.stats.negative_delays
-            ));
-        }
+        warnings.extend(r.stats.clock_warning());
     }
     let sender = SenderReport {
         sent: result.sent,

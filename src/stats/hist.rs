@@ -15,7 +15,7 @@
 
 use hdrhistogram::Histogram;
 
-use crate::summary::{LatencySummary, SignedSummary};
+use crate::summary::{LatencySummary, SignedLatencySummary, SignedSummary};
 
 /// Highest recordable value: 100 s in nanoseconds. Larger values are clamped to it.
 pub const HISTOGRAM_MAX_NS: u64 = 100_000_000_000;
@@ -210,25 +210,22 @@ impl LatencyHistogram {
     pub fn to_hdrhistogram(&self) -> Histogram<u64> {
         hdr_from_counts(&self.counts)
     }
-
-    /// Bytes held by the counts array (fixed at construction).
-    pub(crate) fn capacity_bytes(&self) -> usize {
-        self.counts.len() * std::mem::size_of::<u64>()
-    }
 }
 
-/// RFC 5481 PDV from a one-way delay summary: every figure minus the minimum delay.
-pub fn pdv_from_latency(latency: &LatencySummary) -> LatencySummary {
+/// RFC 5481 PDV from a one-way delay summary: every figure minus the (exact) minimum delay, so
+/// PDV min is 0 and PDV max is max D - min D exactly, whatever the clock offset.
+pub fn pdv_from_latency(latency: &SignedLatencySummary) -> LatencySummary {
     let min = latency.min_ns;
+    let above_min = |v: i64| v.saturating_sub(min).max(0) as u64;
     LatencySummary {
         count: latency.count,
         min_ns: 0,
         mean_ns: (latency.mean_ns - min as f64).max(0.0),
-        p50_ns: latency.p50_ns - min,
-        p90_ns: latency.p90_ns - min,
-        p99_ns: latency.p99_ns - min,
-        p999_ns: latency.p999_ns - min,
-        max_ns: latency.max_ns - min,
+        p50_ns: above_min(latency.p50_ns),
+        p90_ns: above_min(latency.p90_ns),
+        p99_ns: above_min(latency.p99_ns),
+        p999_ns: above_min(latency.p999_ns),
+        max_ns: above_min(latency.max_ns),
     }
 }
 
@@ -302,6 +299,49 @@ impl SignedHistogram {
         self.total == 0
     }
 
+    /// The latency ladder (count, min, mean, p50, p90, p99, p99.9, max) of signed values (one-way
+    /// delay); min and max exact, the rest within them. None when nothing was recorded.
+    pub fn latency_summary(&self) -> Option<SignedLatencySummary> {
+        if self.is_empty() {
+            return None;
+        }
+        let (non_negative, negative) = self.split_hdr();
+        let at_quantile = self.quantile_fn(&non_negative, &negative);
+        let sum = non_negative.mean() * non_negative.len() as f64
+            - negative.mean() * negative.len() as f64;
+        let clamp = |v: i64| v.clamp(self.min, self.max);
+        Some(SignedLatencySummary {
+            count: self.total,
+            min_ns: self.min,
+            mean_ns: (sum / self.total as f64).clamp(self.min as f64, self.max as f64),
+            p50_ns: clamp(at_quantile(0.50)),
+            p90_ns: clamp(at_quantile(0.90)),
+            p99_ns: clamp(at_quantile(0.99)),
+            p999_ns: clamp(at_quantile(0.999)),
+            max_ns: self.max,
+        })
+    }
+
+    /// Quantiles by HdrHistogram's rank rule (rank = max(1, ceil(q * count))). Sorted ascending,
+    /// the negative values come first in decreasing magnitude, so rank r <= #negatives is the
+    /// (#negatives - r + 1)-th smallest magnitude, negated.
+    fn quantile_fn<'a>(
+        &self,
+        non_negative: &'a Histogram<u64>,
+        negative: &'a Histogram<u64>,
+    ) -> impl Fn(f64) -> i64 + 'a {
+        let negatives = negative.len();
+        let total = self.total;
+        move |q: f64| {
+            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+            if rank <= negatives {
+                -(value_at_rank(negative, negatives - rank + 1) as i64)
+            } else {
+                value_at_rank(non_negative, rank - negatives) as i64
+            }
+        }
+    }
+
     /// (values >= 0, magnitudes of negative values) as HdrHistograms.
     fn split_hdr(&self) -> (Histogram<u64>, Histogram<u64>) {
         let (non_negative, negative) = self.counts.split_at(layout::LEN);
@@ -309,25 +349,13 @@ impl SignedHistogram {
     }
 
     /// count, min, p1, p50, p99, max (min and max exact); None when nothing was recorded.
-    ///
-    /// Quantiles use HdrHistogram's rank rule (rank = max(1, ceil(q * count))). Sorted
-    /// ascending, the negative values come first in decreasing magnitude, so rank r <=
-    /// #negatives is the (#negatives - r + 1)-th smallest magnitude, negated.
     pub fn summary(&self) -> Option<SignedSummary> {
         if self.is_empty() {
             return None;
         }
         let (non_negative, negative) = self.split_hdr();
-        let negatives = negative.len();
+        let at_quantile = self.quantile_fn(&non_negative, &negative);
         let total = self.total;
-        let at_quantile = |q: f64| -> i64 {
-            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-            if rank <= negatives {
-                -(value_at_rank(&negative, negatives - rank + 1) as i64)
-            } else {
-                value_at_rank(&non_negative, rank - negatives) as i64
-            }
-        };
         let clamp = |v: i64| v.clamp(self.min, self.max);
         Some(SignedSummary {
             count: total,
@@ -580,21 +608,51 @@ mod tests {
 
     #[test]
     fn pdv_is_latency_minus_min() {
-        let mut h = LatencyHistogram::new();
-        for v in [1000u64, 1200, 1500, 1900, 2000] {
+        let mut h = SignedHistogram::new();
+        for v in [1000i64, 1200, 1500, 1900, 2000] {
             h.record(v);
         }
-        let lat = h.summary().expect("non-empty");
+        let lat = h.latency_summary().expect("non-empty");
         let pdv = pdv_from_latency(&lat);
         assert_eq!(pdv.count, lat.count);
         assert_eq!(pdv.min_ns, 0);
-        assert_eq!(pdv.p50_ns, lat.p50_ns - lat.min_ns);
-        assert_eq!(pdv.p90_ns, lat.p90_ns - lat.min_ns);
-        assert_eq!(pdv.p99_ns, lat.p99_ns - lat.min_ns);
-        assert_eq!(pdv.p999_ns, lat.p999_ns - lat.min_ns);
-        assert_eq!(pdv.max_ns, lat.max_ns - lat.min_ns);
+        assert_eq!(pdv.p50_ns as i64, lat.p50_ns - lat.min_ns);
+        assert_eq!(pdv.p90_ns as i64, lat.p90_ns - lat.min_ns);
+        assert_eq!(pdv.p99_ns as i64, lat.p99_ns - lat.min_ns);
+        assert_eq!(pdv.p999_ns as i64, lat.p999_ns - lat.min_ns);
+        assert_eq!(pdv.max_ns as i64, lat.max_ns - lat.min_ns);
         assert_eq!(pdv.mean_ns, lat.mean_ns - lat.min_ns as f64);
         // Values below 2048 ns are exact: PDV p50 is 1500 - 1000.
         assert_eq!(pdv.p50_ns, 500);
+    }
+
+    #[test]
+    fn signed_latency_ladder_matches_sorted_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        // A receiver clock 3 ms behind: delays of -3 ms + (0.1 .. 2 ms), mostly negative.
+        for (lo, hi) in [
+            (-2_900_000i64, -1_000_000),
+            (-2_000_000, 500_000),
+            (10, 9_000),
+        ] {
+            let mut h = SignedHistogram::new();
+            let mut values: Vec<i64> = (0..4001).map(|_| rng.random_range(lo..=hi)).collect();
+            for &v in &values {
+                h.record(v);
+            }
+            values.sort_unstable();
+            let s = h.latency_summary().expect("non-empty");
+            assert_eq!(s.count, values.len() as u64);
+            assert_eq!((s.min_ns, s.max_ns), (values[0], *values.last().unwrap()));
+            assert_close(s.p50_ns, reference_quantile(&values, 0.5), "p50");
+            assert_close(s.p90_ns, reference_quantile(&values, 0.9), "p90");
+            assert_close(s.p99_ns, reference_quantile(&values, 0.99), "p99");
+            assert_close(s.p999_ns, reference_quantile(&values, 0.999), "p999");
+            let mean = values.iter().sum::<i64>() as f64 / values.len() as f64;
+            assert!((s.mean_ns - mean).abs() <= mean.abs() / 500.0 + 1.0, "mean");
+            // PDV does not see the offset.
+            let pdv = pdv_from_latency(&s);
+            assert_eq!(pdv.max_ns, (values.last().unwrap() - values[0]) as u64);
+        }
     }
 }

@@ -156,11 +156,12 @@ pub struct ReceiverStats {
     seq_limit: u64,
     out_of_range: u64,
     interval: ArrivalCounts,
-    interval_latency: LatencyHistogram,
+    /// One-way delay, signed (a receiver clock behind the sender's gives negative values).
+    interval_latency: SignedHistogram,
     interval_ipdv: SignedHistogram,
     /// Sum of the closed intervals.
     closed: Tally,
-    closed_latency: LatencyHistogram,
+    closed_latency: SignedHistogram,
     closed_ipdv: SignedHistogram,
     finished: Option<Finished>,
 }
@@ -176,10 +177,10 @@ impl ReceiverStats {
             seq_limit: SEQ_LIMIT,
             out_of_range: 0,
             interval: ArrivalCounts::default(),
-            interval_latency: LatencyHistogram::new(),
+            interval_latency: SignedHistogram::new(),
             interval_ipdv: SignedHistogram::new(),
             closed: Tally::default(),
-            closed_latency: LatencyHistogram::new(),
+            closed_latency: SignedHistogram::new(),
             closed_ipdv: SignedHistogram::new(),
             finished: None,
             cfg,
@@ -238,7 +239,7 @@ impl ReceiverStats {
         // Two's complement: a receive clock behind the sender's gives a negative delay.
         let transit = recv_ns.wrapping_sub(send_ns) as i64;
         c.negative_delays += (transit < 0) as u64;
-        self.interval_latency.record(transit.max(0) as u64);
+        self.interval_latency.record(transit);
         self.delay.on_unique(seq, transit, &mut self.interval_ipdv);
     }
 
@@ -326,12 +327,12 @@ impl ReceiverStats {
     fn build_summary(
         &self,
         tally: &Tally,
-        latency: &LatencyHistogram,
+        latency: &SignedHistogram,
         ipdv: &SignedHistogram,
         expected: u64,
     ) -> ReceiverStatsSummary {
         let a = &tally.arrivals;
-        let latency = latency.summary();
+        let latency = latency.latency_summary();
         let counted = a.received > 0;
         ReceiverStatsSummary {
             expected,

@@ -384,16 +384,47 @@ fn latency_and_pdv_extremes_are_exact() {
 }
 
 #[test]
-fn negative_delay_is_counted_and_recorded_as_zero() {
+fn negative_delays_are_reported_as_measured() {
     let mut st = stats();
     st.on_datagram(0, 1000, 900, 1);
     st.on_datagram(1, 1000, 1500, 1);
     let s = st.summary();
     assert_eq!(s.negative_delays, 1);
     let lat = s.latency.expect("latency");
-    assert_eq!((lat.min_ns, lat.max_ns), (0, 500));
+    assert_eq!((lat.min_ns, lat.max_ns), (-100, 500));
     // IPDV uses the signed delays: 500 - (-100).
     assert_eq!(s.ipdv.expect("ipdv").max_ns, 600);
+    assert_eq!(s.pdv.expect("pdv").max_ns, 600);
+}
+
+#[test]
+fn a_clock_offset_shows_in_latency_and_cancels_in_pdv() {
+    // The same path (delays 40..60 µs) measured with synchronised clocks and with a receiver
+    // clock 10 ms behind the sender's.
+    let delay = |seq: u64| 40_000 + (seq * 7919) % 20_001;
+    let run = |receiver_behind_ns: u64| {
+        let mut st = stats();
+        for seq in 0..1000u64 {
+            let send = 20_000_000 + seq * GAP_NS;
+            st.on_datagram(seq, send, send + delay(seq) - receiver_behind_ns, 100);
+        }
+        st.summary()
+    };
+    let lo = (0..1000).map(delay).min().unwrap() as i64;
+    let hi = (0..1000).map(delay).max().unwrap() as i64;
+    let (synced, offset) = (run(0), run(10_000_000));
+    let (a, b) = (synced.latency.unwrap(), offset.latency.unwrap());
+    assert_eq!((a.min_ns, a.max_ns), (lo, hi));
+    assert_eq!((b.min_ns, b.max_ns), (lo - 10_000_000, hi - 10_000_000));
+    assert!(b.p50_ns < 0 && b.p99_ns < 0 && b.mean_ns < 0.0, "{b:?}");
+    assert_eq!(offset.negative_delays, 1000);
+    // Every percentile moves by the offset (to the histogram's precision); PDV does not move.
+    assert!((a.p50_ns - 10_000_000 - b.p50_ns).abs() <= 10_000_000 / 1000);
+    let (pa, pb) = (synced.pdv.unwrap(), offset.pdv.unwrap());
+    assert_eq!((pa.min_ns, pa.max_ns), (0, (hi - lo) as u64));
+    assert_eq!((pb.min_ns, pb.max_ns), (0, (hi - lo) as u64));
+    assert!(pb.p50_ns.abs_diff(pa.p50_ns) <= 10_000_000 / 1000);
+    assert!(offset.clock_warning().is_some() && synced.clock_warning().is_none());
 }
 
 /// Adds interval rows the way a report would.
