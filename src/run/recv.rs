@@ -158,10 +158,10 @@ impl Receiver {
                 {
                     server.set_rxq_dropped(total);
                 }
-                server.handle_timeout(now, time::wall_ns());
+                server.handle_timeout(now);
             }
             if stop.requested() {
-                server.interrupt_all(now, time::wall_ns());
+                server.interrupt_all(now);
                 outcome.interrupted = true;
             }
             while let Some((dst, msg)) = server.poll_transmit() {

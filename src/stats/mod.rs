@@ -192,18 +192,30 @@ impl ReceiverStats {
         &self.cfg
     }
 
-    /// Accounts one datagram: sequence, sender timestamp, receive timestamp (ns), payload
-    /// bytes. `recv_ns` must be on the same clock as the `now_ns` given to `on_tick`,
-    /// `take_interval` and `finish` (it stamps when sequences were overtaken, for Tmax).
+    /// Accounts one datagram: sequence, sender timestamp and receive timestamp (both wall
+    /// clock, ns since the epoch: they give the one-way delay and nothing else), the monotonic
+    /// time `now_ns` (ns from any fixed origin; one reading per received batch is enough), and
+    /// the payload bytes.
+    ///
+    /// `now_ns` is the clock of `on_tick`, `take_interval` and `finish`: it stamps when
+    /// sequences were overtaken, so Tmax is timed on it. A step of the wall clock (NTP, a
+    /// manual change) moves one-way delays but never declares a loss early or late.
     /// A sequence >= SEQ_LIMIT (or >= total_sent after `finish`) is counted only in
     /// `out_of_range()` and reported as `Stale`.
     #[inline]
-    pub fn on_datagram(&mut self, seq: u64, send_ns: u64, recv_ns: u64, bytes: usize) -> Arrival {
+    pub fn on_datagram(
+        &mut self,
+        seq: u64,
+        send_ns: u64,
+        recv_ns: u64,
+        now_ns: u64,
+        bytes: usize,
+    ) -> Arrival {
         if seq >= self.seq_limit {
             self.out_of_range += 1;
             return Arrival::Stale;
         }
-        match self.window.classify(seq, recv_ns) {
+        match self.window.classify(seq, now_ns) {
             Verdict::InOrder => {
                 self.reorder.on_in_order(seq);
                 self.count_unique(seq, send_ns, recv_ns, bytes);
@@ -244,7 +256,8 @@ impl ReceiverStats {
     }
 
     /// Declares lost every missing sequence that has been overtaken (a higher sequence
-    /// received) for at least Tmax. Cheap when nothing is due: call it as often as convenient.
+    /// received) for at least Tmax, `now_ns` being the monotonic clock of `on_datagram`.
+    /// Cheap when nothing is due: call it as often as convenient.
     /// Sequences in the 64-sequence word holding the highest one seen wait for `finish`.
     pub fn on_tick(&mut self, now_ns: u64) {
         if self.finished.is_none() {

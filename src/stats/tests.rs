@@ -23,7 +23,15 @@ fn stats() -> ReceiverStats {
 fn feed(st: &mut ReceiverStats, seqs: &[u64]) -> Vec<Arrival> {
     seqs.iter()
         .enumerate()
-        .map(|(k, &s)| st.on_datagram(s, s * GAP_NS, k as u64 * GAP_NS + DELAY_NS, 100))
+        .map(|(k, &s)| {
+            st.on_datagram(
+                s,
+                s * GAP_NS,
+                k as u64 * GAP_NS + DELAY_NS,
+                k as u64 * GAP_NS + DELAY_NS,
+                100,
+            )
+        })
         .collect()
 }
 
@@ -182,7 +190,7 @@ fn late_after_time_based_loss_then_duplicate() {
     });
     // 0..200 except 5, one per microsecond.
     for s in (0..200u64).filter(|&s| s != 5) {
-        st.on_datagram(s, s * 1000, s * 1000 + 10, 64);
+        st.on_datagram(s, s * 1000, s * 1000 + 10, s * 1000 + 10, 64);
     }
     // Word 0 was overtaken when 64 arrived (received at 64_010 ns).
     let first = st.take_interval(64_010 + tmax - 1);
@@ -193,8 +201,11 @@ fn late_after_time_based_loss_then_duplicate() {
         (1, 1, 1)
     );
     let late_at = 2 * tmax;
-    assert_eq!(st.on_datagram(5, 5000, late_at, 64), Arrival::Late);
-    assert_eq!(st.on_datagram(5, 5000, late_at + 1, 64), Arrival::Duplicate);
+    assert_eq!(st.on_datagram(5, 5000, late_at, late_at, 64), Arrival::Late);
+    assert_eq!(
+        st.on_datagram(5, 5000, late_at + 1, late_at + 1, 64),
+        Arrival::Duplicate
+    );
     st.finish(200, late_at + 2);
     let s = st.summary();
     assert_eq!((s.received, s.lost, s.late, s.duplicates), (199, 1, 1, 1));
@@ -207,6 +218,36 @@ fn late_after_time_based_loss_then_duplicate() {
 }
 
 #[test]
+fn tmax_is_timed_on_the_monotonic_clock_whatever_the_wall_clock_does() {
+    const HOUR: u64 = 3_600_000_000_000;
+    const WALL0: u64 = 1_800_000_000_000_000_000;
+    let tmax = 1_000_000_000;
+    for wall_step in [HOUR as i64, -(HOUR as i64)] {
+        let mut st = ReceiverStats::new(StatsConfig {
+            loss_horizon_ns: tmax,
+            ..StatsConfig::default()
+        });
+        // 0..200 except 5, one per millisecond of monotonic time; the wall clock (receive
+        // timestamps) steps by an hour after sequence 64 overtook 5.
+        for s in (0..200u64).filter(|&s| s != 5) {
+            let now = 1_000_000 + s * 1_000_000;
+            let step = if s > 80 { wall_step } else { 0 };
+            let wall = (WALL0 + now).wrapping_add_signed(step);
+            st.on_datagram(s, WALL0 + now - 20_000, wall, now, 64);
+        }
+        // Word 0 was overtaken when 64 arrived, at monotonic 65 ms.
+        let overtaken = 1_000_000 + 64 * 1_000_000;
+        st.on_tick(overtaken + tmax - 1);
+        assert_eq!(st.summary().lost, 0, "step {wall_step}: before Tmax");
+        st.on_tick(overtaken + tmax);
+        assert_eq!(st.summary().lost, 1, "step {wall_step}: at Tmax");
+        // The step shows where it belongs: in the one-way delays (clamped to 100 s).
+        let lat = st.summary().latency.expect("latency");
+        assert!(lat.max_ns - lat.min_ns >= HISTOGRAM_MAX_NS as i64 - 20_000);
+    }
+}
+
+#[test]
 fn stale_beyond_the_window() {
     let mut st = ReceiverStats::new(StatsConfig {
         window_bits: 1024,
@@ -215,9 +256,9 @@ fn stale_beyond_the_window() {
     let seqs: Vec<u64> = (0..5000).collect();
     feed(&mut st, &seqs);
     // The ring holds the last 16 words, up to the one holding 4999: 4032..5055.
-    assert_eq!(st.on_datagram(4031, 0, 0, 1), Arrival::Stale);
-    assert_eq!(st.on_datagram(3, 0, 0, 1), Arrival::Stale);
-    assert_eq!(st.on_datagram(4032, 0, 0, 1), Arrival::Duplicate);
+    assert_eq!(st.on_datagram(4031, 0, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(3, 0, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(4032, 0, 0, 0, 1), Arrival::Duplicate);
     let s = st.summary();
     assert_eq!((s.stale, s.duplicates, s.received), (2, 1, 5000));
 }
@@ -250,11 +291,11 @@ fn out_of_range_after_and_before_finish() {
     assert_eq!(verdicts[10], Arrival::Unique { reordered: true });
     st.finish(10, 0);
     assert_eq!(st.out_of_range(), 2);
-    assert_eq!(st.on_datagram(10, 0, 0, 1), Arrival::Stale);
-    assert_eq!(st.on_datagram(u64::MAX, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(10, 0, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(u64::MAX, 0, 0, 0, 1), Arrival::Stale);
     assert_eq!(st.out_of_range(), 4);
     // A never-seen sequence below total_sent arriving after the end is late.
-    assert_eq!(st.on_datagram(9, 0, 0, 1), Arrival::Late);
+    assert_eq!(st.on_datagram(9, 0, 0, 0, 1), Arrival::Late);
     let s = st.summary();
     assert_eq!(
         (s.expected, s.received, s.lost, s.stale, s.late),
@@ -295,12 +336,12 @@ fn absurd_sequences_neither_panic_nor_overflow() {
         record_loss_ranges: true,
         ..StatsConfig::default()
     });
-    assert_eq!(st.on_datagram(u64::MAX, 0, 0, 1), Arrival::Stale);
-    assert_eq!(st.on_datagram(SEQ_LIMIT, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(u64::MAX, 0, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(SEQ_LIMIT, 0, 0, 0, 1), Arrival::Stale);
     assert_eq!(st.out_of_range(), 2);
-    st.on_datagram(0, 0, 1, 1);
+    st.on_datagram(0, 0, 1, 1, 1);
     assert_eq!(
-        st.on_datagram(SEQ_LIMIT - 1, 0, 2, 1),
+        st.on_datagram(SEQ_LIMIT - 1, 0, 2, 2, 1),
         Arrival::Unique { reordered: false }
     );
     st.on_tick(u64::MAX);
@@ -326,7 +367,7 @@ fn jitter_pdv_and_latency_from_a_known_stream() {
         (4, 40, 170),
     ];
     for (seq, send, recv) in packets {
-        st.on_datagram(seq, send, recv, 10);
+        st.on_datagram(seq, send, recv, recv, 10);
     }
     let transits: Vec<i64> = packets.iter().map(|p| (p.2 - p.1) as i64).collect();
     let mut j = 0.0f64;
@@ -371,7 +412,7 @@ fn latency_and_pdv_extremes_are_exact() {
         let send = 1_000_000_000 + seq * 1_000_000;
         let delay = rng.random_range(15_000_000..=25_000_000u64);
         delays.push(delay);
-        st.on_datagram(seq, send, send + delay, 100);
+        st.on_datagram(seq, send, send + delay, send + delay, 100);
     }
     let (lo, hi) = (*delays.iter().min().unwrap(), *delays.iter().max().unwrap());
     let s = st.summary();
@@ -386,8 +427,8 @@ fn latency_and_pdv_extremes_are_exact() {
 #[test]
 fn negative_delays_are_reported_as_measured() {
     let mut st = stats();
-    st.on_datagram(0, 1000, 900, 1);
-    st.on_datagram(1, 1000, 1500, 1);
+    st.on_datagram(0, 1000, 900, 900, 1);
+    st.on_datagram(1, 1000, 1500, 1500, 1);
     let s = st.summary();
     assert_eq!(s.negative_delays, 1);
     let lat = s.latency.expect("latency");
@@ -406,7 +447,13 @@ fn a_clock_offset_shows_in_latency_and_cancels_in_pdv() {
         let mut st = stats();
         for seq in 0..1000u64 {
             let send = 20_000_000 + seq * GAP_NS;
-            st.on_datagram(seq, send, send + delay(seq) - receiver_behind_ns, 100);
+            st.on_datagram(
+                seq,
+                send,
+                send + delay(seq) - receiver_behind_ns,
+                send + delay(seq) - receiver_behind_ns,
+                100,
+            );
         }
         st.summary()
     };
@@ -488,7 +535,7 @@ fn interval_deltas_add_up_to_run_totals() {
     let mut sums = Sums::default();
     for (k, a) in arrivals.iter().enumerate() {
         let now = a.recv_ns;
-        st.on_datagram(a.seq, a.send_ns, a.recv_ns, 200);
+        st.on_datagram(a.seq, a.send_ns, a.recv_ns, a.recv_ns, 200);
         if k % 97 == 0 {
             st.on_tick(now);
         }
@@ -653,7 +700,13 @@ fn randomized_differential_against_reference() {
         });
         let mut interval_sums = Sums::default();
         for (k, a) in arrivals.iter().enumerate() {
-            st.on_datagram(a.seq, a.send_ns, a.recv_ns, bytes(a.seq) as usize);
+            st.on_datagram(
+                a.seq,
+                a.send_ns,
+                a.recv_ns,
+                a.recv_ns,
+                bytes(a.seq) as usize,
+            );
             if k % 1500 == 0 {
                 interval_sums.add(&st.take_interval(a.recv_ns));
             }
@@ -710,7 +763,7 @@ fn ipdv_percentiles_match_sorted_reference() {
     let mut st = stats();
     let mut delay = BTreeMap::new();
     for a in &arrivals {
-        st.on_datagram(a.seq, a.send_ns, a.recv_ns, 1);
+        st.on_datagram(a.seq, a.send_ns, a.recv_ns, a.recv_ns, 1);
         delay.insert(a.seq, a.recv_ns as i64 - a.send_ns as i64);
     }
     let mut ipdv: Vec<i64> = (0..total - 1)
@@ -752,11 +805,11 @@ fn memory_stays_fixed_over_five_million_datagrams() {
             held_back = Some(seq); // delivered a little later: reordered
             continue;
         }
-        st.on_datagram(seq, now, now + 20_000, 64);
+        st.on_datagram(seq, now, now + 20_000, now + 20_000, 64);
         if seq % 7 == 0
             && let Some(h) = held_back.take()
         {
-            st.on_datagram(h, h * 1000, now + 20_000, 64);
+            st.on_datagram(h, h * 1000, now + 20_000, now + 20_000, 64);
         }
         if seq % 100_000 == 0 {
             st.take_interval(now);
