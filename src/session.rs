@@ -33,6 +33,9 @@ pub const RESULTS_GRACE: Duration = Duration::from_secs(5);
 pub const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a finished test's results stay available for (re)requests.
 pub const RESULTS_LINGER: Duration = Duration::from_secs(30);
+/// Longest wait between two looks at due losses while a test runs: an interval row is
+/// published once its losses are final, and this bounds how late after that it appears.
+pub const LOSS_TICK_MAX: Duration = Duration::from_millis(100);
 
 /// Test parameters the sender announces in its Hello.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -435,7 +438,12 @@ struct RxSession {
     started: Instant,
     last_activity: Instant,
     next_interval: Instant,
+    /// Next look at due losses (at most LOSS_TICK_MAX apart).
+    next_tick: Instant,
     interval_index: u64,
+    /// Start and end (s since the test start) of the closed rows the stats have not published
+    /// yet, oldest first.
+    row_spans: VecDeque<(f64, f64)>,
     intervals: Vec<IntervalRow>,
     intervals_not_kept: u64,
     send_errors: u64,
@@ -662,7 +670,9 @@ impl ReceiverServer {
                 started: now,
                 last_activity: now,
                 next_interval: now + params.interval,
+                next_tick: now + params.interval.min(LOSS_TICK_MAX),
                 interval_index: 0,
+                row_spans: VecDeque::new(),
                 intervals: Vec::new(),
                 intervals_not_kept: 0,
                 send_errors: 0,
@@ -689,8 +699,11 @@ impl ReceiverServer {
         self.sessions
             .values()
             .map(|s| match s.state {
-                RxState::Running => s.next_interval.min(s.last_activity + PEER_SILENCE_TIMEOUT),
-                RxState::Draining { until, .. } => until.min(s.next_interval),
+                RxState::Running => s
+                    .next_interval
+                    .min(s.next_tick)
+                    .min(s.last_activity + PEER_SILENCE_TIMEOUT),
+                RxState::Draining { until, .. } => until.min(s.next_interval).min(s.next_tick),
                 RxState::Finished { linger_until, .. } => linger_until,
             })
             .min()
@@ -723,15 +736,16 @@ impl ReceiverServer {
                 _ => {}
             }
             s.stats.on_tick(session_ns(now, s.started));
+            if now >= s.next_tick {
+                s.next_tick = now + s.params.interval.min(LOSS_TICK_MAX);
+            }
             while now >= s.next_interval {
-                let row = Self::interval_row(s, now);
-                keep_interval(&mut s.intervals, row.clone(), &mut s.intervals_not_kept);
-                self.events.push_back(ServerEvent::Interval {
-                    session_id: id,
-                    row: Box::new(row),
-                });
+                let secs = s.params.interval.as_secs_f64();
+                let start_s = s.interval_index as f64 * secs;
+                Self::close_row(s, now, start_s + secs);
                 s.next_interval += s.params.interval;
             }
+            Self::publish_rows(s, id, &mut self.events);
             if self.cfg.record_loss_ranges {
                 let ranges = s.stats.drain_loss_ranges();
                 if !ranges.is_empty() {
@@ -744,19 +758,34 @@ impl ReceiverServer {
         }
     }
 
-    fn interval_row(s: &mut RxSession, now: Instant) -> IntervalRow {
-        let stats = s.stats.take_interval(session_ns(now, s.started));
-        let secs = s.params.interval.as_secs_f64();
-        let start_s = s.interval_index as f64 * secs;
+    /// Closes the open interval row at `now`; it ends at `end_s` (s since the test start).
+    fn close_row(s: &mut RxSession, now: Instant, end_s: f64) {
+        let start_s = s.interval_index as f64 * s.params.interval.as_secs_f64();
+        s.stats.close_interval(session_ns(now, s.started));
+        s.row_spans.push_back((start_s, end_s));
         s.interval_index += 1;
-        IntervalRow {
-            role: "receiver".into(),
-            start_s,
-            end_s: start_s + secs,
-            rate_bps: stats.received_bytes as f64 * 8.0 / secs,
-            pps: stats.received as f64 / secs,
-            stats: Some(stats),
-            ..IntervalRow::default()
+    }
+
+    /// Publishes (keeps and announces) every closed row whose losses are final: a row is
+    /// printed once, with its final figures, about Tmax after it closed.
+    fn publish_rows(s: &mut RxSession, id: u32, events: &mut VecDeque<ServerEvent>) {
+        while let Some(stats) = s.stats.poll_interval() {
+            let (start_s, end_s) = s.row_spans.pop_front().unwrap_or_default();
+            let dt = (end_s - start_s).max(1e-9);
+            let row = IntervalRow {
+                role: "receiver".into(),
+                start_s,
+                end_s,
+                rate_bps: stats.received_bytes as f64 * 8.0 / dt,
+                pps: stats.received as f64 / dt,
+                stats: Some(stats),
+                ..IntervalRow::default()
+            };
+            keep_interval(&mut s.intervals, row.clone(), &mut s.intervals_not_kept);
+            events.push_back(ServerEvent::Interval {
+                session_id: id,
+                row: Box::new(row),
+            });
         }
     }
 
@@ -770,28 +799,13 @@ impl ReceiverServer {
             let seen = s.stats.seen_end();
             s.stats.finish(seen, session_ns(now, s.started));
         }
-        // The last, partial interval.
+        // The last, partial interval; then every row is final.
         let elapsed = now.saturating_duration_since(s.started).as_secs_f64();
-        let secs = s.params.interval.as_secs_f64();
-        let start_s = s.interval_index as f64 * secs;
+        let start_s = s.interval_index as f64 * s.params.interval.as_secs_f64();
         if elapsed > start_s {
-            let stats = s.stats.take_interval(session_ns(now, s.started));
-            let dt = (elapsed - start_s).max(1e-9);
-            let row = IntervalRow {
-                role: "receiver".into(),
-                start_s,
-                end_s: elapsed,
-                rate_bps: stats.received_bytes as f64 * 8.0 / dt,
-                pps: stats.received as f64 / dt,
-                stats: Some(stats),
-                ..IntervalRow::default()
-            };
-            keep_interval(&mut s.intervals, row.clone(), &mut s.intervals_not_kept);
-            self.events.push_back(ServerEvent::Interval {
-                session_id: id,
-                row: Box::new(row),
-            });
+            Self::close_row(s, now, elapsed);
         }
+        Self::publish_rows(s, id, &mut self.events);
         if self.cfg.record_loss_ranges {
             let ranges = s.stats.drain_loss_ranges();
             if !ranges.is_empty() {

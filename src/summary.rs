@@ -87,10 +87,14 @@ pub struct ExtentBucket {
 
 /// What the receiver measured, for one interval or for the whole run.
 ///
-/// Definitions are in DESIGN.md and `results/README.md`. For an interval, `lost` and
-/// `loss_periods` count what was *declared* lost during that interval (a sequence is declared
-/// lost once it has been missing for Tmax, or at the end of the test), so interval rows add up
-/// to the run total.
+/// Definitions are in DESIGN.md and `results/README.md`. For an interval row, what arrives
+/// (received, bytes, duplicates, late, stale, reordering, delays) counts in the interval in
+/// which it arrived, while `lost`, `loss_periods` and `loss_period_max` count the datagrams
+/// *sent* in the interval that were lost: the send time of a lost sequence is interpolated
+/// between the sender timestamps of the received sequences around its loss period. A loss
+/// period counts in the row where it starts. Each lost datagram is in exactly one row, so the
+/// rows add up to the run total; a row is published once its losses are final (about Tmax
+/// after the interval ended).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReceiverStatsSummary {
     /// Datagrams the sender reported sending (known only at the end; 0 in interval rows).
@@ -99,7 +103,8 @@ pub struct ReceiverStatsSummary {
     pub received: u64,
     /// UDP payload bytes of those distinct datagrams.
     pub received_bytes: u64,
-    /// Sequences never received within Tmax (RFC 7680). Duplicates never offset losses.
+    /// Sequences never received within Tmax (RFC 7680). Duplicates never offset losses. In an
+    /// interval row: those sent in the interval.
     pub lost: u64,
     /// Datagrams that arrived after their sequence had been declared lost (not counted received).
     pub late: u64,
@@ -113,8 +118,10 @@ pub struct ReceiverStatsSummary {
     pub reorder_extent: Vec<ExtentBucket>,
     /// RFC 4737 n-reordering counts for n = 1, 2, 3.
     pub n_reordered: [u64; 3],
-    /// RFC 3357 loss periods: maximal runs of consecutive lost sequences.
+    /// RFC 3357 loss periods: maximal runs of consecutive lost sequences. In an interval row:
+    /// the periods whose first lost datagram was sent in the interval.
     pub loss_periods: u64,
+    /// The longest of those periods, in datagrams.
     pub loss_period_max: u64,
     /// RFC 3550 interarrival jitter estimate (J += (|D| - J)/16), nanoseconds.
     pub jitter_ns: f64,

@@ -33,7 +33,8 @@ pub fn write_human<W: Write>(mut w: W, report: &RunReport) -> io::Result<()> {
 /// Writes the line that introduces a role's interval lines, saying what the fields mean.
 pub fn write_interval_header<W: Write>(mut w: W, role: &str) -> io::Result<()> {
     let legend = if role == "receiver" {
-        "recv/lost/dup/reord/late are datagrams (lost = declared lost in the interval), \
+        "recv/lost/dup/reord/late are datagrams (lost = sent in the interval and lost; \
+         a line appears once its losses are final, about Tmax after the interval), \
          jitter is RFC 3550, lat is one-way latency"
     } else {
         "sent is datagrams, rate is payload bit/s, err is send errors (ENOBUFS/EAGAIN), \

@@ -193,11 +193,16 @@ fn late_after_time_based_loss_then_duplicate() {
         st.on_datagram(s, s * 1000, s * 1000 + 10, s * 1000 + 10, 64);
     }
     // Word 0 was overtaken when 64 arrived (received at 64_010 ns).
-    let first = st.take_interval(64_010 + tmax - 1);
-    assert_eq!(first.lost, 0);
-    let second = st.take_interval(64_010 + tmax);
+    st.on_tick(64_010 + tmax - 1);
+    assert_eq!(st.summary().lost, 0);
+    st.on_tick(64_010 + tmax);
+    let declared = st.summary();
     assert_eq!(
-        (second.lost, second.loss_periods, second.loss_period_max),
+        (
+            declared.lost,
+            declared.loss_periods,
+            declared.loss_period_max
+        ),
         (1, 1, 1)
     );
     let late_at = 2 * tmax;
@@ -345,8 +350,9 @@ fn absurd_sequences_neither_panic_nor_overflow() {
         Arrival::Unique { reordered: false }
     );
     st.on_tick(u64::MAX);
-    st.take_interval(u64::MAX);
+    st.close_interval(u64::MAX);
     st.finish(u64::MAX, u64::MAX);
+    assert_eq!(st.poll_interval().map(|r| r.lost), Some(SEQ_LIMIT - 2));
     let s = st.summary();
     assert_eq!(s.expected, SEQ_LIMIT);
     assert_eq!(s.received, 2);
@@ -391,9 +397,12 @@ fn jitter_pdv_and_latency_from_a_known_stream() {
     assert_eq!((abs.count, abs.min_ns, abs.max_ns), (4, 5, 20));
     assert_eq!((s.first_recv_ns, s.last_recv_ns), (Some(100), Some(170)));
     // Interval J is the current value, not reset.
-    let iv = st.take_interval(1000);
+    st.close_interval(1000);
+    st.close_interval(2000);
+    st.finish(5, 3000);
+    let iv = st.poll_interval().expect("final after finish");
     assert_eq!(iv.jitter_ns, j);
-    let empty = st.take_interval(2000);
+    let empty = st.poll_interval().expect("final after finish");
     assert_eq!(empty.jitter_ns, j);
     assert_eq!(
         (empty.received, empty.first_recv_ns, empty.latency),
@@ -520,6 +529,13 @@ impl Sums {
     }
 }
 
+/// Adds every interval row that is final; returns how many.
+fn drain_rows(st: &mut ReceiverStats, sums: &mut Sums) -> usize {
+    std::iter::from_fn(|| st.poll_interval())
+        .map(|row| sums.add(&row))
+        .count()
+}
+
 #[test]
 fn interval_deltas_add_up_to_run_totals() {
     let mut rng = ChaCha8Rng::seed_from_u64(42);
@@ -533,6 +549,7 @@ fn interval_deltas_add_up_to_run_totals() {
     });
     let arrivals = random_arrivals(&mut rng, total, 0.05, 0.02, 0.03, 2000);
     let mut sums = Sums::default();
+    let (mut closed, mut published) = (0, 0);
     for (k, a) in arrivals.iter().enumerate() {
         let now = a.recv_ns;
         st.on_datagram(a.seq, a.send_ns, a.recv_ns, a.recv_ns, 200);
@@ -540,12 +557,17 @@ fn interval_deltas_add_up_to_run_totals() {
             st.on_tick(now);
         }
         if k % 4000 == 3999 {
-            sums.add(&st.take_interval(now));
+            st.close_interval(now);
+            closed += 1;
+            published += drain_rows(&mut st, &mut sums);
         }
     }
+    assert!(published > 0, "rows are published while the test runs");
     let end = arrivals.last().expect("arrivals").recv_ns + 1;
     st.finish(total, end);
-    sums.add(&st.take_interval(end));
+    st.close_interval(end);
+    published += drain_rows(&mut st, &mut sums);
+    assert_eq!(published, closed + 1);
     let run = st.summary();
     assert_eq!(sums, Sums::of(&run));
     assert!(run.late > 0 && run.stale > 0 && run.lost > 0 && run.reordered > 0);
@@ -708,11 +730,13 @@ fn randomized_differential_against_reference() {
                 bytes(a.seq) as usize,
             );
             if k % 1500 == 0 {
-                interval_sums.add(&st.take_interval(a.recv_ns));
+                st.close_interval(a.recv_ns);
+                drain_rows(&mut st, &mut interval_sums);
             }
         }
         st.finish(total, u64::MAX);
-        interval_sums.add(&st.take_interval(u64::MAX));
+        st.close_interval(u64::MAX);
+        drain_rows(&mut st, &mut interval_sums);
         let s = st.summary();
         let got = Reference {
             received: s.received,
@@ -812,7 +836,8 @@ fn memory_stays_fixed_over_five_million_datagrams() {
             st.on_datagram(h, h * 1000, now + 20_000, now + 20_000, 64);
         }
         if seq % 100_000 == 0 {
-            st.take_interval(now);
+            st.close_interval(now);
+            while st.poll_interval().is_some() {}
             lost_in_ranges += range_lengths(st.drain_loss_ranges());
         }
     }

@@ -5,3 +5,4 @@ mod common;
 mod impair;
 mod netns;
 mod sim;
+mod stats_numbers;
