@@ -399,6 +399,8 @@ pub enum ServerEvent {
         peer: SocketAddr,
         params: TestParams,
     },
+    /// A closed interval row, announced once its losses are final (about Tmax after it ended)
+    /// and never changed afterwards; rows come in order.
     Interval {
         session_id: u32,
         row: Box<IntervalRow>,
