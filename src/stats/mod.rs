@@ -56,7 +56,9 @@ pub struct StatsConfig {
 impl StatsConfig {
     /// Window size that covers `pps` x Tmax sequences (so that nothing is declared lost
     /// before Tmax by the window wrapping), as a power of two, at least the default 2^17 and
-    /// at most 2^30 (128 MiB of bitmap + stamps).
+    /// at most 2^30. Each 64-sequence word costs 32 bytes (bitmap, overtaken stamp, and the
+    /// send times of its lowest and highest received sequence): 64 KiB at the default 2^17,
+    /// 512 MiB at 2^30.
     pub fn window_bits_for(pps: f64, loss_horizon_ns: u64) -> usize {
         let needed = (pps.max(0.0) * loss_horizon_ns as f64 / 1e9).ceil();
         let needed = if needed.is_finite() {
