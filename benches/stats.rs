@@ -3,8 +3,8 @@
 //! One iteration = one datagram, in steady state, at a simulated 1 Mpps: sender timestamps
 //! every 1 µs, receive = send + 50 µs + up to ~1 µs of deterministic jitter. Every 1024
 //! datagrams `on_tick` runs (time-based loss finalization, as a receive loop would), and every
-//! 1,000,000 datagrams (1 s) `take_interval` closes an interval (histogram merge + reset); both
-//! are included, amortised over the datagrams. The window is sized for rate x Tmax
+//! 1,000,000 datagrams (1 s) `close_interval` closes an interval (histogram merge + reset) and
+//! the final rows are polled; both are included, amortised over the datagrams. The window is sized for rate x Tmax
 //! (2^20 sequences for 1 Mpps x 1 s).
 
 use std::hint::black_box;
@@ -33,13 +33,17 @@ fn deliver(stats: &mut ReceiverStats, seq: u64, count: &mut u64) {
     let send = 1_000_000_000 + seq * GAP_NS;
     // Cheap deterministic jitter (0..1023 ns) without an RNG on the measured path.
     let recv = send + DELAY_NS + (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54);
-    black_box(stats.on_datagram(black_box(seq), send, recv, 1200));
+    // The monotonic clock runs with the receive timestamps here (no clock step).
+    black_box(stats.on_datagram(black_box(seq), send, recv, recv, 1200));
     *count += 1;
     if count.is_multiple_of(TICK_EVERY) {
         stats.on_tick(recv);
     }
     if count.is_multiple_of(INTERVAL_EVERY) {
-        black_box(stats.take_interval(recv));
+        stats.close_interval(recv);
+        while let Some(row) = stats.poll_interval() {
+            black_box(row);
+        }
     }
 }
 

@@ -35,6 +35,9 @@ pub const RESULTS_GRACE: Duration = Duration::from_secs(5);
 pub const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a finished test's results stay available for (re)requests.
 pub const RESULTS_LINGER: Duration = Duration::from_secs(30);
+/// Longest wait between two looks at due losses while a test runs: an interval row is
+/// published once its losses are final, and this bounds how late after that it appears.
+pub const LOSS_TICK_MAX: Duration = Duration::from_millis(100);
 
 /// Test parameters the sender announces in its Hello.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -412,6 +415,8 @@ pub enum ServerEvent {
         peer: SocketAddr,
         params: TestParams,
     },
+    /// A closed interval row, announced once its losses are final (about Tmax after it ended)
+    /// and never changed afterwards; rows come in order.
     Interval {
         session_id: u32,
         row: Box<IntervalRow>,
@@ -451,7 +456,12 @@ struct RxSession {
     started: Instant,
     last_activity: Instant,
     next_interval: Instant,
+    /// Next look at due losses (at most LOSS_TICK_MAX apart).
+    next_tick: Instant,
     interval_index: u64,
+    /// Start and end (s since the test start) of the closed rows the stats have not published
+    /// yet, oldest first.
+    row_spans: VecDeque<(f64, f64)>,
     intervals: Vec<IntervalRow>,
     intervals_not_kept: u64,
     send_errors: u64,
@@ -539,8 +549,10 @@ impl ReceiverServer {
         }
     }
 
-    /// Feeds one received datagram. `recv_ns` is its receive time (kernel timestamp or the
-    /// driver's wall clock). Returns true when an echo reply was written into `echo` and must be
+    /// Feeds one received datagram. `now` is monotonic (one reading per received batch is
+    /// enough): it times Tmax, intervals and timeouts. `recv_ns` is the datagram's receive time
+    /// on the wall clock (kernel SO_TIMESTAMPNS, CLOCK_REALTIME, or the driver's wall clock),
+    /// used for the one-way delay only. Returns true when an echo reply was written into `echo` and must be
     /// sent back to `src` (the hot path avoids the outbox's allocation).
     pub fn handle_datagram(
         &mut self,
@@ -560,7 +572,9 @@ impl ReceiverServer {
                 self.foreign += 1;
                 return false;
             }
-            s.stats.on_datagram(h.seq, h.send_ns, recv_ns, buf.len());
+            let now_ns = session_ns(now, s.started);
+            s.stats
+                .on_datagram(h.seq, h.send_ns, recv_ns, now_ns, buf.len());
             s.last_activity = now;
             if s.params.echo {
                 h.write(Kind::Echo, echo);
@@ -570,13 +584,13 @@ impl ReceiverServer {
             return false;
         }
         match wire::parse(buf) {
-            Ok(msg) => self.handle_control(now, recv_ns, src, msg),
+            Ok(msg) => self.handle_control(now, src, msg),
             Err(_) => self.foreign += 1,
         }
         false
     }
 
-    fn handle_control(&mut self, now: Instant, recv_ns: u64, src: SocketAddr, msg: Message<'_>) {
+    fn handle_control(&mut self, now: Instant, src: SocketAddr, msg: Message<'_>) {
         match msg {
             Message::Hello(h) => self.handle_hello(now, src, &h),
             Message::Fin(fin) => {
@@ -643,7 +657,7 @@ impl ReceiverServer {
                 if let Some(s) = self.sessions.get(&session_id)
                     && !matches!(s.state, RxState::Finished { .. })
                 {
-                    self.finish_session(now, recv_ns, session_id, true);
+                    self.finish_session(now, session_id, true);
                 }
             }
             _ => self.foreign += 1,
@@ -703,7 +717,9 @@ impl ReceiverServer {
                 started: now,
                 last_activity: now,
                 next_interval: now + params.interval,
+                next_tick: now + params.interval.min(LOSS_TICK_MAX),
                 interval_index: 0,
+                row_spans: VecDeque::new(),
                 intervals: Vec::new(),
                 intervals_not_kept: 0,
                 send_errors: 0,
@@ -743,15 +759,19 @@ impl ReceiverServer {
         self.sessions
             .values()
             .map(|s| match s.state {
-                RxState::Running => s.next_interval.min(s.last_activity + PEER_SILENCE_TIMEOUT),
-                RxState::Draining { until, .. } => until.min(s.next_interval),
+                RxState::Running => s
+                    .next_interval
+                    .min(s.next_tick)
+                    .min(s.last_activity + PEER_SILENCE_TIMEOUT),
+                RxState::Draining { until, .. } => until.min(s.next_interval).min(s.next_tick),
                 RxState::Finished { linger_until, .. } => linger_until,
             })
             .min()
     }
 
     /// Closes intervals, declares losses older than Tmax, ends drained and silent tests.
-    pub fn handle_timeout(&mut self, now: Instant, wall_ns: u64) {
+    /// `now` is the monotonic clock of `handle_datagram`; the wall clock plays no part here.
+    pub fn handle_timeout(&mut self, now: Instant) {
         let ids: Vec<u32> = self.sessions.keys().copied().collect();
         for id in ids {
             let Some(s) = self.sessions.get_mut(&id) else {
@@ -765,26 +785,27 @@ impl ReceiverServer {
                     continue;
                 }
                 RxState::Draining { until, total_sent } if now >= until => {
-                    s.stats.finish(total_sent, wall_ns);
-                    self.finish_session(now, wall_ns, id, false);
+                    s.stats.finish(total_sent, session_ns(now, s.started));
+                    self.finish_session(now, id, false);
                     continue;
                 }
                 RxState::Running if now >= s.last_activity + PEER_SILENCE_TIMEOUT => {
-                    self.finish_session(now, wall_ns, id, true);
+                    self.finish_session(now, id, true);
                     continue;
                 }
                 _ => {}
             }
-            s.stats.on_tick(wall_ns);
+            s.stats.on_tick(session_ns(now, s.started));
+            if now >= s.next_tick {
+                s.next_tick = now + s.params.interval.min(LOSS_TICK_MAX);
+            }
             while now >= s.next_interval {
-                let row = Self::interval_row(s, wall_ns);
-                keep_interval(&mut s.intervals, row.clone(), &mut s.intervals_not_kept);
-                self.events.push_back(ServerEvent::Interval {
-                    session_id: id,
-                    row: Box::new(row),
-                });
+                let secs = s.params.interval.as_secs_f64();
+                let start_s = s.interval_index as f64 * secs;
+                Self::close_row(s, now, start_s + secs);
                 s.next_interval += s.params.interval;
             }
+            Self::publish_rows(s, id, &mut self.events);
             if s.records_loss_ranges(self.cfg.record_loss_ranges) {
                 let ranges = s.drain_loss_ranges();
                 if self.cfg.record_loss_ranges && !ranges.is_empty() {
@@ -797,54 +818,54 @@ impl ReceiverServer {
         }
     }
 
-    fn interval_row(s: &mut RxSession, wall_ns: u64) -> IntervalRow {
-        let stats = s.stats.take_interval(wall_ns);
-        let secs = s.params.interval.as_secs_f64();
-        let start_s = s.interval_index as f64 * secs;
+    /// Closes the open interval row at `now`; it ends at `end_s` (s since the test start).
+    fn close_row(s: &mut RxSession, now: Instant, end_s: f64) {
+        let start_s = s.interval_index as f64 * s.params.interval.as_secs_f64();
+        s.stats.close_interval(session_ns(now, s.started));
+        s.row_spans.push_back((start_s, end_s));
         s.interval_index += 1;
-        IntervalRow {
-            role: "receiver".into(),
-            start_s,
-            end_s: start_s + secs,
-            rate_bps: stats.received_bytes as f64 * 8.0 / secs,
-            pps: stats.received as f64 / secs,
-            stats: Some(stats),
-            ..IntervalRow::default()
-        }
     }
 
-    /// Ends a test: final (partial) interval, the report, results ready for the sender.
-    fn finish_session(&mut self, now: Instant, wall_ns: u64, id: u32, interrupted: bool) {
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        if interrupted {
-            // Unknown total: everything up to the highest sequence seen is what was expected.
-            let seen = s.stats.seen_end();
-            s.stats.finish(seen, wall_ns);
-        }
-        // The last, partial interval.
-        let elapsed = now.saturating_duration_since(s.started).as_secs_f64();
-        let secs = s.params.interval.as_secs_f64();
-        let start_s = s.interval_index as f64 * secs;
-        if elapsed > start_s {
-            let stats = s.stats.take_interval(wall_ns);
-            let dt = (elapsed - start_s).max(1e-9);
+    /// Publishes (keeps and announces) every closed row whose losses are final: a row is
+    /// printed once, with its final figures, about Tmax after it closed.
+    fn publish_rows(s: &mut RxSession, id: u32, events: &mut VecDeque<ServerEvent>) {
+        while let Some(stats) = s.stats.poll_interval() {
+            let (start_s, end_s) = s.row_spans.pop_front().unwrap_or_default();
+            let dt = (end_s - start_s).max(1e-9);
             let row = IntervalRow {
                 role: "receiver".into(),
                 start_s,
-                end_s: elapsed,
+                end_s,
                 rate_bps: stats.received_bytes as f64 * 8.0 / dt,
                 pps: stats.received as f64 / dt,
                 stats: Some(stats),
                 ..IntervalRow::default()
             };
             keep_interval(&mut s.intervals, row.clone(), &mut s.intervals_not_kept);
-            self.events.push_back(ServerEvent::Interval {
+            events.push_back(ServerEvent::Interval {
                 session_id: id,
                 row: Box::new(row),
             });
         }
+    }
+
+    /// Ends a test: final (partial) interval, the report, results ready for the sender.
+    fn finish_session(&mut self, now: Instant, id: u32, interrupted: bool) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if interrupted {
+            // Unknown total: everything up to the highest sequence seen is what was expected.
+            let seen = s.stats.seen_end();
+            s.stats.finish(seen, session_ns(now, s.started));
+        }
+        // The last, partial interval; then every row is final.
+        let elapsed = now.saturating_duration_since(s.started).as_secs_f64();
+        let start_s = s.interval_index as f64 * s.params.interval.as_secs_f64();
+        if elapsed > start_s {
+            Self::close_row(s, now, elapsed);
+        }
+        Self::publish_rows(s, id, &mut self.events);
         if s.records_loss_ranges(self.cfg.record_loss_ranges) {
             let ranges = s.drain_loss_ranges();
             if self.cfg.record_loss_ranges && !ranges.is_empty() {
@@ -927,7 +948,7 @@ impl ReceiverServer {
     }
 
     /// Ctrl-C: ends every running test with what was measured, and tells the peers.
-    pub fn interrupt_all(&mut self, now: Instant, wall_ns: u64) {
+    pub fn interrupt_all(&mut self, now: Instant) {
         let running: Vec<(u32, SocketAddr)> = self
             .sessions
             .iter()
@@ -935,7 +956,7 @@ impl ReceiverServer {
             .map(|(id, s)| (*id, s.peer))
             .collect();
         for (id, peer) in running {
-            self.finish_session(now, wall_ns, id, true);
+            self.finish_session(now, id, true);
             self.outbox.push_back((
                 peer,
                 emit(&Message::Abort {
@@ -982,6 +1003,11 @@ impl ReceiverServer {
     pub fn foreign_datagrams(&self) -> u64 {
         self.foreign
     }
+}
+
+/// Monotonic nanoseconds since a session started: the clock of its `ReceiverStats`.
+fn session_ns(now: Instant, started: Instant) -> u64 {
+    now.saturating_duration_since(started).as_nanos() as u64
 }
 
 /// The results payload carries its version so a mismatched peer fails loudly.
@@ -1108,7 +1134,7 @@ mod tests {
         for _ in 0..40 {
             clock.advance(Duration::from_millis(50));
             ctl.handle_timeout(clock.now());
-            srv.handle_timeout(clock.now(), clock.wall_ns());
+            srv.handle_timeout(clock.now());
             // Deliver the receiver's replies in reverse order.
             while let Some(m) = ctl.poll_transmit() {
                 srv.handle_datagram(clock.now(), clock.wall_ns(), peer, &m, &mut echo);
@@ -1176,7 +1202,7 @@ mod tests {
             }
             clock.advance(Duration::from_millis(50));
             ctl.handle_timeout(clock.now());
-            srv.handle_timeout(clock.now(), clock.wall_ns());
+            srv.handle_timeout(clock.now());
         }
         loop {
             match ctl.poll_event() {
@@ -1263,7 +1289,7 @@ mod tests {
             srv.handle_datagram(clock.now(), clock.wall_ns(), peer, &buf, &mut echo);
         }
         clock.advance(PEER_SILENCE_TIMEOUT + Duration::from_millis(1));
-        srv.handle_timeout(clock.now(), clock.wall_ns());
+        srv.handle_timeout(clock.now());
         let finished = std::iter::from_fn(|| srv.poll_event())
             .find_map(|e| match e {
                 ServerEvent::Finished { report, .. } => Some(report),
@@ -1277,6 +1303,73 @@ mod tests {
         );
         assert_eq!(finished.stats.lost, 1);
         assert_eq!(srv.active_sessions(), 0);
+    }
+
+    /// A wall-clock step of an hour (either way) in the middle of a test: the missing sequence
+    /// is declared lost exactly Tmax of monotonic time after it was overtaken, not an hour
+    /// early or late. The step shows in the one-way delays, where it belongs.
+    #[test]
+    fn a_wall_clock_step_neither_hastens_nor_delays_loss() {
+        const HOUR: Duration = Duration::from_secs(3600);
+        for step_forward in [true, false] {
+            let mut clock = ManualClock::new(1_800_000_000_000_000_000);
+            let peer: SocketAddr = PEER.parse().unwrap();
+            let mut srv = ReceiverServer::new(ServerConfig {
+                record_loss_ranges: true,
+                ..server(1).cfg
+            });
+            let mut ctl = SenderControl::new(6, params(), clock.now());
+            pump(&clock, &mut ctl, &mut srv);
+            let mut echo = [0u8; wire::DATA_HEADER_LEN];
+            let mut buf = [0u8; 100];
+            // The receiver's wall clock steps by an hour after sequence 64 overtook 5, before
+            // Tmax has passed.
+            let mut wall_step = 0i64;
+            let mut overtaken = None;
+            for seq in (0..100u64).filter(|&s| s != 5) {
+                clock.advance(Duration::from_millis(1));
+                if seq == 80 {
+                    let hour = HOUR.as_nanos() as i64;
+                    wall_step = if step_forward { hour } else { -hour };
+                }
+                DataHeader {
+                    session_id: 6,
+                    seq,
+                    send_ns: clock.wall_ns() - 20_000,
+                }
+                .write(Kind::Data, &mut buf);
+                let wall = clock.wall_ns().wrapping_add_signed(wall_step);
+                srv.handle_datagram(clock.now(), wall, peer, &buf, &mut echo);
+                if seq == 64 {
+                    overtaken = Some(clock.now());
+                }
+            }
+            let declared_at = overtaken.unwrap() + params().tmax;
+            let lost_ranges = |srv: &mut ReceiverServer| {
+                std::iter::from_fn(|| srv.poll_event())
+                    .filter_map(|e| match e {
+                        ServerEvent::Lost { ranges, .. } => Some(ranges),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect::<Vec<_>>()
+            };
+            while clock.now() + Duration::from_millis(1) < declared_at {
+                clock.advance(Duration::from_millis(1));
+                srv.handle_timeout(clock.now());
+                assert!(
+                    lost_ranges(&mut srv).is_empty(),
+                    "declared early (step forward {step_forward})"
+                );
+            }
+            clock.advance_to(declared_at);
+            srv.handle_timeout(clock.now());
+            assert_eq!(
+                lost_ranges(&mut srv),
+                vec![5..=5],
+                "declared at Tmax (step forward {step_forward})"
+            );
+        }
     }
 
     #[test]

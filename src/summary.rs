@@ -44,6 +44,36 @@ pub struct LatencySummary {
     pub max_ns: u64,
 }
 
+/// Percentiles of a one-way delay D = R - S, which is signed: it is negative when the receiver's
+/// clock is behind the sender's by more than the path delay. Same fields as `LatencySummary`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SignedLatencySummary {
+    pub count: u64,
+    pub min_ns: i64,
+    pub mean_ns: f64,
+    pub p50_ns: i64,
+    pub p90_ns: i64,
+    pub p99_ns: i64,
+    pub p999_ns: i64,
+    pub max_ns: i64,
+}
+
+impl From<LatencySummary> for SignedLatencySummary {
+    fn from(l: LatencySummary) -> Self {
+        let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        SignedLatencySummary {
+            count: l.count,
+            min_ns: signed(l.min_ns),
+            mean_ns: l.mean_ns,
+            p50_ns: signed(l.p50_ns),
+            p90_ns: signed(l.p90_ns),
+            p99_ns: signed(l.p99_ns),
+            p999_ns: signed(l.p999_ns),
+            max_ns: signed(l.max_ns),
+        }
+    }
+}
+
 /// Percentiles of a signed time distribution (IPDV, RFC 3393).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SignedSummary {
@@ -66,10 +96,14 @@ pub struct ExtentBucket {
 
 /// What the receiver measured, for one interval or for the whole run.
 ///
-/// Definitions are in DESIGN.md and `results/README.md`. For an interval, `lost` and
-/// `loss_periods` count what was *declared* lost during that interval (a sequence is declared
-/// lost once it has been missing for Tmax, or at the end of the test), so interval rows add up
-/// to the run total.
+/// Definitions are in DESIGN.md and `results/README.md`. For an interval row, what arrives
+/// (received, bytes, duplicates, late, stale, reordering, delays) counts in the interval in
+/// which it arrived, while `lost`, `loss_periods` and `loss_period_max` count the datagrams
+/// *sent* in the interval that were lost: the send time of a lost sequence is interpolated
+/// between the sender timestamps of the received sequences around its loss period. A loss
+/// period counts in the row where it starts. Each lost datagram is in exactly one row, so the
+/// rows add up to the run total; a row is published once its losses are final (about Tmax
+/// after the interval ended).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReceiverStatsSummary {
     /// Datagrams the sender reported sending (known only at the end; 0 in interval rows).
@@ -78,7 +112,8 @@ pub struct ReceiverStatsSummary {
     pub received: u64,
     /// UDP payload bytes of those distinct datagrams.
     pub received_bytes: u64,
-    /// Sequences never received within Tmax (RFC 7680). Duplicates never offset losses.
+    /// Sequences never received within Tmax (RFC 7680). Duplicates never offset losses. In an
+    /// interval row: those sent in the interval.
     pub lost: u64,
     /// Datagrams that arrived after their sequence had been declared lost (not counted received).
     pub late: u64,
@@ -92,8 +127,10 @@ pub struct ReceiverStatsSummary {
     pub reorder_extent: Vec<ExtentBucket>,
     /// RFC 4737 n-reordering counts for n = 1, 2, 3.
     pub n_reordered: [u64; 3],
-    /// RFC 3357 loss periods: maximal runs of consecutive lost sequences.
+    /// RFC 3357 loss periods: maximal runs of consecutive lost sequences. In an interval row:
+    /// the periods whose first lost datagram was sent in the interval.
     pub loss_periods: u64,
+    /// The longest of those periods, in datagrams.
     pub loss_period_max: u64,
     /// RFC 3550 interarrival jitter estimate (J += (|D| - J)/16), nanoseconds.
     pub jitter_ns: f64,
@@ -101,16 +138,36 @@ pub struct ReceiverStatsSummary {
     pub ipdv: Option<SignedSummary>,
     /// Magnitude of the IPDV values.
     pub ipdv_abs: Option<LatencySummary>,
-    /// One-way delay D = R - S (receiver clock minus sender clock).
-    pub latency: Option<LatencySummary>,
-    /// RFC 5481 PDV: D - min D.
+    /// One-way delay D = R - S (receiver clock minus sender clock), as measured: negative values
+    /// stay negative (the receiver's clock is behind the sender's), so the figures show the
+    /// clock offset instead of hiding it.
+    pub latency: Option<SignedLatencySummary>,
+    /// RFC 5481 PDV: D - min D (never negative; a constant clock offset cancels).
     pub pdv: Option<LatencySummary>,
-    /// Datagrams whose one-way delay came out negative (clocks not synchronised); their delay is
-    /// recorded as 0 in `latency`.
+    /// Datagrams whose one-way delay came out negative (clocks not synchronised); they are in
+    /// `latency` with their negative value.
     pub negative_delays: u64,
     /// Receive time of the first and last counted datagram (receiver clock, ns since epoch).
     pub first_recv_ns: Option<u64>,
     pub last_recv_ns: Option<u64>,
+}
+
+impl ReceiverStatsSummary {
+    /// The warning a report carries when the one-way delay minimum is negative: the receiver's
+    /// clock is behind the sender's by at least that much, so one-way delays are offset by it.
+    pub fn clock_warning(&self) -> Option<String> {
+        let min_ns = self.latency.filter(|l| l.count > 0)?.min_ns;
+        if min_ns >= 0 {
+            return None;
+        }
+        let ms = min_ns.unsigned_abs() as f64 / 1e6;
+        Some(format!(
+            "one-way delay minimum is -{ms:.3} ms: the clocks of sender and receiver differ by at \
+             least {ms:.3} ms ({} datagrams had a negative one-way delay; RTT and PDV are not \
+             affected)",
+            self.negative_delays
+        ))
+    }
 }
 
 /// Requested and effective socket buffer size.
@@ -391,6 +448,32 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_negative_delay_minimum_warns_with_the_offset() {
+        let mut st = ReceiverStatsSummary {
+            negative_delays: 7,
+            latency: Some(SignedLatencySummary {
+                count: 10,
+                min_ns: -2_500_000,
+                max_ns: 1_000,
+                ..SignedLatencySummary::default()
+            }),
+            ..ReceiverStatsSummary::default()
+        };
+        assert_eq!(
+            st.clock_warning().as_deref(),
+            Some(
+                "one-way delay minimum is -2.500 ms: the clocks of sender and receiver differ by \
+                 at least 2.500 ms (7 datagrams had a negative one-way delay; RTT and PDV are not \
+                 affected)"
+            )
+        );
+        st.latency.as_mut().unwrap().min_ns = 0;
+        assert_eq!(st.clock_warning(), None);
+        st.latency = None;
+        assert_eq!(st.clock_warning(), None);
+    }
 
     #[test]
     fn interval_rows_are_capped_and_the_rest_counted() {

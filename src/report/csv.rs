@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::{loss_denominator, measured, measured_signed, percent, return_path};
 use crate::summary::{
     BufferInfo, IntervalRow, LatencySummary, MAX_CARRIED_LOSS_RANGES, ReceiverReport, RunReport,
-    SenderReport,
+    SenderReport, SignedLatencySummary,
 };
 
 /// First line of a `--loss-log` file.
@@ -394,6 +394,21 @@ impl LatencyCells {
             max: us_from_ns(s.max_ns),
         })
     }
+
+    /// One-way latency, printed signed (negative when the clocks disagree).
+    fn of_signed(summary: Option<&SignedLatencySummary>) -> Self {
+        summary
+            .filter(|s| s.count > 0)
+            .map_or_else(Self::default, |s| Self {
+                min: us_from_signed_ns(s.min_ns),
+                mean: us_from_f64_ns(s.mean_ns),
+                p50: us_from_signed_ns(s.p50_ns),
+                p90: us_from_signed_ns(s.p90_ns),
+                p99: us_from_signed_ns(s.p99_ns),
+                p999: us_from_signed_ns(s.p999_ns),
+                max: us_from_signed_ns(s.max_ns),
+            })
+    }
 }
 
 /// One summary row under construction, one field per column, all empty by default.
@@ -503,7 +518,7 @@ impl SummaryRow {
             self.ipdv_p50_us = us_from_signed_ns(ipdv.p50_ns);
             self.ipdv_p99_us = us_from_signed_ns(ipdv.p99_ns);
         }
-        self.latency = LatencyCells::of(stats.latency.as_ref());
+        self.latency = LatencyCells::of_signed(stats.latency.as_ref());
         self.late = stats.late.to_string();
         self.stale = stats.stale.to_string();
         self.n_reordered = stats.n_reordered.map(|n| n.to_string());
@@ -677,7 +692,7 @@ fn interval_record(run_id: &str, row: &IntervalRow) -> Vec<String> {
     ];
     match &row.stats {
         Some(stats) => {
-            let latency = LatencyCells::of(stats.latency.as_ref());
+            let latency = LatencyCells::of_signed(stats.latency.as_ref());
             let ipdv = measured_signed(stats.ipdv.as_ref());
             cells.extend([
                 stats.received.to_string(),
@@ -897,7 +912,7 @@ mod tests {
         let receiver = report.receiver.as_mut().unwrap();
         receiver.stats.expected = 0;
         receiver.stats.received = 0;
-        receiver.stats.latency = Some(LatencySummary::default());
+        receiver.stats.latency = Some(SignedLatencySummary::default());
         let (_, rows) = parse(&summary_text(&report, Header::Include));
         assert_eq!(rows.len(), 1);
         let row = &rows[0];

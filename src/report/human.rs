@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use super::{loss_denominator, measured, measured_signed, percent, return_path};
 use crate::summary::{
-    BufferInfo, IntervalRow, LatencySummary, ReceiverReport, RunReport, SenderReport,
+    BufferInfo, IntervalRow, ReceiverReport, RunReport, SenderReport, SignedLatencySummary,
 };
 
 /// Writes the run summary: a header line, the sender/receiver table, then the warnings.
@@ -33,7 +33,8 @@ pub fn write_human<W: Write>(mut w: W, report: &RunReport) -> io::Result<()> {
 /// Writes the line that introduces a role's interval lines, saying what the fields mean.
 pub fn write_interval_header<W: Write>(mut w: W, role: &str) -> io::Result<()> {
     let legend = if role == "receiver" {
-        "recv/lost/dup/reord/late are datagrams (lost = declared lost in the interval), \
+        "recv/lost/dup/reord/late are datagrams (lost = sent in the interval and lost; \
+         a line appears once its losses are final, about Tmax after the interval), \
          jitter is RFC 3550, lat is one-way latency"
     } else {
         "sent is datagrams, rate is payload bit/s, err is send errors (ENOBUFS/EAGAIN), \
@@ -49,7 +50,8 @@ pub fn write_interval_line<W: Write>(mut w: W, row: &IntervalRow) -> io::Result<
     match &row.stats {
         Some(stats) => {
             let loss = percent(stats.lost, stats.received + stats.lost);
-            let latency = measured(stats.latency.as_ref());
+            // One-way latency is signed (clock offset between two hosts).
+            let latency = stats.latency.as_ref().filter(|l| l.count > 0);
             line += &format!(
                 " recv {:>8}  rate {:>11}  lost {:>6} ({:>6})  dup {:>5}  reord {:>5}  \
                  late {:>5}  jitter {:>9}  lat p50 {:>9} p99 {:>9}",
@@ -61,8 +63,8 @@ pub fn write_interval_line<W: Write>(mut w: W, row: &IntervalRow) -> io::Result<
                 stats.reordered,
                 stats.late,
                 fmt_ns_f64(stats.jitter_ns),
-                latency.map_or_else(|| "-".to_string(), |l| fmt_ns(l.p50_ns)),
-                latency.map_or_else(|| "-".to_string(), |l| fmt_ns(l.p99_ns)),
+                latency.map_or_else(|| "-".to_string(), |l| fmt_signed_ns(l.p50_ns)),
+                latency.map_or_else(|| "-".to_string(), |l| fmt_signed_ns(l.p99_ns)),
             );
         }
         None => {
@@ -217,7 +219,7 @@ fn summary_table(report: &RunReport) -> Table {
         &mut t,
         "one-way latency",
         None,
-        stats.and_then(|s| measured(s.latency.as_ref())),
+        stats.and_then(|s| s.latency.as_ref().filter(|l| l.count > 0)),
     );
     t.row(
         "PDV p99 (RFC 5481)",
@@ -238,7 +240,8 @@ fn summary_table(report: &RunReport) -> Table {
         if rtt.is_none() {
             t.row("RTT (echo)", Some("no replies".to_string()), None);
         }
-        latency_rows(&mut t, "RTT (echo)", rtt, None);
+        let rtt = rtt.copied().map(SignedLatencySummary::from);
+        latency_rows(&mut t, "RTT (echo)", rtt.as_ref(), None);
     }
     if report.echo {
         // Each side shows its own count, so a report with one side still shows it.
@@ -385,14 +388,14 @@ fn summary_table(report: &RunReport) -> Table {
 }
 
 /// Reads one figure out of a latency summary.
-type PickNs = fn(&LatencySummary) -> u64;
+type PickNs = fn(&SignedLatencySummary) -> i64;
 
 /// min, p50, p90, p99, p99.9 and max rows for a distribution measured on either side.
 fn latency_rows(
     t: &mut Table,
     label: &str,
-    sender: Option<&LatencySummary>,
-    receiver: Option<&LatencySummary>,
+    sender: Option<&SignedLatencySummary>,
+    receiver: Option<&SignedLatencySummary>,
 ) {
     let picks: [(&str, PickNs); 6] = [
         ("min", |l| l.min_ns),
@@ -405,8 +408,8 @@ fn latency_rows(
     for (name, pick) in picks {
         t.row(
             &format!("{label} {name}"),
-            sender.map(|l| fmt_ns(pick(l))),
-            receiver.map(|l| fmt_ns(pick(l))),
+            sender.map(|l| fmt_signed_ns(pick(l))),
+            receiver.map(|l| fmt_signed_ns(pick(l))),
         );
     }
 }

@@ -132,7 +132,7 @@ pub(crate) mod fixtures {
                 max_ns: 41_000,
             }),
             ipdv_abs: Some(latency(100)),
-            latency: Some(latency(8_000)),
+            latency: Some(latency(8_000).into()),
             pdv: Some(latency(0)),
             negative_delays: 0,
             first_recv_ns: Some(1_000_000_000),

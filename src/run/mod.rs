@@ -554,7 +554,9 @@ pub fn check_thresholds(report: &RunReport, th: &Thresholds) -> Vec<ThresholdChe
     }
     if let Some(max) = th.max_latency_p99 {
         let p99 = needs_rx(&|r| {
-            report::measured(r.stats.latency.as_ref())
+            r.stats
+                .latency
+                .filter(|l| l.count > 0)
                 .map(|l| l.p99_ns as f64)
                 .ok_or_else(|| "no one-way latency samples".to_string())
         });
@@ -713,7 +715,7 @@ pub fn open_interval_stream(outputs: &Outputs) -> anyhow::Result<Option<report::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::{LatencySummary, ReceiverStatsSummary, SenderReport};
+    use crate::summary::{ReceiverStatsSummary, SenderReport, SignedLatencySummary};
 
     fn run(sent: u64, received: u64) -> RunReport {
         RunReport {
@@ -808,7 +810,7 @@ mod tests {
         }
         // An empty distribution is no sample either.
         let mut empty = run(100, 100);
-        empty.receiver.as_mut().unwrap().stats.latency = Some(LatencySummary::default());
+        empty.receiver.as_mut().unwrap().stats.latency = Some(SignedLatencySummary::default());
         let outcome = judge(
             &mut empty,
             &Thresholds {

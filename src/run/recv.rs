@@ -166,10 +166,10 @@ impl Receiver {
                 {
                     server.set_rxq_dropped(total);
                 }
-                server.handle_timeout(now, time::wall_ns());
+                server.handle_timeout(now);
             }
             if stop.requested() {
-                server.interrupt_all(now, time::wall_ns());
+                server.interrupt_all(now);
                 outcome.interrupted = true;
             }
             while let Some((dst, msg)) = server.poll_transmit() {
@@ -311,12 +311,7 @@ fn receiver_run_report(
             report.intervals_not_kept
         ));
     }
-    if report.stats.negative_delays > 0 {
-        warnings.push(format!(
-            "{} datagrams had a negative one-way delay: the sender's clock is ahead of ours",
-            report.stats.negative_delays
-        ));
-    }
+    warnings.extend(report.stats.clock_warning());
     RunReport {
         version: REPORT_VERSION,
         run_id: format!("{session_id:08x}"),

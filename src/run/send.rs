@@ -359,19 +359,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 r.sndbuf.effective
             ));
         }
-        if r.stats.negative_delays > 0 {
-            warnings.push(format!(
-                "{} datagrams had a negative one-way delay: the two hosts' clocks disagree, so one-way latency is not meaningful (RTT is)",
-                r.stats.negative_delays
-            ));
-        }
-        if r.loss_ranges_not_kept > 0 {
-            warnings.push(format!(
-                "the receiver carried back its first {} lost ranges; {} more were not carried, so the loss log is incomplete",
-                r.loss_ranges.len(),
-                r.loss_ranges_not_kept
-            ));
-        }
+        warnings.extend(r.stats.clock_warning());
     }
     let sender = SenderReport {
         sent: result.sent,

@@ -7,10 +7,15 @@
 //! the per-datagram budget. The counts array here has exactly HdrHistogram's bucket layout
 //! (same index for every value, checked in the tests), so converting it into an
 //! `hdrhistogram::Histogram` for percentiles is exact.
+//!
+//! The minimum and maximum are tracked exactly beside the counts (two compare-and-moves per
+//! value): a bucket edge is up to 0.1 % off (14.999552 ms for a 15.000001 ms minimum), which
+//! is wrong for a figure users read as a bound. Percentiles are HdrHistogram's (top of the
+//! bucket), clamped into the exact [min, max].
 
 use hdrhistogram::Histogram;
 
-use crate::summary::{LatencySummary, SignedSummary};
+use crate::summary::{LatencySummary, SignedLatencySummary, SignedSummary};
 
 /// Highest recordable value: 100 s in nanoseconds. Larger values are clamped to it.
 pub const HISTOGRAM_MAX_NS: u64 = 100_000_000_000;
@@ -93,6 +98,22 @@ fn latency_summary_of(h: &Histogram<u64>) -> Option<LatencySummary> {
     })
 }
 
+/// Puts the exact extremes into a bucket-based summary and keeps every other figure within
+/// them (a bucket's top can lie above the largest value recorded in it).
+fn with_exact_bounds(s: LatencySummary, min_ns: u64, max_ns: u64) -> LatencySummary {
+    let clamp = |v: u64| v.clamp(min_ns, max_ns);
+    LatencySummary {
+        count: s.count,
+        min_ns,
+        mean_ns: s.mean_ns.clamp(min_ns as f64, max_ns as f64),
+        p50_ns: clamp(s.p50_ns),
+        p90_ns: clamp(s.p90_ns),
+        p99_ns: clamp(s.p99_ns),
+        p999_ns: clamp(s.p999_ns),
+        max_ns,
+    }
+}
+
 /// Value of the `rank`-th smallest recorded sample (1-based), at the top of its equivalence
 /// range, like `value_at_quantile`.
 fn value_at_rank(h: &Histogram<u64>, rank: u64) -> u64 {
@@ -113,6 +134,9 @@ fn value_at_rank(h: &Histogram<u64>, rank: u64) -> u64 {
 pub struct LatencyHistogram {
     counts: Box<[u64]>,
     total: u64,
+    /// Exact smallest and largest (clamped) value recorded; u64::MAX and 0 while empty.
+    min: u64,
+    max: u64,
 }
 
 impl Default for LatencyHistogram {
@@ -126,15 +150,19 @@ impl LatencyHistogram {
         Self {
             counts: vec![0u64; layout::LEN].into_boxed_slice(),
             total: 0,
+            min: u64::MAX,
+            max: 0,
         }
     }
 
     /// Records one value (ns), clamped to 100 s.
     #[inline]
     pub fn record(&mut self, ns: u64) {
-        let index = layout::index_of(ns.min(HISTOGRAM_MAX_NS));
-        self.counts[index] += 1;
+        let ns = ns.min(HISTOGRAM_MAX_NS);
+        self.counts[layout::index_of(ns)] += 1;
         self.total += 1;
+        self.min = self.min.min(ns);
+        self.max = self.max.max(ns);
     }
 
     /// Adds every value of `other` into `self`.
@@ -146,12 +174,16 @@ impl LatencyHistogram {
             *a += b;
         }
         self.total += other.total;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
     }
 
     pub fn reset(&mut self) {
         if self.total > 0 {
             self.counts.fill(0);
             self.total = 0;
+            self.min = u64::MAX;
+            self.max = 0;
         }
     }
 
@@ -163,12 +195,14 @@ impl LatencyHistogram {
         self.total == 0
     }
 
-    /// count, min, mean, p50, p90, p99, p99.9, max; None when nothing was recorded.
+    /// count, min, mean, p50, p90, p99, p99.9, max (min and max exact); None when nothing was
+    /// recorded.
     pub fn summary(&self) -> Option<LatencySummary> {
         if self.is_empty() {
             return None;
         }
         latency_summary_of(&self.to_hdrhistogram())
+            .map(|s| with_exact_bounds(s, self.min, self.max))
     }
 
     /// The same distribution as an `hdrhistogram::Histogram` (for other percentiles, or
@@ -176,25 +210,22 @@ impl LatencyHistogram {
     pub fn to_hdrhistogram(&self) -> Histogram<u64> {
         hdr_from_counts(&self.counts)
     }
-
-    /// Bytes held by the counts array (fixed at construction).
-    pub(crate) fn capacity_bytes(&self) -> usize {
-        self.counts.len() * std::mem::size_of::<u64>()
-    }
 }
 
-/// RFC 5481 PDV from a one-way delay summary: every figure minus the minimum delay.
-pub fn pdv_from_latency(latency: &LatencySummary) -> LatencySummary {
+/// RFC 5481 PDV from a one-way delay summary: every figure minus the (exact) minimum delay, so
+/// PDV min is 0 and PDV max is max D - min D exactly, whatever the clock offset.
+pub fn pdv_from_latency(latency: &SignedLatencySummary) -> LatencySummary {
     let min = latency.min_ns;
+    let above_min = |v: i64| v.saturating_sub(min).max(0) as u64;
     LatencySummary {
         count: latency.count,
         min_ns: 0,
         mean_ns: (latency.mean_ns - min as f64).max(0.0),
-        p50_ns: latency.p50_ns - min,
-        p90_ns: latency.p90_ns - min,
-        p99_ns: latency.p99_ns - min,
-        p999_ns: latency.p999_ns - min,
-        max_ns: latency.max_ns - min,
+        p50_ns: above_min(latency.p50_ns),
+        p90_ns: above_min(latency.p90_ns),
+        p99_ns: above_min(latency.p99_ns),
+        p999_ns: above_min(latency.p999_ns),
+        max_ns: above_min(latency.max_ns),
     }
 }
 
@@ -206,6 +237,9 @@ pub struct SignedHistogram {
     /// `[0, LEN)`: values >= 0; `[LEN, 2 LEN)`: magnitudes of negative values.
     counts: Box<[u64]>,
     total: u64,
+    /// Exact smallest and largest (clamped) value recorded; i64::MAX and i64::MIN while empty.
+    min: i64,
+    max: i64,
 }
 
 impl Default for SignedHistogram {
@@ -219,16 +253,21 @@ impl SignedHistogram {
         Self {
             counts: vec![0u64; 2 * layout::LEN].into_boxed_slice(),
             total: 0,
+            min: i64::MAX,
+            max: i64::MIN,
         }
     }
 
     /// Records one value (ns); magnitudes are clamped to 100 s.
     #[inline]
     pub fn record(&mut self, value: i64) {
+        const MAX: i64 = HISTOGRAM_MAX_NS as i64;
+        let value = value.clamp(-MAX, MAX);
         let half = (value < 0) as usize * layout::LEN;
-        let index = layout::index_of(value.unsigned_abs().min(HISTOGRAM_MAX_NS));
-        self.counts[half + index] += 1;
+        self.counts[half + layout::index_of(value.unsigned_abs())] += 1;
         self.total += 1;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
     }
 
     pub fn add(&mut self, other: &SignedHistogram) {
@@ -239,12 +278,16 @@ impl SignedHistogram {
             *a += b;
         }
         self.total += other.total;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
     }
 
     pub fn reset(&mut self) {
         if self.total > 0 {
             self.counts.fill(0);
             self.total = 0;
+            self.min = i64::MAX;
+            self.max = i64::MIN;
         }
     }
 
@@ -256,53 +299,76 @@ impl SignedHistogram {
         self.total == 0
     }
 
+    /// The latency ladder (count, min, mean, p50, p90, p99, p99.9, max) of signed values (one-way
+    /// delay); min and max exact, the rest within them. None when nothing was recorded.
+    pub fn latency_summary(&self) -> Option<SignedLatencySummary> {
+        if self.is_empty() {
+            return None;
+        }
+        let (non_negative, negative) = self.split_hdr();
+        let at_quantile = self.quantile_fn(&non_negative, &negative);
+        let sum = non_negative.mean() * non_negative.len() as f64
+            - negative.mean() * negative.len() as f64;
+        let clamp = |v: i64| v.clamp(self.min, self.max);
+        Some(SignedLatencySummary {
+            count: self.total,
+            min_ns: self.min,
+            mean_ns: (sum / self.total as f64).clamp(self.min as f64, self.max as f64),
+            p50_ns: clamp(at_quantile(0.50)),
+            p90_ns: clamp(at_quantile(0.90)),
+            p99_ns: clamp(at_quantile(0.99)),
+            p999_ns: clamp(at_quantile(0.999)),
+            max_ns: self.max,
+        })
+    }
+
+    /// Quantiles by HdrHistogram's rank rule (rank = max(1, ceil(q * count))). Sorted ascending,
+    /// the negative values come first in decreasing magnitude, so rank r <= #negatives is the
+    /// (#negatives - r + 1)-th smallest magnitude, negated.
+    fn quantile_fn<'a>(
+        &self,
+        non_negative: &'a Histogram<u64>,
+        negative: &'a Histogram<u64>,
+    ) -> impl Fn(f64) -> i64 + 'a {
+        let negatives = negative.len();
+        let total = self.total;
+        move |q: f64| {
+            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+            if rank <= negatives {
+                -(value_at_rank(negative, negatives - rank + 1) as i64)
+            } else {
+                value_at_rank(non_negative, rank - negatives) as i64
+            }
+        }
+    }
+
     /// (values >= 0, magnitudes of negative values) as HdrHistograms.
     fn split_hdr(&self) -> (Histogram<u64>, Histogram<u64>) {
         let (non_negative, negative) = self.counts.split_at(layout::LEN);
         (hdr_from_counts(non_negative), hdr_from_counts(negative))
     }
 
-    /// count, min, p1, p50, p99, max; None when nothing was recorded.
-    ///
-    /// Quantiles use HdrHistogram's rank rule (rank = max(1, ceil(q * count))). Sorted
-    /// ascending, the negative values come first in decreasing magnitude, so rank r <=
-    /// #negatives is the (#negatives - r + 1)-th smallest magnitude, negated.
+    /// count, min, p1, p50, p99, max (min and max exact); None when nothing was recorded.
     pub fn summary(&self) -> Option<SignedSummary> {
         if self.is_empty() {
             return None;
         }
         let (non_negative, negative) = self.split_hdr();
-        let negatives = negative.len();
+        let at_quantile = self.quantile_fn(&non_negative, &negative);
         let total = self.total;
-        let at_quantile = |q: f64| -> i64 {
-            let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-            if rank <= negatives {
-                -(value_at_rank(&negative, negatives - rank + 1) as i64)
-            } else {
-                value_at_rank(&non_negative, rank - negatives) as i64
-            }
-        };
-        let min_ns = if negative.is_empty() {
-            non_negative.min() as i64
-        } else {
-            -(negative.max() as i64)
-        };
-        let max_ns = if non_negative.is_empty() {
-            -(negative.min_nz() as i64)
-        } else {
-            non_negative.max() as i64
-        };
+        let clamp = |v: i64| v.clamp(self.min, self.max);
         Some(SignedSummary {
             count: total,
-            min_ns,
-            p01_ns: at_quantile(0.01),
-            p50_ns: at_quantile(0.50),
-            p99_ns: at_quantile(0.99),
-            max_ns,
+            min_ns: self.min,
+            p01_ns: clamp(at_quantile(0.01)),
+            p50_ns: clamp(at_quantile(0.50)),
+            p99_ns: clamp(at_quantile(0.99)),
+            max_ns: self.max,
         })
     }
 
-    /// Summary of the magnitudes |value|.
+    /// Summary of the magnitudes |value|. The maximum is exact; so is the minimum unless
+    /// values of both signs were recorded (then it is the bucket edge of the smallest).
     pub fn abs_summary(&self) -> Option<LatencySummary> {
         if self.is_empty() {
             return None;
@@ -311,7 +377,16 @@ impl SignedHistogram {
         magnitudes
             .add(&negative)
             .expect("histograms with identical bounds always add");
-        latency_summary_of(&magnitudes)
+        let s = latency_summary_of(&magnitudes)?;
+        let max = self.min.unsigned_abs().max(self.max.unsigned_abs());
+        let min = if self.min >= 0 {
+            self.min.unsigned_abs()
+        } else if self.max <= 0 {
+            self.max.unsigned_abs()
+        } else {
+            s.min_ns.min(max)
+        };
+        Some(with_exact_bounds(s, min, max))
     }
 
     pub(crate) fn capacity_bytes(&self) -> usize {
@@ -374,7 +449,11 @@ mod tests {
             );
         }
         assert!(ours.to_hdrhistogram() == theirs);
-        assert_eq!(ours.summary(), latency_summary_of(&theirs));
+        // Same percentiles; the extremes are the exact values (0 and HISTOGRAM_MAX_NS - 1 among
+        // the edges above), not HdrHistogram's bucket edges.
+        let exact =
+            latency_summary_of(&theirs).map(|s| with_exact_bounds(s, 0, HISTOGRAM_MAX_NS - 1));
+        assert_eq!(ours.summary(), exact);
         // Clamping: above 100 s counts as 100 s.
         ours.record(u64::MAX);
         theirs.record(HISTOGRAM_MAX_NS).expect("in range");
@@ -414,6 +493,63 @@ mod tests {
         assert_eq!(s.min_ns, 0);
         assert!(s.max_ns >= HISTOGRAM_MAX_NS && s.max_ns <= HISTOGRAM_MAX_NS / 1000 * 1001);
         assert!(LatencyHistogram::new().summary().is_none());
+    }
+
+    #[test]
+    fn min_and_max_are_exact_not_bucket_edges() {
+        // Uniform 15..25 ms, as `--impair delay=20ms,jitter=5ms` gives: bucket edges there are
+        // 8192 ns apart, so an edge-based minimum reads 14.999552 ms.
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        let values: Vec<u64> = (0..3000)
+            .map(|_| rng.random_range(15_000_001..25_000_000u64))
+            .collect();
+        let (lo, hi) = (*values.iter().min().unwrap(), *values.iter().max().unwrap());
+        let mut h = LatencyHistogram::new();
+        let mut signed = SignedHistogram::new();
+        for &v in &values {
+            h.record(v);
+            signed.record(v as i64);
+            signed.record(-(v as i64));
+        }
+        let s = h.summary().expect("non-empty");
+        assert_eq!((s.min_ns, s.max_ns), (lo, hi));
+        assert!(s.min_ns <= s.p50_ns && s.p999_ns <= s.max_ns);
+        assert!(s.mean_ns >= lo as f64 && s.mean_ns <= hi as f64);
+        let s = signed.summary().expect("non-empty");
+        assert_eq!((s.min_ns, s.max_ns), (-(hi as i64), hi as i64));
+        let a = signed.abs_summary().expect("non-empty");
+        assert_eq!(a.max_ns, hi);
+
+        // One repeated value: every figure is that value, none a bucket edge around it.
+        let mut h = LatencyHistogram::new();
+        let mut n = SignedHistogram::new();
+        for _ in 0..3 {
+            h.record(15_000_001);
+            n.record(-15_000_001);
+        }
+        let s = h.summary().expect("non-empty");
+        assert_eq!(
+            [s.min_ns, s.p50_ns, s.p99_ns, s.p999_ns, s.max_ns],
+            [15_000_001; 5]
+        );
+        assert_eq!(s.mean_ns, 15_000_001.0);
+        let s = n.summary().expect("non-empty");
+        assert_eq!([s.min_ns, s.p01_ns, s.p99_ns, s.max_ns], [-15_000_001; 4]);
+        let a = n.abs_summary().expect("non-empty");
+        assert_eq!((a.min_ns, a.max_ns), (15_000_001, 15_000_001));
+
+        // Merging and resetting keep the extremes right.
+        let mut merged = LatencyHistogram::new();
+        merged.add(&h);
+        let mut other = LatencyHistogram::new();
+        other.record(7);
+        merged.add(&other);
+        let s = merged.summary().expect("non-empty");
+        assert_eq!((s.min_ns, s.max_ns), (7, 15_000_001));
+        merged.reset();
+        merged.record(9);
+        let s = merged.summary().expect("non-empty");
+        assert_eq!((s.min_ns, s.max_ns), (9, 9));
     }
 
     #[test]
@@ -472,21 +608,51 @@ mod tests {
 
     #[test]
     fn pdv_is_latency_minus_min() {
-        let mut h = LatencyHistogram::new();
-        for v in [1000u64, 1200, 1500, 1900, 2000] {
+        let mut h = SignedHistogram::new();
+        for v in [1000i64, 1200, 1500, 1900, 2000] {
             h.record(v);
         }
-        let lat = h.summary().expect("non-empty");
+        let lat = h.latency_summary().expect("non-empty");
         let pdv = pdv_from_latency(&lat);
         assert_eq!(pdv.count, lat.count);
         assert_eq!(pdv.min_ns, 0);
-        assert_eq!(pdv.p50_ns, lat.p50_ns - lat.min_ns);
-        assert_eq!(pdv.p90_ns, lat.p90_ns - lat.min_ns);
-        assert_eq!(pdv.p99_ns, lat.p99_ns - lat.min_ns);
-        assert_eq!(pdv.p999_ns, lat.p999_ns - lat.min_ns);
-        assert_eq!(pdv.max_ns, lat.max_ns - lat.min_ns);
+        assert_eq!(pdv.p50_ns as i64, lat.p50_ns - lat.min_ns);
+        assert_eq!(pdv.p90_ns as i64, lat.p90_ns - lat.min_ns);
+        assert_eq!(pdv.p99_ns as i64, lat.p99_ns - lat.min_ns);
+        assert_eq!(pdv.p999_ns as i64, lat.p999_ns - lat.min_ns);
+        assert_eq!(pdv.max_ns as i64, lat.max_ns - lat.min_ns);
         assert_eq!(pdv.mean_ns, lat.mean_ns - lat.min_ns as f64);
         // Values below 2048 ns are exact: PDV p50 is 1500 - 1000.
         assert_eq!(pdv.p50_ns, 500);
+    }
+
+    #[test]
+    fn signed_latency_ladder_matches_sorted_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        // A receiver clock 3 ms behind: delays of -3 ms + (0.1 .. 2 ms), mostly negative.
+        for (lo, hi) in [
+            (-2_900_000i64, -1_000_000),
+            (-2_000_000, 500_000),
+            (10, 9_000),
+        ] {
+            let mut h = SignedHistogram::new();
+            let mut values: Vec<i64> = (0..4001).map(|_| rng.random_range(lo..=hi)).collect();
+            for &v in &values {
+                h.record(v);
+            }
+            values.sort_unstable();
+            let s = h.latency_summary().expect("non-empty");
+            assert_eq!(s.count, values.len() as u64);
+            assert_eq!((s.min_ns, s.max_ns), (values[0], *values.last().unwrap()));
+            assert_close(s.p50_ns, reference_quantile(&values, 0.5), "p50");
+            assert_close(s.p90_ns, reference_quantile(&values, 0.9), "p90");
+            assert_close(s.p99_ns, reference_quantile(&values, 0.99), "p99");
+            assert_close(s.p999_ns, reference_quantile(&values, 0.999), "p999");
+            let mean = values.iter().sum::<i64>() as f64 / values.len() as f64;
+            assert!((s.mean_ns - mean).abs() <= mean.abs() / 500.0 + 1.0, "mean");
+            // PDV does not see the offset.
+            let pdv = pdv_from_latency(&s);
+            assert_eq!(pdv.max_ns, (values.last().unwrap() - values[0]) as u64);
+        }
     }
 }

@@ -4,18 +4,26 @@
 //!
 //! Sans-IO: every time is a u64 nanosecond timestamp passed in. Memory is fixed at construction
 //! (the duplicate window, the record-high ring, the IPDV ring, the histograms) and never grows
-//! with the length of the run; the only growable part is the optional loss-range list, which
-//! holds what the caller has not drained yet.
+//! with the length of the run; the growable parts are the optional loss-range list, which
+//! holds what the caller has not drained yet, and the closed interval rows waiting for their
+//! losses (at most `rows::MAX_PENDING_ROWS`).
 //!
 //! Hot path: `on_datagram` for an in-order unique datagram touches one bitmap word, a few
 //! counters, the RFC 3550 estimator, one IPDV ring slot and the *interval* histograms; the run
 //! histograms are only updated when an interval closes.
+//!
+//! Interval rows: arrival figures (received, bytes, duplicates, late, reordering, delays) count
+//! in the row during which the datagram arrived; losses count in the row in which the lost
+//! datagram was *sent* (`rows.rs`), so a row is published by `poll_interval` only once its
+//! losses are final, about Tmax after it closed.
 
 mod delay;
 mod hist;
 mod reorder;
+mod rows;
 mod window;
 
+use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 
 pub use hist::{HISTOGRAM_MAX_NS, LatencyHistogram, SignedHistogram, pdv_from_latency};
@@ -23,6 +31,7 @@ pub use hist::{HISTOGRAM_MAX_NS, LatencyHistogram, SignedHistogram, pdv_from_lat
 use crate::summary::ReceiverStatsSummary;
 use delay::DelayTracker;
 use reorder::{ReorderTally, ReorderTracker};
+use rows::RowLosses;
 use window::{DuplicateWindow, FinishOutcome, LossTally, Verdict};
 
 /// Sequences at or above this are never valid (a sender cannot get there); refusing them keeps
@@ -38,7 +47,7 @@ pub struct StatsConfig {
     /// ring has moved on).
     pub window_bits: usize,
     /// RFC 7680 Tmax: a missing sequence is declared lost once it has been overtaken for this
-    /// long (checked in `on_tick` / `take_interval`).
+    /// long (checked in `on_tick` / `close_interval`).
     pub loss_horizon_ns: u64,
     /// Keep the lost sequence ranges for `drain_loss_ranges`.
     pub record_loss_ranges: bool,
@@ -47,7 +56,9 @@ pub struct StatsConfig {
 impl StatsConfig {
     /// Window size that covers `pps` x Tmax sequences (so that nothing is declared lost
     /// before Tmax by the window wrapping), as a power of two, at least the default 2^17 and
-    /// at most 2^30 (128 MiB of bitmap + stamps).
+    /// at most 2^30. Each 64-sequence word costs 32 bytes (bitmap, overtaken stamp, and the
+    /// send times of its lowest and highest received sequence): 64 KiB at the default 2^17,
+    /// 512 MiB at 2^30.
     pub fn window_bits_for(pps: f64, loss_horizon_ns: u64) -> usize {
         let needed = (pps.max(0.0) * loss_horizon_ns as f64 / 1e9).ceil();
         let needed = if needed.is_finite() {
@@ -113,7 +124,9 @@ impl Default for ArrivalCounts {
     }
 }
 
-/// Everything countable about a stretch of datagrams (an interval, or several merged).
+/// Everything countable about a stretch of datagrams (an interval, or several merged). Losses
+/// are kept apart (the window's run tally and `RowLosses`); `loss` is only filled in to build
+/// a summary.
 #[derive(Debug, Clone, Copy, Default)]
 struct Tally {
     arrivals: ArrivalCounts,
@@ -156,11 +169,17 @@ pub struct ReceiverStats {
     seq_limit: u64,
     out_of_range: u64,
     interval: ArrivalCounts,
-    interval_latency: LatencyHistogram,
+    /// One-way delay, signed (a receiver clock behind the sender's gives negative values).
+    interval_latency: SignedHistogram,
     interval_ipdv: SignedHistogram,
-    /// Sum of the closed intervals.
+    /// Losses per interval row by send time, and which rows are final.
+    rows: RowLosses,
+    /// Closed rows waiting for their losses to be final (arrival figures, losses still 0),
+    /// as many as `rows` holds pending.
+    pending_rows: VecDeque<ReceiverStatsSummary>,
+    /// Sum of the closed intervals' arrivals.
     closed: Tally,
-    closed_latency: LatencyHistogram,
+    closed_latency: SignedHistogram,
     closed_ipdv: SignedHistogram,
     finished: Option<Finished>,
 }
@@ -176,10 +195,12 @@ impl ReceiverStats {
             seq_limit: SEQ_LIMIT,
             out_of_range: 0,
             interval: ArrivalCounts::default(),
-            interval_latency: LatencyHistogram::new(),
+            interval_latency: SignedHistogram::new(),
             interval_ipdv: SignedHistogram::new(),
+            rows: RowLosses::new(),
+            pending_rows: VecDeque::new(),
             closed: Tally::default(),
-            closed_latency: LatencyHistogram::new(),
+            closed_latency: SignedHistogram::new(),
             closed_ipdv: SignedHistogram::new(),
             finished: None,
             cfg,
@@ -191,26 +212,38 @@ impl ReceiverStats {
         &self.cfg
     }
 
-    /// Accounts one datagram: sequence, sender timestamp, receive timestamp (ns), payload
-    /// bytes. `recv_ns` must be on the same clock as the `now_ns` given to `on_tick`,
-    /// `take_interval` and `finish` (it stamps when sequences were overtaken, for Tmax).
+    /// Accounts one datagram: sequence, sender timestamp and receive timestamp (both wall
+    /// clock, ns since the epoch: they give the one-way delay and nothing else), the monotonic
+    /// time `now_ns` (ns from any fixed origin; one reading per received batch is enough), and
+    /// the payload bytes.
+    ///
+    /// `now_ns` is the clock of `on_tick`, `close_interval` and `finish`: it stamps when
+    /// sequences were overtaken, so Tmax is timed on it. A step of the wall clock (NTP, a
+    /// manual change) moves one-way delays but never declares a loss early or late.
     /// A sequence >= SEQ_LIMIT (or >= total_sent after `finish`) is counted only in
     /// `out_of_range()` and reported as `Stale`.
     #[inline]
-    pub fn on_datagram(&mut self, seq: u64, send_ns: u64, recv_ns: u64, bytes: usize) -> Arrival {
+    pub fn on_datagram(
+        &mut self,
+        seq: u64,
+        send_ns: u64,
+        recv_ns: u64,
+        now_ns: u64,
+        bytes: usize,
+    ) -> Arrival {
         if seq >= self.seq_limit {
             self.out_of_range += 1;
             return Arrival::Stale;
         }
-        match self.window.classify(seq, recv_ns) {
+        match self.window.classify(seq, send_ns, now_ns, &mut self.rows) {
             Verdict::InOrder => {
                 self.reorder.on_in_order(seq);
-                self.count_unique(seq, send_ns, recv_ns, bytes);
+                self.count_unique(seq, send_ns, recv_ns, now_ns, bytes);
                 Arrival::Unique { reordered: false }
             }
             Verdict::Reordered => {
                 self.reorder.on_reordered(seq);
-                self.count_unique(seq, send_ns, recv_ns, bytes);
+                self.count_unique(seq, send_ns, recv_ns, now_ns, bytes);
                 Arrival::Unique { reordered: true }
             }
             Verdict::Duplicate => {
@@ -229,7 +262,7 @@ impl ReceiverStats {
     }
 
     #[inline(always)]
-    fn count_unique(&mut self, seq: u64, send_ns: u64, recv_ns: u64, bytes: usize) {
+    fn count_unique(&mut self, seq: u64, send_ns: u64, recv_ns: u64, now_ns: u64, bytes: usize) {
         let c = &mut self.interval;
         c.received += 1;
         c.received_bytes += bytes as u64;
@@ -238,35 +271,53 @@ impl ReceiverStats {
         // Two's complement: a receive clock behind the sender's gives a negative delay.
         let transit = recv_ns.wrapping_sub(send_ns) as i64;
         c.negative_delays += (transit < 0) as u64;
-        self.interval_latency.record(transit.max(0) as u64);
+        self.interval_latency.record(transit);
+        self.rows.on_arrival(send_ns, now_ns);
         self.delay.on_unique(seq, transit, &mut self.interval_ipdv);
     }
 
     /// Declares lost every missing sequence that has been overtaken (a higher sequence
-    /// received) for at least Tmax. Cheap when nothing is due: call it as often as convenient.
+    /// received) for at least Tmax, `now_ns` being the monotonic clock of `on_datagram`.
+    /// Cheap when nothing is due: call it as often as convenient.
     /// Sequences in the 64-sequence word holding the highest one seen wait for `finish`.
     pub fn on_tick(&mut self, now_ns: u64) {
         if self.finished.is_none() {
-            self.window.on_tick(now_ns, self.cfg.loss_horizon_ns);
+            self.window
+                .on_tick(now_ns, self.cfg.loss_horizon_ns, &mut self.rows);
         }
     }
 
-    /// Figures since the previous call (counters are deltas; jitter is the current RFC 3550
-    /// estimate), after declaring due losses. Closes the interval.
-    pub fn take_interval(&mut self, now_ns: u64) -> ReceiverStatsSummary {
+    /// Closes the open interval row at monotonic `now_ns`, after declaring due losses. Its
+    /// arrival figures are fixed now (counters are deltas; jitter is the current RFC 3550
+    /// estimate); its losses are those sent in it, final once `poll_interval` returns it.
+    pub fn close_interval(&mut self, now_ns: u64) {
         self.on_tick(now_ns);
         let tally = Tally {
             arrivals: std::mem::take(&mut self.interval),
-            loss: self.window.take_tally(),
+            loss: LossTally::default(),
             reorder: self.reorder.take_tally(),
         };
-        let summary = self.build_summary(&tally, &self.interval_latency, &self.interval_ipdv, 0);
+        let row = self.build_summary(&tally, &self.interval_latency, &self.interval_ipdv, 0);
+        self.pending_rows.push_back(row);
+        self.rows.close_row(now_ns);
         self.closed.merge(&tally);
         self.closed_latency.add(&self.interval_latency);
         self.closed_ipdv.add(&self.interval_ipdv);
         self.interval_latency.reset();
         self.interval_ipdv.reset();
-        summary
+    }
+
+    /// The oldest closed interval row whose figures are final, in order: every datagram sent
+    /// in it has been received or declared lost (always, after `finish`). Its `lost`,
+    /// `loss_periods` and `loss_period_max` count the datagrams *sent* in it (a loss period in
+    /// the row where it starts); the rows add up to the run's totals.
+    pub fn poll_interval(&mut self) -> Option<ReceiverStatsSummary> {
+        let loss = self.rows.pop_final(self.finished.is_some())?;
+        let mut row = self.pending_rows.pop_front()?;
+        row.lost = loss.lost;
+        row.loss_periods = loss.periods;
+        row.loss_period_max = loss.period_max;
+        Some(row)
     }
 
     /// End of test: the sender sent sequences `0..total_sent`. Declares every missing one lost
@@ -275,7 +326,7 @@ impl ReceiverStats {
     ///
     /// Sequences >= total_sent that arrived *before* this call (a misbehaving sender) were
     /// counted as received then; the run summary removes them again from `received` (and counts
-    /// them in `out_of_range`). Interval rows already reported keep them. Should such a bogus
+    /// them in `out_of_range`). Interval rows keep them. Should such a bogus
     /// sequence have been more than a whole window above total_sent, losses beyond total_sent
     /// had already been declared; the run summary then reports lost = expected - received.
     /// Calling `finish` again has no effect. A total above SEQ_LIMIT is taken as SEQ_LIMIT.
@@ -284,7 +335,7 @@ impl ReceiverStats {
             return;
         }
         let total_sent = total_sent.min(SEQ_LIMIT);
-        let outcome = self.window.finish(total_sent, now_ns);
+        let outcome = self.window.finish(total_sent, now_ns, &mut self.rows);
         self.out_of_range += outcome.excess_received;
         self.seq_limit = total_sent;
         self.finished = Some(Finished {
@@ -326,12 +377,12 @@ impl ReceiverStats {
     fn build_summary(
         &self,
         tally: &Tally,
-        latency: &LatencyHistogram,
+        latency: &SignedHistogram,
         ipdv: &SignedHistogram,
         expected: u64,
     ) -> ReceiverStatsSummary {
         let a = &tally.arrivals;
-        let latency = latency.summary();
+        let latency = latency.latency_summary();
         let counted = a.received > 0;
         ReceiverStatsSummary {
             expected,

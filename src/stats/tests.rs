@@ -23,7 +23,15 @@ fn stats() -> ReceiverStats {
 fn feed(st: &mut ReceiverStats, seqs: &[u64]) -> Vec<Arrival> {
     seqs.iter()
         .enumerate()
-        .map(|(k, &s)| st.on_datagram(s, s * GAP_NS, k as u64 * GAP_NS + DELAY_NS, 100))
+        .map(|(k, &s)| {
+            st.on_datagram(
+                s,
+                s * GAP_NS,
+                k as u64 * GAP_NS + DELAY_NS,
+                k as u64 * GAP_NS + DELAY_NS,
+                100,
+            )
+        })
         .collect()
 }
 
@@ -182,19 +190,27 @@ fn late_after_time_based_loss_then_duplicate() {
     });
     // 0..200 except 5, one per microsecond.
     for s in (0..200u64).filter(|&s| s != 5) {
-        st.on_datagram(s, s * 1000, s * 1000 + 10, 64);
+        st.on_datagram(s, s * 1000, s * 1000 + 10, s * 1000 + 10, 64);
     }
     // Word 0 was overtaken when 64 arrived (received at 64_010 ns).
-    let first = st.take_interval(64_010 + tmax - 1);
-    assert_eq!(first.lost, 0);
-    let second = st.take_interval(64_010 + tmax);
+    st.on_tick(64_010 + tmax - 1);
+    assert_eq!(st.summary().lost, 0);
+    st.on_tick(64_010 + tmax);
+    let declared = st.summary();
     assert_eq!(
-        (second.lost, second.loss_periods, second.loss_period_max),
+        (
+            declared.lost,
+            declared.loss_periods,
+            declared.loss_period_max
+        ),
         (1, 1, 1)
     );
     let late_at = 2 * tmax;
-    assert_eq!(st.on_datagram(5, 5000, late_at, 64), Arrival::Late);
-    assert_eq!(st.on_datagram(5, 5000, late_at + 1, 64), Arrival::Duplicate);
+    assert_eq!(st.on_datagram(5, 5000, late_at, late_at, 64), Arrival::Late);
+    assert_eq!(
+        st.on_datagram(5, 5000, late_at + 1, late_at + 1, 64),
+        Arrival::Duplicate
+    );
     st.finish(200, late_at + 2);
     let s = st.summary();
     assert_eq!((s.received, s.lost, s.late, s.duplicates), (199, 1, 1, 1));
@@ -207,6 +223,36 @@ fn late_after_time_based_loss_then_duplicate() {
 }
 
 #[test]
+fn tmax_is_timed_on_the_monotonic_clock_whatever_the_wall_clock_does() {
+    const HOUR: u64 = 3_600_000_000_000;
+    const WALL0: u64 = 1_800_000_000_000_000_000;
+    let tmax = 1_000_000_000;
+    for wall_step in [HOUR as i64, -(HOUR as i64)] {
+        let mut st = ReceiverStats::new(StatsConfig {
+            loss_horizon_ns: tmax,
+            ..StatsConfig::default()
+        });
+        // 0..200 except 5, one per millisecond of monotonic time; the wall clock (receive
+        // timestamps) steps by an hour after sequence 64 overtook 5.
+        for s in (0..200u64).filter(|&s| s != 5) {
+            let now = 1_000_000 + s * 1_000_000;
+            let step = if s > 80 { wall_step } else { 0 };
+            let wall = (WALL0 + now).wrapping_add_signed(step);
+            st.on_datagram(s, WALL0 + now - 20_000, wall, now, 64);
+        }
+        // Word 0 was overtaken when 64 arrived, at monotonic 65 ms.
+        let overtaken = 1_000_000 + 64 * 1_000_000;
+        st.on_tick(overtaken + tmax - 1);
+        assert_eq!(st.summary().lost, 0, "step {wall_step}: before Tmax");
+        st.on_tick(overtaken + tmax);
+        assert_eq!(st.summary().lost, 1, "step {wall_step}: at Tmax");
+        // The step shows where it belongs: in the one-way delays (clamped to 100 s).
+        let lat = st.summary().latency.expect("latency");
+        assert!(lat.max_ns - lat.min_ns >= HISTOGRAM_MAX_NS as i64 - 20_000);
+    }
+}
+
+#[test]
 fn stale_beyond_the_window() {
     let mut st = ReceiverStats::new(StatsConfig {
         window_bits: 1024,
@@ -215,9 +261,9 @@ fn stale_beyond_the_window() {
     let seqs: Vec<u64> = (0..5000).collect();
     feed(&mut st, &seqs);
     // The ring holds the last 16 words, up to the one holding 4999: 4032..5055.
-    assert_eq!(st.on_datagram(4031, 0, 0, 1), Arrival::Stale);
-    assert_eq!(st.on_datagram(3, 0, 0, 1), Arrival::Stale);
-    assert_eq!(st.on_datagram(4032, 0, 0, 1), Arrival::Duplicate);
+    assert_eq!(st.on_datagram(4031, 0, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(3, 0, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(4032, 0, 0, 0, 1), Arrival::Duplicate);
     let s = st.summary();
     assert_eq!((s.stale, s.duplicates, s.received), (2, 1, 5000));
 }
@@ -250,11 +296,11 @@ fn out_of_range_after_and_before_finish() {
     assert_eq!(verdicts[10], Arrival::Unique { reordered: true });
     st.finish(10, 0);
     assert_eq!(st.out_of_range(), 2);
-    assert_eq!(st.on_datagram(10, 0, 0, 1), Arrival::Stale);
-    assert_eq!(st.on_datagram(u64::MAX, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(10, 0, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(u64::MAX, 0, 0, 0, 1), Arrival::Stale);
     assert_eq!(st.out_of_range(), 4);
     // A never-seen sequence below total_sent arriving after the end is late.
-    assert_eq!(st.on_datagram(9, 0, 0, 1), Arrival::Late);
+    assert_eq!(st.on_datagram(9, 0, 0, 0, 1), Arrival::Late);
     let s = st.summary();
     assert_eq!(
         (s.expected, s.received, s.lost, s.stale, s.late),
@@ -295,17 +341,18 @@ fn absurd_sequences_neither_panic_nor_overflow() {
         record_loss_ranges: true,
         ..StatsConfig::default()
     });
-    assert_eq!(st.on_datagram(u64::MAX, 0, 0, 1), Arrival::Stale);
-    assert_eq!(st.on_datagram(SEQ_LIMIT, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(u64::MAX, 0, 0, 0, 1), Arrival::Stale);
+    assert_eq!(st.on_datagram(SEQ_LIMIT, 0, 0, 0, 1), Arrival::Stale);
     assert_eq!(st.out_of_range(), 2);
-    st.on_datagram(0, 0, 1, 1);
+    st.on_datagram(0, 0, 1, 1, 1);
     assert_eq!(
-        st.on_datagram(SEQ_LIMIT - 1, 0, 2, 1),
+        st.on_datagram(SEQ_LIMIT - 1, 0, 2, 2, 1),
         Arrival::Unique { reordered: false }
     );
     st.on_tick(u64::MAX);
-    st.take_interval(u64::MAX);
+    st.close_interval(u64::MAX);
     st.finish(u64::MAX, u64::MAX);
+    assert_eq!(st.poll_interval().map(|r| r.lost), Some(SEQ_LIMIT - 2));
     let s = st.summary();
     assert_eq!(s.expected, SEQ_LIMIT);
     assert_eq!(s.received, 2);
@@ -326,7 +373,7 @@ fn jitter_pdv_and_latency_from_a_known_stream() {
         (4, 40, 170),
     ];
     for (seq, send, recv) in packets {
-        st.on_datagram(seq, send, recv, 10);
+        st.on_datagram(seq, send, recv, recv, 10);
     }
     let transits: Vec<i64> = packets.iter().map(|p| (p.2 - p.1) as i64).collect();
     let mut j = 0.0f64;
@@ -350,9 +397,12 @@ fn jitter_pdv_and_latency_from_a_known_stream() {
     assert_eq!((abs.count, abs.min_ns, abs.max_ns), (4, 5, 20));
     assert_eq!((s.first_recv_ns, s.last_recv_ns), (Some(100), Some(170)));
     // Interval J is the current value, not reset.
-    let iv = st.take_interval(1000);
+    st.close_interval(1000);
+    st.close_interval(2000);
+    st.finish(5, 3000);
+    let iv = st.poll_interval().expect("final after finish");
     assert_eq!(iv.jitter_ns, j);
-    let empty = st.take_interval(2000);
+    let empty = st.poll_interval().expect("final after finish");
     assert_eq!(empty.jitter_ns, j);
     assert_eq!(
         (empty.received, empty.first_recv_ns, empty.latency),
@@ -361,16 +411,76 @@ fn jitter_pdv_and_latency_from_a_known_stream() {
 }
 
 #[test]
-fn negative_delay_is_counted_and_recorded_as_zero() {
+fn latency_and_pdv_extremes_are_exact() {
+    // Delays uniform in 15..25 ms (`--impair delay=20ms,jitter=5ms`): the reported minimum must
+    // be the smallest delay measured, never the bucket edge below it (14.999552 ms).
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
     let mut st = stats();
-    st.on_datagram(0, 1000, 900, 1);
-    st.on_datagram(1, 1000, 1500, 1);
+    let mut delays = Vec::new();
+    for seq in 0..3000u64 {
+        let send = 1_000_000_000 + seq * 1_000_000;
+        let delay = rng.random_range(15_000_000..=25_000_000u64);
+        delays.push(delay);
+        st.on_datagram(seq, send, send + delay, send + delay, 100);
+    }
+    let (lo, hi) = (*delays.iter().min().unwrap(), *delays.iter().max().unwrap());
+    let s = st.summary();
+    let lat = s.latency.expect("latency");
+    assert_eq!((lat.min_ns as u64, lat.max_ns as u64), (lo, hi));
+    assert!(lat.min_ns >= 15_000_000);
+    let pdv = s.pdv.expect("pdv");
+    assert_eq!((pdv.min_ns, pdv.max_ns), (0, hi - lo));
+    assert!(pdv.p50_ns <= pdv.max_ns);
+}
+
+#[test]
+fn negative_delays_are_reported_as_measured() {
+    let mut st = stats();
+    st.on_datagram(0, 1000, 900, 900, 1);
+    st.on_datagram(1, 1000, 1500, 1500, 1);
     let s = st.summary();
     assert_eq!(s.negative_delays, 1);
     let lat = s.latency.expect("latency");
-    assert_eq!((lat.min_ns, lat.max_ns), (0, 500));
+    assert_eq!((lat.min_ns, lat.max_ns), (-100, 500));
     // IPDV uses the signed delays: 500 - (-100).
     assert_eq!(s.ipdv.expect("ipdv").max_ns, 600);
+    assert_eq!(s.pdv.expect("pdv").max_ns, 600);
+}
+
+#[test]
+fn a_clock_offset_shows_in_latency_and_cancels_in_pdv() {
+    // The same path (delays 40..60 µs) measured with synchronised clocks and with a receiver
+    // clock 10 ms behind the sender's.
+    let delay = |seq: u64| 40_000 + (seq * 7919) % 20_001;
+    let run = |receiver_behind_ns: u64| {
+        let mut st = stats();
+        for seq in 0..1000u64 {
+            let send = 20_000_000 + seq * GAP_NS;
+            st.on_datagram(
+                seq,
+                send,
+                send + delay(seq) - receiver_behind_ns,
+                send + delay(seq) - receiver_behind_ns,
+                100,
+            );
+        }
+        st.summary()
+    };
+    let lo = (0..1000).map(delay).min().unwrap() as i64;
+    let hi = (0..1000).map(delay).max().unwrap() as i64;
+    let (synced, offset) = (run(0), run(10_000_000));
+    let (a, b) = (synced.latency.unwrap(), offset.latency.unwrap());
+    assert_eq!((a.min_ns, a.max_ns), (lo, hi));
+    assert_eq!((b.min_ns, b.max_ns), (lo - 10_000_000, hi - 10_000_000));
+    assert!(b.p50_ns < 0 && b.p99_ns < 0 && b.mean_ns < 0.0, "{b:?}");
+    assert_eq!(offset.negative_delays, 1000);
+    // Every percentile moves by the offset (to the histogram's precision); PDV does not move.
+    assert!((a.p50_ns - 10_000_000 - b.p50_ns).abs() <= 10_000_000 / 1000);
+    let (pa, pb) = (synced.pdv.unwrap(), offset.pdv.unwrap());
+    assert_eq!((pa.min_ns, pa.max_ns), (0, (hi - lo) as u64));
+    assert_eq!((pb.min_ns, pb.max_ns), (0, (hi - lo) as u64));
+    assert!(pb.p50_ns.abs_diff(pa.p50_ns) <= 10_000_000 / 1000);
+    assert!(offset.clock_warning().is_some() && synced.clock_warning().is_none());
 }
 
 /// Adds interval rows the way a report would.
@@ -419,6 +529,13 @@ impl Sums {
     }
 }
 
+/// Adds every interval row that is final; returns how many.
+fn drain_rows(st: &mut ReceiverStats, sums: &mut Sums) -> usize {
+    std::iter::from_fn(|| st.poll_interval())
+        .map(|row| sums.add(&row))
+        .count()
+}
+
 #[test]
 fn interval_deltas_add_up_to_run_totals() {
     let mut rng = ChaCha8Rng::seed_from_u64(42);
@@ -432,19 +549,25 @@ fn interval_deltas_add_up_to_run_totals() {
     });
     let arrivals = random_arrivals(&mut rng, total, 0.05, 0.02, 0.03, 2000);
     let mut sums = Sums::default();
+    let (mut closed, mut published) = (0, 0);
     for (k, a) in arrivals.iter().enumerate() {
         let now = a.recv_ns;
-        st.on_datagram(a.seq, a.send_ns, a.recv_ns, 200);
+        st.on_datagram(a.seq, a.send_ns, a.recv_ns, a.recv_ns, 200);
         if k % 97 == 0 {
             st.on_tick(now);
         }
         if k % 4000 == 3999 {
-            sums.add(&st.take_interval(now));
+            st.close_interval(now);
+            closed += 1;
+            published += drain_rows(&mut st, &mut sums);
         }
     }
+    assert!(published > 0, "rows are published while the test runs");
     let end = arrivals.last().expect("arrivals").recv_ns + 1;
     st.finish(total, end);
-    sums.add(&st.take_interval(end));
+    st.close_interval(end);
+    published += drain_rows(&mut st, &mut sums);
+    assert_eq!(published, closed + 1);
     let run = st.summary();
     assert_eq!(sums, Sums::of(&run));
     assert!(run.late > 0 && run.stale > 0 && run.lost > 0 && run.reordered > 0);
@@ -599,13 +722,21 @@ fn randomized_differential_against_reference() {
         });
         let mut interval_sums = Sums::default();
         for (k, a) in arrivals.iter().enumerate() {
-            st.on_datagram(a.seq, a.send_ns, a.recv_ns, bytes(a.seq) as usize);
+            st.on_datagram(
+                a.seq,
+                a.send_ns,
+                a.recv_ns,
+                a.recv_ns,
+                bytes(a.seq) as usize,
+            );
             if k % 1500 == 0 {
-                interval_sums.add(&st.take_interval(a.recv_ns));
+                st.close_interval(a.recv_ns);
+                drain_rows(&mut st, &mut interval_sums);
             }
         }
         st.finish(total, u64::MAX);
-        interval_sums.add(&st.take_interval(u64::MAX));
+        st.close_interval(u64::MAX);
+        drain_rows(&mut st, &mut interval_sums);
         let s = st.summary();
         let got = Reference {
             received: s.received,
@@ -656,7 +787,7 @@ fn ipdv_percentiles_match_sorted_reference() {
     let mut st = stats();
     let mut delay = BTreeMap::new();
     for a in &arrivals {
-        st.on_datagram(a.seq, a.send_ns, a.recv_ns, 1);
+        st.on_datagram(a.seq, a.send_ns, a.recv_ns, a.recv_ns, 1);
         delay.insert(a.seq, a.recv_ns as i64 - a.send_ns as i64);
     }
     let mut ipdv: Vec<i64> = (0..total - 1)
@@ -698,14 +829,15 @@ fn memory_stays_fixed_over_five_million_datagrams() {
             held_back = Some(seq); // delivered a little later: reordered
             continue;
         }
-        st.on_datagram(seq, now, now + 20_000, 64);
+        st.on_datagram(seq, now, now + 20_000, now + 20_000, 64);
         if seq % 7 == 0
             && let Some(h) = held_back.take()
         {
-            st.on_datagram(h, h * 1000, now + 20_000, 64);
+            st.on_datagram(h, h * 1000, now + 20_000, now + 20_000, 64);
         }
         if seq % 100_000 == 0 {
-            st.take_interval(now);
+            st.close_interval(now);
+            while st.poll_interval().is_some() {}
             lost_in_ranges += range_lengths(st.drain_loss_ranges());
         }
     }

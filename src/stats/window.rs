@@ -7,6 +7,12 @@
 //! sequence not yet finalized: below it a sequence is decided (received or lost), from it up to
 //! `head` it is pending. Finalization reads whole words (count/trailing zeros), so its cost is
 //! per word, not per sequence, and a jump over never-seen words is counted arithmetically.
+//!
+//! For each word the window also keeps the send timestamps of its lowest and highest received
+//! sequence. When a loss period is finalized it goes to a `LossSink` with the nearest such
+//! known send times below and above it, so that the losses can be placed in the interval in
+//! which they were sent (`rows.rs`). A period that crosses a word boundary is bracketed by its
+//! exact neighbours; one inside a word by that word's lowest and highest received sequence.
 
 use std::ops::RangeInclusive;
 
@@ -25,15 +31,54 @@ pub(crate) enum Verdict {
     Stale,
 }
 
-/// Losses declared since the last `take_tally`.
+/// Losses of a whole run (declared so far) or of one interval row.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct LossTally {
     pub lost: u64,
-    /// Loss periods that started (first lost sequence finalized) in this stretch.
+    /// Loss periods counted: for the run, every period started so far; for a row, the periods
+    /// whose first lost sequence was sent in it.
     pub periods: u64,
-    /// Longest loss period length reached in this stretch (a period still growing counts with
-    /// its length so far).
+    /// Longest of those periods (for the run, a period still growing counts with its length
+    /// so far).
     pub period_max: u64,
+}
+
+/// A received sequence and its sender timestamp: a point of the sequence-to-send-time map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Known {
+    pub seq: u64,
+    pub send_ns: u64,
+}
+
+/// Receives finalized loss periods and finalized received sequences, in sequence order.
+pub(crate) trait LossSink {
+    /// `len` consecutive lost sequences from `start`, a whole RFC 3357 loss period. `lower` and
+    /// `upper` are the nearest known send times around it (None at the start and the end of
+    /// the test); `rate` is two known points far apart, for extrapolating where one is None.
+    fn on_period(
+        &mut self,
+        start: u64,
+        len: u64,
+        lower: Option<Known>,
+        upper: Option<Known>,
+        rate: Option<(Known, Known)>,
+    );
+    /// Everything up to `point.seq` is decided.
+    fn on_known(&mut self, point: Known);
+}
+
+/// A sink that ignores everything (tests of the window alone).
+impl LossSink for () {
+    fn on_period(
+        &mut self,
+        _: u64,
+        _: u64,
+        _: Option<Known>,
+        _: Option<Known>,
+        _: Option<(Known, Known)>,
+    ) {
+    }
+    fn on_known(&mut self, _: Known) {}
 }
 
 /// What `finish` found beyond the sender's total.
@@ -50,8 +95,12 @@ pub(crate) struct FinishOutcome {
 pub(crate) struct DuplicateWindow {
     /// Ring of bit words; word `w` is at slot `w & word_mask`.
     bits: Box<[u64]>,
-    /// Per slot: receive time at which `head` first moved past the end of that word.
+    /// Per slot: monotonic time at which `head` first moved past the end of that word.
     overtaken_ns: Box<[u64]>,
+    /// Per slot: send timestamps of the lowest and highest received sequence of the word
+    /// (meaningless while the word's bits are 0).
+    lo_send: Box<[u64]>,
+    hi_send: Box<[u64]>,
     word_mask: u64,
     nwords: u64,
     /// Highest sequence seen + 1 (0 before any arrival). Equals RFC 4737 NextExp.
@@ -63,6 +112,14 @@ pub(crate) struct DuplicateWindow {
     /// The loss run ending at `base - 1` that may still continue (length 0: none open).
     run_start: u64,
     run_len: u64,
+    /// Known send time just below the open run (None: it started at the first sequence).
+    run_lower: Option<Known>,
+    /// Highest finalized received sequence with its send time.
+    last_known: Option<Known>,
+    /// First received sequence of the test with its send time.
+    first_known: Option<Known>,
+    /// Rate points frozen by `finish` before it extends the head over the never-seen tail.
+    final_rate: Option<(Known, Known)>,
     tally: LossTally,
     record_ranges: bool,
     ranges: Vec<RangeInclusive<u64>>,
@@ -81,6 +138,8 @@ impl DuplicateWindow {
         Self {
             bits: vec![0u64; nwords].into_boxed_slice(),
             overtaken_ns: vec![0u64; nwords].into_boxed_slice(),
+            lo_send: vec![0u64; nwords].into_boxed_slice(),
+            hi_send: vec![0u64; nwords].into_boxed_slice(),
             word_mask: nwords as u64 - 1,
             nwords: nwords as u64,
             head: 0,
@@ -88,6 +147,10 @@ impl DuplicateWindow {
             base: 0,
             run_start: 0,
             run_len: 0,
+            run_lower: None,
+            last_known: None,
+            first_known: None,
+            final_rate: None,
             tally: LossTally::default(),
             record_ranges,
             ranges: Vec::new(),
@@ -107,47 +170,74 @@ impl DuplicateWindow {
     }
 
     /// Classifies one arrival and records it. `seq` must be < SEQ_LIMIT (the caller filters).
+    /// `send_ns` is the sender's timestamp, `now_ns` the monotonic clock.
     #[inline]
-    pub(crate) fn classify(&mut self, seq: u64, now_ns: u64) -> Verdict {
+    pub(crate) fn classify<S: LossSink>(
+        &mut self,
+        seq: u64,
+        send_ns: u64,
+        now_ns: u64,
+        sink: &mut S,
+    ) -> Verdict {
         let word = seq >> 6;
         let bit = 1u64 << (seq & 63);
         if seq >= self.head {
             if word != self.top_word {
-                self.advance_top_word(word, now_ns);
+                self.advance_top_word(word, now_ns, sink);
             }
             self.head = seq + 1;
             let slot = self.slot(word);
+            // In order, so the highest received of its word; the lowest if the first.
+            if self.bits[slot] == 0 {
+                self.first_received_in_word(slot, seq, send_ns);
+            }
+            self.hi_send[slot] = send_ns;
             self.bits[slot] |= bit;
             return Verdict::InOrder;
         }
-        self.classify_behind(seq, word, bit)
+        self.classify_behind(seq, send_ns, word, bit)
     }
 
-    fn classify_behind(&mut self, seq: u64, word: u64, bit: u64) -> Verdict {
+    #[cold]
+    fn first_received_in_word(&mut self, slot: usize, seq: u64, send_ns: u64) {
+        self.lo_send[slot] = send_ns;
+        if self.first_known.is_none() {
+            self.first_known = Some(Known { seq, send_ns });
+        }
+    }
+
+    fn classify_behind(&mut self, seq: u64, send_ns: u64, word: u64, bit: u64) -> Verdict {
         if word < self.ring_lo_word() {
             return Verdict::Stale;
         }
         let slot = self.slot(word);
-        if self.bits[slot] & bit != 0 {
+        let bits = self.bits[slot];
+        if bits & bit != 0 {
             return Verdict::Duplicate;
         }
         // Mark it so a further copy is a duplicate, whether it counts or comes late.
         self.bits[slot] |= bit;
-        if seq >= self.base {
-            Verdict::Reordered
-        } else {
-            Verdict::Late
+        if seq < self.base {
+            return Verdict::Late;
         }
+        // Pending word: keep its lowest and highest received send times right.
+        if bits == 0 || bit < bits & bits.wrapping_neg() {
+            self.lo_send[slot] = send_ns;
+        }
+        if bits == 0 || bit > bits {
+            self.hi_send[slot] = send_ns;
+        }
+        Verdict::Reordered
     }
 
     /// Moves the top of the ring to `new_top` (> top_word): finalizes what would be
     /// overwritten, stamps the words just overtaken, clears the newly covered words.
     #[cold]
-    fn advance_top_word(&mut self, new_top: u64, now_ns: u64) {
+    fn advance_top_word<S: LossSink>(&mut self, new_top: u64, now_ns: u64, sink: &mut S) {
         let new_ring_lo = (new_top + 1).saturating_sub(self.nwords);
         let force_to = new_ring_lo * 64;
         if self.base < force_to {
-            self.finalize_to(force_to);
+            self.finalize_to(force_to, sink);
         }
         for w in self.top_word.max(new_ring_lo)..new_top {
             let slot = self.slot(w);
@@ -167,80 +257,113 @@ impl DuplicateWindow {
 
     /// Finalizes every whole word that the head overtook at least `horizon_ns` before `now_ns`.
     /// The word holding the highest sequence seen waits for `finish`.
-    pub(crate) fn on_tick(&mut self, now_ns: u64, horizon_ns: u64) {
+    pub(crate) fn on_tick<S: LossSink>(&mut self, now_ns: u64, horizon_ns: u64, sink: &mut S) {
         while self.base < self.top_word * 64 {
             let word = self.base >> 6;
             let overtaken = self.overtaken_ns[self.slot(word)];
             if now_ns < overtaken.saturating_add(horizon_ns) {
                 break;
             }
-            self.finalize_to((word + 1) * 64);
+            self.finalize_to((word + 1) * 64, sink);
         }
     }
 
     /// Decides every sequence in `base..target`. Words up to `top_word` are read from the ring
     /// (which holds all of them, as base >= ring_lo * 64); words above it were never seen.
-    fn finalize_to(&mut self, target: u64) {
+    fn finalize_to<S: LossSink>(&mut self, target: u64, sink: &mut S) {
         while self.base < target {
             let word = self.base >> 6;
             let word_seq = word * 64;
             if word > self.top_word {
-                self.extend_run(self.base, target - self.base);
+                self.extend_run(self.base, target - self.base, self.last_known);
                 self.base = target;
                 break;
             }
             let end = target.min(word_seq + 64);
             let lo = (self.base - word_seq) as u32;
             let hi = (end - word_seq) as u32;
-            let bits = self.bits[self.slot(word)];
-            self.finalize_bits(bits, word_seq, lo, hi);
+            self.finalize_bits(word, lo, hi, sink);
             self.base = end;
         }
     }
 
-    /// Finalizes bits `lo..hi` (0 <= lo < hi <= 64) of the word starting at `word_seq`.
-    fn finalize_bits(&mut self, bits: u64, word_seq: u64, lo: u32, hi: u32) {
+    /// Finalizes bits `lo..hi` (0 <= lo < hi <= 64) of `word`.
+    fn finalize_bits<S: LossSink>(&mut self, word: u64, lo: u32, hi: u32, sink: &mut S) {
+        let slot = self.slot(word);
+        let bits = self.bits[slot];
+        let word_seq = word * 64;
+        // The word's lowest and highest received sequence, with their send times.
+        let (lo_known, hi_known) = if bits == 0 {
+            (None, None)
+        } else {
+            let lo_bit = bits.trailing_zeros() as u64;
+            let hi_bit = 63 - bits.leading_zeros() as u64;
+            (
+                Some(Known {
+                    seq: word_seq + lo_bit,
+                    send_ns: self.lo_send[slot],
+                }),
+                Some(Known {
+                    seq: word_seq + hi_bit,
+                    send_ns: self.hi_send[slot],
+                }),
+            )
+        };
+        // The known point just below a sequence of this word, and just above.
+        let below = |seq: u64, last: Option<Known>| match (lo_known, hi_known) {
+            (Some(_), Some(h)) if seq > h.seq => Some(h),
+            (Some(l), Some(_)) if seq > l.seq => Some(l),
+            _ => last,
+        };
+        let above = |seq: u64| match (lo_known, hi_known) {
+            (Some(l), Some(_)) if seq <= l.seq => Some(l),
+            (Some(_), Some(h)) => Some(h),
+            _ => None,
+        };
         let zeros = !bits & bit_range_mask(lo, hi);
-        if zeros == 0 {
-            self.close_run();
-            return;
-        }
         let mut pos = lo;
-        loop {
+        while pos < hi {
             let rest = zeros >> pos;
             if rest == 0 {
                 // Only received sequences remain in lo..hi.
-                self.close_run();
-                return;
+                self.close_run(above(word_seq + pos as u64), sink);
+                break;
             }
             let received = rest.trailing_zeros();
             if received > 0 {
-                self.close_run();
+                self.close_run(above(word_seq + pos as u64), sink);
             }
             pos += received;
-            let lost = (!(zeros >> pos)).trailing_zeros();
-            self.extend_run(word_seq + pos as u64, lost as u64);
+            let lost = (!(zeros >> pos)).trailing_zeros().min(hi - pos);
+            let start = word_seq + pos as u64;
+            self.extend_run(start, lost as u64, below(start, self.last_known));
             pos += lost;
-            if pos >= hi {
-                return;
-            }
+        }
+        if let Some(h) = hi_known
+            && h.seq < word_seq + hi as u64
+        {
+            self.last_known = Some(h);
+            sink.on_known(h);
         }
     }
 
-    /// `len` consecutive lost sequences from `start` (which continues the open run, if any).
-    fn extend_run(&mut self, start: u64, len: u64) {
+    /// `len` consecutive lost sequences from `start` (which continues the open run, if any);
+    /// `lower` is the known send time below `start` should this open a new run.
+    fn extend_run(&mut self, start: u64, len: u64, lower: Option<Known>) {
         self.tally.lost += len;
         if self.run_len == 0 {
             self.tally.periods += 1;
             self.run_start = start;
+            self.run_lower = lower;
             self.range_emit_from = start;
         }
         self.run_len += len;
         self.tally.period_max = self.tally.period_max.max(self.run_len);
     }
 
-    /// A received sequence (or the end of the test) ends the open loss run.
-    fn close_run(&mut self) {
+    /// A received sequence (or the end of the test) ends the open loss run; `upper` is the known
+    /// send time above it (None at the end of the test).
+    fn close_run<S: LossSink>(&mut self, upper: Option<Known>, sink: &mut S) {
         if self.run_len > 0 {
             if self.record_ranges {
                 let end = self.run_start + self.run_len;
@@ -248,17 +371,47 @@ impl DuplicateWindow {
                     push_merged(&mut self.ranges, self.range_emit_from..=end - 1);
                 }
             }
+            let rate = if self.run_lower.is_none() || upper.is_none() {
+                self.rate_points()
+            } else {
+                None
+            };
+            sink.on_period(self.run_start, self.run_len, self.run_lower, upper, rate);
             self.run_len = 0;
         }
     }
 
+    /// The first received sequence and the highest one, with their send times (for
+    /// extrapolating send times beyond the known points).
+    fn rate_points(&self) -> Option<(Known, Known)> {
+        if self.final_rate.is_some() {
+            return self.final_rate;
+        }
+        let first = self.first_known?;
+        let top = self.slot(self.top_word);
+        if self.bits[top] == 0 || self.head == 0 {
+            return None;
+        }
+        let last = Known {
+            seq: self.head - 1,
+            send_ns: self.hi_send[top],
+        };
+        (last.seq > first.seq).then_some((first, last))
+    }
+
     /// End of test: the sender sent sequences `0..total_sent`. Finalizes all of them (never-seen
     /// tail included) and reports what was counted beyond `total_sent`.
-    pub(crate) fn finish(&mut self, total_sent: u64, now_ns: u64) -> FinishOutcome {
+    pub(crate) fn finish<S: LossSink>(
+        &mut self,
+        total_sent: u64,
+        now_ns: u64,
+        sink: &mut S,
+    ) -> FinishOutcome {
         let mut outcome = FinishOutcome {
             excess_received: 0,
             finalized_beyond_total: self.base > total_sent,
         };
+        self.final_rate = self.rate_points();
         if self.head > total_sent {
             let from = total_sent.max(self.ring_lo_word() * 64);
             outcome.excess_received = self.count_set(from, self.head);
@@ -266,14 +419,14 @@ impl DuplicateWindow {
             // Cover the never-seen tail so that copies arriving after the end classify as late.
             let new_top = (total_sent - 1) >> 6;
             if new_top != self.top_word {
-                self.advance_top_word(new_top, now_ns);
+                self.advance_top_word(new_top, now_ns, sink);
             }
             self.head = total_sent;
         }
         if self.base < total_sent {
-            self.finalize_to(total_sent);
+            self.finalize_to(total_sent, sink);
         }
-        self.close_run();
+        self.close_run(None, sink);
         outcome
     }
 
@@ -292,10 +445,7 @@ impl DuplicateWindow {
         count
     }
 
-    pub(crate) fn take_tally(&mut self) -> LossTally {
-        std::mem::take(&mut self.tally)
-    }
-
+    /// Losses declared so far in the whole run.
     pub(crate) fn tally(&self) -> LossTally {
         self.tally
     }
@@ -315,7 +465,8 @@ impl DuplicateWindow {
 
     /// Fixed memory of the ring (the loss-range list is bounded by the caller's draining).
     pub(crate) fn capacity_bytes(&self) -> usize {
-        (self.bits.len() + self.overtaken_ns.len()) * std::mem::size_of::<u64>()
+        (self.bits.len() + self.overtaken_ns.len() + self.lo_send.len() + self.hi_send.len())
+            * std::mem::size_of::<u64>()
     }
 
     #[cfg(test)]
@@ -346,7 +497,9 @@ mod tests {
     use super::*;
 
     fn feed(w: &mut DuplicateWindow, seqs: impl IntoIterator<Item = u64>) -> Vec<Verdict> {
-        seqs.into_iter().map(|s| w.classify(s, 0)).collect()
+        seqs.into_iter()
+            .map(|s| w.classify(s, 0, 0, &mut ()))
+            .collect()
     }
 
     #[test]
@@ -363,9 +516,9 @@ mod tests {
         // Lose 3..=5, 60..=70 (crosses a word), 130.
         let lost: Vec<u64> = (3..=5).chain(60..=70).chain([130]).collect();
         feed(&mut w, (0..200).filter(|s| !lost.contains(s)));
-        let out = w.finish(200, 0);
+        let out = w.finish(200, 0, &mut ());
         assert_eq!(out, FinishOutcome::default());
-        let t = w.take_tally();
+        let t = w.tally();
         assert_eq!(t.lost, lost.len() as u64);
         assert_eq!(t.periods, 3);
         assert_eq!(t.period_max, 11);
@@ -378,8 +531,8 @@ mod tests {
         let mut w = DuplicateWindow::new(128, true);
         let lost = 100u64..=700;
         feed(&mut w, (0..1000).filter(|s| !lost.contains(s)));
-        w.finish(1000, 0);
-        let t = w.take_tally();
+        w.finish(1000, 0, &mut ());
+        let t = w.tally();
         assert_eq!(t.lost, 601);
         assert_eq!(t.periods, 1);
         assert_eq!(t.period_max, 601);
@@ -392,12 +545,12 @@ mod tests {
         feed(&mut w, 0..10);
         // 10..=399 never arrive; seq 400 (word 6) leaves the 2-word ring holding words 5 and 6,
         // so everything below 5 * 64 is forced out.
-        w.classify(400, 0);
+        w.classify(400, 0, 0, &mut ());
         assert_eq!(w.drain_ranges(), vec![10..=319]);
         feed(&mut w, 401..420);
-        w.finish(420, 0);
+        w.finish(420, 0, &mut ());
         assert_eq!(w.drain_ranges(), vec![320..=399]);
-        let t = w.take_tally();
+        let t = w.tally();
         assert_eq!((t.lost, t.periods, t.period_max), (390, 1, 390));
     }
 
@@ -406,20 +559,74 @@ mod tests {
         let mut w = DuplicateWindow::new(1 << 10, false);
         // Word 0 complete except 5; head moves into word 1 at t=100.
         for s in (0..64).filter(|&s| s != 5) {
-            w.classify(s, 10);
+            w.classify(s, 0, 10, &mut ());
         }
-        w.classify(64, 100);
-        w.on_tick(1099, 1000);
-        assert_eq!(w.take_tally().lost, 0, "not yet Tmax after being overtaken");
-        w.on_tick(1100, 1000);
+        w.classify(64, 0, 100, &mut ());
+        w.on_tick(1099, 1000, &mut ());
+        assert_eq!(w.tally().lost, 0, "not yet Tmax after being overtaken");
+        w.on_tick(1100, 1000, &mut ());
         assert_eq!(w.base(), 64);
-        assert_eq!(w.take_tally().lost, 1);
+        assert_eq!(w.tally().lost, 1);
         // The head word is never finalized by time.
-        w.on_tick(u64::MAX, 1000);
+        w.on_tick(u64::MAX, 1000, &mut ());
         assert_eq!(w.base(), 64);
         // 5 comes late, its copy is a duplicate.
-        assert_eq!(w.classify(5, 2000), Verdict::Late);
-        assert_eq!(w.classify(5, 2001), Verdict::Duplicate);
+        assert_eq!(w.classify(5, 0, 2000, &mut ()), Verdict::Late);
+        assert_eq!(w.classify(5, 0, 2001, &mut ()), Verdict::Duplicate);
+    }
+
+    /// Collects what the window hands to a `LossSink`.
+    #[derive(Default)]
+    struct Periods {
+        periods: Vec<(u64, u64, Option<u64>, Option<u64>)>,
+        known: Vec<u64>,
+    }
+
+    impl LossSink for Periods {
+        fn on_period(
+            &mut self,
+            start: u64,
+            len: u64,
+            lower: Option<Known>,
+            upper: Option<Known>,
+            _: Option<(Known, Known)>,
+        ) {
+            self.periods
+                .push((start, len, lower.map(|k| k.seq), upper.map(|k| k.seq)));
+        }
+        fn on_known(&mut self, point: Known) {
+            self.known.push(point.seq);
+        }
+    }
+
+    #[test]
+    fn periods_come_with_the_send_times_around_them() {
+        let mut w = DuplicateWindow::new(1 << 10, false);
+        let mut sink = Periods::default();
+        // Lost: 0..=2 (head), 11..=20 (inside word 0), 62..=70 (across words), 200..=209
+        // (tail). Sequence 100 arrives late (reordered), after 101.
+        let lost = |s: u64| s <= 2 || (11..=20).contains(&s) || (62..=70).contains(&s);
+        let mut order: Vec<u64> = (0..200).filter(|&s| !lost(s) && s != 100).collect();
+        let at = order.iter().position(|&s| s == 101).unwrap();
+        order.insert(at + 1, 100);
+        for s in order {
+            // Send time = 1000 * seq, so the sink could interpolate.
+            w.classify(s, 1000 * s, 0, &mut sink);
+        }
+        w.finish(210, 0, &mut sink);
+        assert_eq!(
+            sink.periods,
+            vec![
+                (0, 3, None, Some(3)),
+                // Inside a word: bracketed by the word's lowest and highest received.
+                (11, 10, Some(3), Some(61)),
+                // Across words: the exact neighbours.
+                (62, 9, Some(61), Some(71)),
+                (200, 10, Some(199), None),
+            ]
+        );
+        // Each finalized word's highest received sequence, in order.
+        assert_eq!(sink.known, vec![61, 127, 191, 199]);
     }
 
     #[test]
@@ -427,30 +634,30 @@ mod tests {
         let mut w = DuplicateWindow::new(128, false);
         feed(&mut w, 0..1000);
         // Ring holds words 14 and 15 (seqs 896..1023).
-        assert_eq!(w.classify(895, 0), Verdict::Stale);
-        assert_eq!(w.classify(896, 0), Verdict::Duplicate);
+        assert_eq!(w.classify(895, 0, 0, &mut ()), Verdict::Stale);
+        assert_eq!(w.classify(896, 0, 0, &mut ()), Verdict::Duplicate);
     }
 
     #[test]
     fn finish_counts_excess_beyond_total() {
         let mut w = DuplicateWindow::new(1 << 10, false);
         feed(&mut w, (0..10).chain([12, 15]));
-        let out = w.finish(11, 0);
+        let out = w.finish(11, 0, &mut ());
         assert_eq!(out.excess_received, 2);
         assert!(!out.finalized_beyond_total);
-        assert_eq!(w.take_tally().lost, 1); // seq 10
+        assert_eq!(w.tally().lost, 1); // seq 10
     }
 
     #[test]
     fn finish_with_nothing_received() {
         let mut w = DuplicateWindow::new(128, true);
-        w.finish(1000, 0);
-        let t = w.take_tally();
+        w.finish(1000, 0, &mut ());
+        let t = w.tally();
         assert_eq!((t.lost, t.periods, t.period_max), (1000, 1, 1000));
         assert_eq!(w.drain_ranges(), vec![0..=999]);
         // After the end, a sequence within the ring is late, then duplicate.
-        assert_eq!(w.classify(990, 0), Verdict::Late);
-        assert_eq!(w.classify(990, 0), Verdict::Duplicate);
-        assert_eq!(w.classify(10, 0), Verdict::Stale);
+        assert_eq!(w.classify(990, 0, 0, &mut ()), Verdict::Late);
+        assert_eq!(w.classify(990, 0, 0, &mut ()), Verdict::Duplicate);
+        assert_eq!(w.classify(10, 0, 0, &mut ()), Verdict::Stale);
     }
 }

@@ -9,3 +9,4 @@ mod msrv;
 mod netns;
 mod reports;
 mod sim;
+mod stats_numbers;

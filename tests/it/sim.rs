@@ -117,7 +117,7 @@ fn run_session(deliveries: &[Delivery], total_sent: u64) -> (ReceiverReport, Vec
         .write(Kind::Data, &mut buf);
         server.handle_datagram(clock.now(), clock.wall_ns(), sender, &buf, &mut echo);
         if server.poll_timeout().is_some_and(|t| clock.now() >= t) {
-            server.handle_timeout(clock.now(), clock.wall_ns());
+            server.handle_timeout(clock.now());
         }
     }
     ctl.finish(clock.now(), total_sent, total_sent * PAYLOAD as u64, 0);
@@ -134,7 +134,7 @@ fn run_session(deliveries: &[Delivery], total_sent: u64) -> (ReceiverReport, Vec
             break;
         }
         clock.advance(Duration::from_millis(50));
-        server.handle_timeout(clock.now(), clock.wall_ns());
+        server.handle_timeout(clock.now());
         ctl.handle_timeout(clock.now());
     }
     (results.expect("results came back"), lost)
@@ -277,7 +277,7 @@ fn seeded_impairment_matches_the_receivers_accounting_datagram_by_datagram() {
     let mut dup_seqs = BTreeSet::new();
     for (s, t) in &out {
         let send = WALL0 + s * (1_000_000_000 / 50_000);
-        match stats.on_datagram(*s, send, WALL0 + t + 30_000, PAYLOAD) {
+        match stats.on_datagram(*s, send, WALL0 + t + 30_000, t + 30_000, PAYLOAD) {
             Arrival::Unique { reordered: true } => {
                 reordered.insert(*s);
             }
@@ -288,7 +288,7 @@ fn seeded_impairment_matches_the_receivers_accounting_datagram_by_datagram() {
             other => panic!("unexpected {other:?} for {s}"),
         }
     }
-    let end = WALL0 + out.last().unwrap().1 + 1_000_000;
+    let end = out.last().unwrap().1 + 1_000_000;
     stats.finish(count, end);
     let lost: BTreeSet<u64> = stats
         .drain_loss_ranges()
