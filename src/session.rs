@@ -180,6 +180,8 @@ pub struct SenderControl {
     chunks: Vec<Option<Vec<u8>>>,
     outbox: VecDeque<Vec<u8>>,
     events: VecDeque<SenderEvent>,
+    /// Datagrams taken from `outbox`.
+    control_sent: u64,
 }
 
 impl SenderControl {
@@ -197,6 +199,7 @@ impl SenderControl {
             chunks: Vec::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
+            control_sent: 0,
         };
         s.handle_timeout(now);
         s
@@ -382,7 +385,14 @@ impl SenderControl {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.outbox.pop_front()
+        let msg = self.outbox.pop_front()?;
+        self.control_sent += 1;
+        Some(msg)
+    }
+
+    /// Control datagrams handed out by `poll_transmit` so far, retries included.
+    pub fn control_sent(&self) -> u64 {
+        self.control_sent
     }
 
     pub fn poll_event(&mut self) -> Option<SenderEvent> {
@@ -1082,6 +1092,7 @@ mod tests {
             ctl.handle_timeout(clock.now());
         }
         assert_eq!(hellos, 15, "one Hello every 200 ms for 3 s");
+        assert_eq!(ctl.control_sent(), 15, "every retry is counted");
         match ctl.poll_event() {
             Some(SenderEvent::Failed(ControlError::NoReceiver(s))) => assert!(s >= 3.0),
             other => panic!("{other:?}"),

@@ -274,6 +274,11 @@ pub struct SenderReport {
     /// ours. None without `--echo` or where the platform does not report it.
     #[serde(default)]
     pub echo_rcvbuf_drops: Option<u64>,
+    /// Control datagrams (Hello, Fin, ResultReq, Abort) sent to the receiver, retries
+    /// included: what besides data could have met the receiver's full buffer, and how hard
+    /// the control exchange had to work.
+    #[serde(default)]
+    pub control_sent: u64,
     pub sndbuf: BufferInfo,
     pub rcvbuf: BufferInfo,
     /// The impairment spec applied in the sender, canonical form.

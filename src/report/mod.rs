@@ -188,6 +188,7 @@ pub(crate) mod fixtures {
                 rtt: Some(latency(20_000)),
                 echo_replies: 9_900,
                 echo_rcvbuf_drops: Some(12),
+                control_sent: 3,
                 sndbuf: BufferInfo {
                     requested: Some(4 << 20),
                     effective: 425_984,

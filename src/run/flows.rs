@@ -331,6 +331,7 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             .iter()
             .filter_map(|s| s.echo_rcvbuf_drops)
             .reduce(|a, b| a + b),
+        control_sent: senders.iter().map(|s| s.control_sent).sum(),
         sndbuf: senders[0].sndbuf,
         rcvbuf: senders[0].rcvbuf,
         impairment: senders[0].impairment.clone(),

@@ -377,6 +377,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         rtt: rtt_total.summary(),
         echo_replies: replies.echoes,
         echo_rcvbuf_drops,
+        control_sent: ctl.control_sent(),
         sndbuf: bound.sndbuf,
         rcvbuf: bound.rcvbuf,
         impairment: cfg.impair.as_ref().map(ToString::to_string),
