@@ -14,7 +14,7 @@ use crate::config::{JsonOut, Outputs, SendConfig, Thresholds};
 use crate::error::Outcome;
 use crate::report;
 use crate::run::{
-    Stdout, Stop, check_thresholds, outcome_of, record_csv_failure, record_output_failure, send,
+    Stdout, Stop, append_csv_rows, check_thresholds, outcome_of, record_output_failure, send,
     text_writer, threshold_lines, warn, write_file,
 };
 use crate::summary::{
@@ -191,16 +191,7 @@ pub fn write_outputs(
     write_table(&mut text, &r)?;
     text.flush()?;
     for f in r.flows.iter().chain(std::iter::once(&r.total)) {
-        if let Some(path) = &outputs.csv
-            && let Err(e) = report::append_summary_csv(path, f)
-        {
-            record_csv_failure(path, &e);
-        }
-        if let Some(path) = &outputs.intervals_csv
-            && let Err(e) = report::append_interval_csv(path, f)
-        {
-            record_csv_failure(path, &e);
-        }
+        append_csv_rows(outputs, f);
     }
     let document = report::flows_document(&r.flows, &r.total);
     match &outputs.json {

@@ -382,16 +382,7 @@ pub fn write_outputs(report: &RunReport, outputs: &Outputs, json_append: bool) {
     };
     let _ = report::write_human(&mut text, &shown);
     let _ = text.flush();
-    if let Some(path) = &outputs.csv
-        && let Err(e) = report::append_summary_csv(path, report)
-    {
-        record_csv_failure(path, &e);
-    }
-    if let Some(path) = &outputs.intervals_csv
-        && let Err(e) = report::append_interval_csv(path, report)
-    {
-        record_csv_failure(path, &e);
-    }
+    append_csv_rows(outputs, report);
     match &outputs.json {
         // A receiver serves test after test: one compact document per line (NDJSON).
         Some(JsonOut::Stdout) if json_append => {
@@ -416,6 +407,21 @@ pub fn write_outputs(report: &RunReport, outputs: &Outputs, json_append: bool) {
             }
         }
         None => {}
+    }
+}
+
+/// Appends `report`'s rows to the summary and interval CSV files asked for, recording a
+/// failure of either (the other is still written).
+pub fn append_csv_rows(outputs: &Outputs, report: &RunReport) {
+    if let Some(path) = &outputs.csv
+        && let Err(e) = report::append_summary_csv(path, report)
+    {
+        record_csv_failure(path, &e);
+    }
+    if let Some(path) = &outputs.intervals_csv
+        && let Err(e) = report::append_interval_csv(path, report)
+    {
+        record_csv_failure(path, &e);
     }
 }
 
