@@ -234,24 +234,26 @@ fn delay_and_jitter_show_up_as_one_way_latency() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let lat = &v["flows"][0]["receiver"]["stats"]["latency"];
     let ms = |k: &str| lat[k].as_f64().unwrap() / 1e6;
-    // When this fails, the emulator's own lateness tells whether the machine was overloaded.
+    // The emulator measures how late it released each datagram against its plan; on a loaded
+    // machine that is milliseconds, and it only ever adds to the planned delay.
     let late = &v["flows"][0]["sender"]["impair_release_lateness"];
+    let late_p99 = late["p99_ns"].as_f64().unwrap() / 1e6;
     let why = format!(
         "emulator release lateness p50 {} ns, p99 {} ns",
         late["p50_ns"], late["p99_ns"]
     );
-    // Uniform 15..25 ms: the delay is added after the send timestamp, so it can only add.
+    // Uniform 15..25 ms, added after the send timestamp: it can only add, so the lower bounds
+    // hold on any machine (exact for the minimum; the 3000-sample p50 and p90 of the plan
+    // have a standard deviation under 0.1 ms, so a 1 ms margin is over 10 of them). Above the
+    // plan, a delay may only hold the emulator's own lateness: nothing of udplab's accounting.
     assert!(ms("min_ns") >= 15.0, "min {}; {why}", ms("min_ns"));
-    assert!(
-        (ms("p50_ns") - 20.0).abs() <= 1.0,
-        "p50 {}; {why}",
-        ms("p50_ns")
-    );
-    assert!(
-        (ms("p90_ns") - 24.0).abs() <= 1.0,
-        "p90 {}; {why}",
-        ms("p90_ns")
-    );
+    for (key, planned) in [("p50_ns", 20.0), ("p90_ns", 24.0)] {
+        let measured = ms(key);
+        assert!(
+            measured >= planned - 1.0 && measured <= planned + 1.0 + late_p99,
+            "{key} {measured} ms against a planned {planned} ms; {why}"
+        );
+    }
     // Jitter reorders datagrams, as it would on a real path.
     assert!(
         v["flows"][0]["receiver"]["stats"]["reordered"]
