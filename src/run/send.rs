@@ -91,7 +91,12 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         },
     )
     .map_err(|e| SetupError(e.to_string()))?;
-    let mut warnings = bound.warnings.clone();
+    // Named as the sender's: in loopback the receiver's own socket gets its own warning.
+    let mut warnings: Vec<String> = bound
+        .warnings
+        .iter()
+        .map(|w| format!("the sender's socket: {w}"))
+        .collect();
     for w in &warnings {
         crate::run::warn(w);
     }
