@@ -81,6 +81,14 @@ pub enum Command {
     /// Receiver and sender in one process over loopback: a complete test with no setup.
     Loopback(LoopbackCmd),
     /// Relay UDP between two endpoints, impairing each direction (any UDP traffic).
+    ///
+    /// Limits: one thread serves every client. Each client (source address) holds one socket
+    /// toward the target while it is active: at most --max-clients at once (default 256),
+    /// dropped after --client-idle without a datagram either way (default 60s). A new client
+    /// beyond the limit, or when no file descriptor is left, is refused (its datagrams are
+    /// dropped) and counted (clients_refused), and is served once others expire. A udplab
+    /// sender is silent for its --tmax between its Fin and its result request: keep
+    /// --client-idle above it, or the request leaves from a new address.
     Proxy(ProxyArgs),
 }
 

@@ -710,6 +710,77 @@ pub fn write_summary(w: &mut dyn Write, r: &ProxyReport) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn socket() -> Arc<UdpSocket> {
+        Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    #[test]
+    fn the_table_holds_at_most_max_clients_and_expires_only_idle_ones() {
+        let idle = Duration::from_secs(60);
+        let t0 = time::now();
+        let mut table = ClientTable::new(2, idle);
+        table.admit(addr(1), socket(), t0);
+        assert!(!table.is_full());
+        table.admit(addr(2), socket(), t0 + Duration::from_secs(30));
+        assert!(table.is_full());
+        assert_eq!(table.max_concurrent, 2);
+        // Just before the idle time nobody goes; at it, only the older client does.
+        assert!(table.expire(t0 + idle - Duration::from_nanos(1)).is_empty());
+        assert_eq!(table.expire(t0 + idle).len(), 1);
+        assert!(table.by_addr.contains_key(&addr(2)));
+        assert!(!table.is_full(), "an expired client frees its place");
+        assert_eq!((table.served, table.expired), (2, 1));
+        table.admit(addr(3), socket(), t0 + idle);
+        assert_eq!((table.served, table.max_concurrent), (3, 2));
+    }
+
+    #[test]
+    fn traffic_keeps_a_client_and_a_full_table_refuses_and_counts() {
+        let idle = Duration::from_millis(200);
+        let t0 = time::now();
+        let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target_addr = target.local_addr().unwrap();
+        let opts = SocketOptions::default();
+        let mut table = ClientTable::new(1, idle);
+        let first = upstream_for(&mut table, target_addr, &opts, addr(1), t0).unwrap();
+        // The same client gets the same socket, and its datagram renews it.
+        let again = upstream_for(&mut table, target_addr, &opts, addr(1), t0 + idle / 2).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(upstream_for(&mut table, target_addr, &opts, addr(2), t0 + idle / 2).is_none());
+        assert_eq!(table.refused, 1);
+        assert!(table.expire(t0 + idle).is_empty(), "renewed at idle / 2");
+        assert_eq!(table.expire(t0 + idle + idle / 2).len(), 1);
+        assert!(upstream_for(&mut table, target_addr, &opts, addr(2), t0 + 2 * idle).is_some());
+        assert_eq!((table.served, table.refused, table.expired), (2, 1, 1));
+    }
+
+    #[test]
+    fn the_summary_names_every_client_figure() {
+        let r = ProxyReport {
+            clients: 70,
+            clients_active: 3,
+            clients_max_concurrent: 64,
+            clients_refused: 1936,
+            clients_expired: 67,
+            max_clients: 64,
+            client_idle_s: 60.0,
+            rejected: 1936,
+            ..ProxyReport::default()
+        };
+        let mut out = Vec::new();
+        write_summary(&mut out, &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.contains("70 client(s) served (at most 64 at once, limit 64), 3 active at the end, 67 expired after 60.0 s idle, 1936 refused (1936 datagrams dropped)"),
+            "{first}"
+        );
+    }
+
     #[test]
     fn the_json_document_has_the_common_header_then_the_counters() {
         let r = ProxyReport {
@@ -731,5 +802,16 @@ mod tests {
         assert!(v["command"].is_string());
         assert_eq!(v["listen"], "127.0.0.1:7000");
         assert_eq!(v["forward"]["sent"], 9);
+        for field in [
+            "clients",
+            "clients_active",
+            "clients_max_concurrent",
+            "clients_refused",
+            "clients_expired",
+            "max_clients",
+            "client_idle_s",
+        ] {
+            assert!(v[field].is_number(), "{field}");
+        }
     }
 }

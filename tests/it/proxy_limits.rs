@@ -511,3 +511,34 @@ fn the_interval_line_parses() {
         None
     );
 }
+
+#[test]
+fn the_help_states_the_limits_and_their_defaults_and_zero_is_refused() {
+    let out = run_bounded(&["proxy", "--help"], LIMIT);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--max-clients",
+        "[default: 256]",
+        "--client-idle",
+        "[default: 60s]",
+        "refused",
+        "expire",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+    for (flag, value) in [("--max-clients", "0"), ("--client-idle", "0s")] {
+        let out = run_bounded(
+            &[
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                flag,
+                value,
+            ],
+            LIMIT,
+        );
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+    }
+}
