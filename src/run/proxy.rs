@@ -8,10 +8,10 @@
 //! served once others expire. One thread serves every socket through one poll(2); with an
 //! impairment, datagrams go into the engine and a release thread per impaired direction sends
 //! them at their due time, sleeping then spinning, because socket timeouts are too coarse
-//! (milliseconds) to release a `delay=20ms,jitter=1ms` stream faithfully. The thread count is
-//! thus at most three whatever the number of clients, and the open files at most
-//! `max_clients` plus a fixed few (plus sockets of expired clients whose datagrams are still
-//! held by the forward impairment).
+//! (milliseconds) to release a `delay=20ms,jitter=1ms` stream faithfully. The proxy thus runs
+//! at most three threads of its own (besides the signal thread) whatever the number of
+//! clients, and holds at most `max_clients` open files plus a fixed few (plus sockets of
+//! expired clients whose datagrams are still held by the forward impairment).
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Write};
