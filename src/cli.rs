@@ -81,6 +81,14 @@ pub enum Command {
     /// Receiver and sender in one process over loopback: a complete test with no setup.
     Loopback(LoopbackCmd),
     /// Relay UDP between two endpoints, impairing each direction (any UDP traffic).
+    ///
+    /// Limits: one thread serves every client. Each client (source address) holds one socket
+    /// toward the target while it is active: at most --max-clients at once (default 256),
+    /// dropped after --client-idle without a datagram either way (default 60s). A new client
+    /// beyond the limit, or when no file descriptor is left, is refused (its datagrams are
+    /// dropped) and counted (clients_refused), and is served once others expire. A udplab
+    /// sender is silent for its --tmax between its Fin and its result request: keep
+    /// --client-idle above it, or the request leaves from a new address.
     Proxy(ProxyArgs),
 }
 
@@ -312,6 +320,30 @@ pub struct ProxyArgs {
     /// Write the proxy's final counters as JSON to FILE (`-` for stdout).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Most clients (source addresses) relayed for at once; each holds one socket (one file
+    /// descriptor). A new client beyond it is refused: its datagrams are dropped and counted
+    /// (clients_refused) until others expire. So is a client for which no socket can be
+    /// opened (`ulimit -n` reached).
+    #[arg(long, default_value = "256", value_parser = parse_max_clients)]
+    pub max_clients: usize,
+    /// A client's relay state (its socket toward the target) is dropped after this long
+    /// without a datagram in either direction, freeing its place for another client.
+    #[arg(long, default_value = "60s", value_parser = parse_client_idle)]
+    pub client_idle: Duration,
+}
+
+fn parse_max_clients(s: &str) -> Result<usize, String> {
+    match parse_whole(s)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
+}
+
+fn parse_client_idle(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("must be longer than 0".into()),
+        d => Ok(d),
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -119,6 +119,8 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
                 interval: args.interval,
                 duration: args.duration,
                 buffers: args.buffers,
+                max_clients: args.max_clients,
+                client_idle: args.client_idle,
             };
             let result = run::proxy::run(&cfg, stop);
             checked.remove_unwritten();

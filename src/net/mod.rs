@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod cpu;
+pub mod poll;
 pub mod snmp;
 pub mod socket;
 #[cfg(target_os = "linux")]
@@ -14,6 +15,7 @@ pub use batch::{
     is_gso_refused, max_gso_segments, send_batch, send_each,
 };
 pub use cpu::{parse_cpu_list, pin_current_thread, tighten_timer_slack};
+pub use poll::{PollSet, is_out_of_fds, socket_drops};
 pub use snmp::{UdpSnmp, udp_snmp, udp6_snmp};
 pub use socket::{
     BoundSocket, NetError, SocketOptions, bind, bind_listener, is_local_destination, rcvbuf_limit,

@@ -7,6 +7,7 @@ mod gates;
 mod impair;
 mod msrv;
 mod netns;
+mod proxy_limits;
 mod reports;
 mod sim;
 mod stats_numbers;
