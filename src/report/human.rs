@@ -354,6 +354,21 @@ fn summary_table(report: &RunReport) -> Table {
             .filter(|r| r.foreign_datagrams > 0)
             .map(|r| r.foreign_datagrams.to_string()),
     );
+    // Shown whenever a key (or an --allow list) was in force, zero included: it says so.
+    t.row(
+        "unauthenticated (--key)",
+        sender.and_then(|s| s.unauthenticated).map(|n| n.to_string()),
+        receiver
+            .and_then(|r| r.unauthenticated)
+            .map(|n| n.to_string()),
+    );
+    t.row(
+        "refused by --allow",
+        None,
+        receiver
+            .and_then(|r| r.refused_by_allow)
+            .map(|n| n.to_string()),
+    );
     t.row(
         "impairment",
         sender.and_then(|s| s.impairment.clone()),

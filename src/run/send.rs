@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::auth::Key;
 use crate::config::{Rate, SendConfig};
 use crate::error::SetupError;
 use crate::impair::{Fate, Impairment};
@@ -74,6 +75,8 @@ struct DataPlan {
     impair: Option<crate::impair::ImpairSpec>,
     impair_log: Option<BufWriter<OutputFile>>,
     cpu: Option<usize>,
+    /// Tags every Data datagram (`--key`).
+    key: Option<Key>,
 }
 
 /// Runs one test against the receiver in `cfg` and returns the whole run's report.
@@ -115,15 +118,28 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         pattern: hello_pattern(cfg),
     };
     let mut ctl = SenderControl::new(session_id, params, time::now());
-    let mut replies = Replies::new(session_id);
+    let key = cfg.key.as_ref();
+    let mut replies = Replies::new(session_id, cfg.key.clone());
 
     // Handshake.
     loop {
-        flush_control(&sock, &mut ctl);
+        flush_control(&sock, &mut ctl, key);
         match ctl.poll_event() {
             Some(SenderEvent::Accepted { .. }) => break,
             Some(SenderEvent::Failed(e)) => {
-                return Err(SetupError(format!("{}: {e}", cfg.target)).into());
+                if key.is_some() && replies.unauthenticated > 0 {
+                    // A receiver without the key answered: it takes our tag for padding and
+                    // may have started the test. End it rather than leave it waiting.
+                    ctl.abort();
+                    flush_control(&sock, &mut ctl, key);
+                }
+                return Err(SetupError(handshake_failure(
+                    &cfg.target,
+                    &e,
+                    key.is_some(),
+                    replies.unauthenticated,
+                ))
+                .into());
             }
             _ => {}
         }
@@ -191,6 +207,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         impair: cfg.impair,
         impair_log,
         cpu: (!cfg.cpus.is_empty()).then(|| cfg.cpus[cfg.flow_index % cfg.cpus.len()]),
+        key: cfg.key.clone(),
     };
     let live = Arc::new(LiveCounters::default());
     let halt = Arc::new(AtomicBool::new(false));
@@ -293,7 +310,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             if cfg.echo && echo_rcvbuf_drops.is_none() && ctl.requesting_results(time::now()) {
                 echo_rcvbuf_drops = replies.batch.refresh_rxq_dropped(&sock).ok().flatten();
             }
-            flush_control(&sock, &mut ctl);
+            flush_control(&sock, &mut ctl, key);
             match ctl.poll_event() {
                 Some(SenderEvent::Results(r)) => {
                     receiver = Some(*r);
@@ -309,7 +326,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             }
             if stop.abandon() {
                 ctl.abort();
-                flush_control(&sock, &mut ctl);
+                flush_control(&sock, &mut ctl, key);
                 warnings.push("interrupted while waiting for the receiver's results".into());
                 break;
             }
@@ -387,6 +404,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         send_mode_note: choice.note,
         intervals,
         intervals_not_kept,
+        unauthenticated: key.map(|_| replies.unauthenticated),
     };
     let mut run = RunReport {
         version: REPORT_VERSION,
@@ -499,6 +517,34 @@ fn choose_send_mode(
     }
 }
 
+/// Why the handshake failed, as the sender prints it. Silence is what a receiver with another
+/// key (or none), or an `--allow` list without us, answers: the message says so.
+fn handshake_failure(target: &str, e: &ControlError, keyed: bool, unauthenticated: u64) -> String {
+    match e {
+        ControlError::NoReceiver(secs) if keyed => {
+            let seen = if unauthenticated > 0 {
+                format!(
+                    "{unauthenticated} datagrams came back without a valid tag: the receiver has \
+                     no key or another one"
+                )
+            } else {
+                "nothing came back: is `udplab recv` running there with the same key, does its \
+                 --allow list include this host, and is UDP allowed through?"
+                    .to_string()
+            };
+            format!(
+                "{target}: no authenticated answer within {secs:.1} s: do sender and receiver use \
+                 the same --key? ({seen})"
+            )
+        }
+        ControlError::NoReceiver(_) => format!(
+            "{target}: {e} (a receiver started with --key answers only senders with the same \
+             key, and one with --allow only the addresses it lists)"
+        ),
+        _ => format!("{target}: {e}"),
+    }
+}
+
 /// What comes back from the receiver while and after data flows: echoes (RTT) and control.
 struct Replies {
     session_id: u32,
@@ -506,16 +552,22 @@ struct Replies {
     /// RTT of the echoes received in the current interval.
     rtt: LatencyHistogram,
     echoes: u64,
+    /// Every reply must carry this key's tag (`--key`).
+    key: Option<Key>,
+    /// Replies dropped because their tag did not verify.
+    unauthenticated: u64,
 }
 
 impl Replies {
-    fn new(session_id: u32) -> Self {
+    fn new(session_id: u32, key: Option<Key>) -> Self {
         Replies {
             session_id,
-            // Result chunks are the largest replies: 16 + 1200 bytes.
+            // Result chunks are the largest replies: 16 + 1200 bytes (+ 16 with a key).
             batch: RecvBatch::new(32, 2048),
             rtt: LatencyHistogram::new(),
             echoes: 0,
+            key,
+            unauthenticated: 0,
         }
     }
 
@@ -540,6 +592,16 @@ impl Replies {
         };
         for i in 0..n {
             let (buf, meta) = self.batch.get(i);
+            let buf = match &self.key {
+                None => buf,
+                Some(key) => match key.open(buf) {
+                    Some(opened) => opened,
+                    None => {
+                        self.unauthenticated += 1;
+                        continue;
+                    }
+                },
+            };
             match DataHeader::parse_echo(buf) {
                 Some(h) if h.session_id == self.session_id => {
                     // The kernel's arrival time: the RTT of the path, not of this thread's
@@ -587,10 +649,35 @@ fn sender_row(
     }
 }
 
-/// Sends queued control datagrams. Failures are retried by the session's own timers.
-fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl) {
-    while let Some(msg) = ctl.poll_transmit() {
+/// Sends queued control datagrams, tagged when there is a key. Failures are retried by the
+/// session's own timers.
+fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl, key: Option<&Key>) {
+    while let Some(mut msg) = ctl.poll_transmit() {
+        if let Some(key) = key {
+            key.append_tag(&mut msg);
+        }
         let _ = sock.send(&msg);
+    }
+}
+
+/// Writes Data datagrams: the header, then the tag when there is a key.
+struct DataWriter {
+    session_id: u32,
+    key: Option<Key>,
+}
+
+impl DataWriter {
+    /// Writes one whole datagram (`datagram` is exactly `--size` bytes).
+    fn write(&self, seq: u64, send_ns: u64, datagram: &mut [u8]) {
+        DataHeader {
+            session_id: self.session_id,
+            seq,
+            send_ns,
+        }
+        .write(Kind::Data, datagram);
+        if let Some(key) = &self.key {
+            key.sign(datagram);
+        }
     }
 }
 
@@ -640,6 +727,10 @@ fn data_loop(
         warnings: Vec::new(),
     };
     let halted = || halt.load(Ordering::Relaxed);
+    let writer = DataWriter {
+        session_id: plan.session_id,
+        key: plan.key.take(),
+    };
     let mut seq = 0u64;
     let mut scratch = vec![0u8; payload];
     loop {
@@ -664,14 +755,7 @@ fn data_loop(
                         .map_or(due, |t| t.min(due));
                     wait_until(wake, halted);
                     if let Some(imp) = impair.as_mut() {
-                        release_due(
-                            imp,
-                            sock,
-                            &mut scratch,
-                            plan.session_id,
-                            time::now(),
-                            &mut res,
-                        );
+                        release_due(imp, sock, &mut scratch, &writer, time::now(), &mut res);
                     }
                     continue;
                 }
@@ -713,6 +797,13 @@ fn data_loop(
                         send_ns: wall,
                     }
                     .write(Kind::Data, &mut buf[i * payload..]);
+                }
+                // One branch per batch without a key; with one, every datagram of the batch
+                // (each GSO segment, each sendmmsg message) carries its own tag.
+                if let Some(key) = &writer.key {
+                    for datagram in buf[..n * payload].chunks_exact_mut(payload) {
+                        key.sign(datagram);
+                    }
                 }
                 let mut off = 0usize;
                 while off < n {
@@ -756,7 +847,7 @@ fn data_loop(
                     }
                 }
                 now = time::now();
-                release_due(imp, sock, &mut scratch, plan.session_id, now, &mut res);
+                release_due(imp, sock, &mut scratch, &writer, now, &mut res);
             }
         }
         seq += n as u64;
@@ -772,21 +863,14 @@ fn data_loop(
         while imp.pending() > 0 {
             if halted() {
                 for (s, ts) in imp.flush_all() {
-                    send_one(sock, &mut scratch, plan.session_id, s, ts, &mut res);
+                    send_one(sock, &mut scratch, &writer, s, ts, &mut res);
                 }
                 break;
             }
             if let Some(t) = imp.poll_timeout() {
                 wait_until(t, halted);
             }
-            release_due(
-                imp,
-                sock,
-                &mut scratch,
-                plan.session_id,
-                time::now(),
-                &mut res,
-            );
+            release_due(imp, sock, &mut scratch, &writer, time::now(), &mut res);
         }
         res.impair = Some(imp.counters());
     }
@@ -805,7 +889,7 @@ fn release_due(
     imp: &mut Impairment<(u64, u64)>,
     sock: &UdpSocket,
     scratch: &mut [u8],
-    session_id: u32,
+    writer: &DataWriter,
     now: Instant,
     res: &mut DataResult,
 ) {
@@ -817,24 +901,19 @@ fn release_due(
         };
         res.release_lateness
             .record(time::now().saturating_duration_since(due).as_nanos() as u64);
-        send_one(sock, scratch, session_id, s, ts, res);
+        send_one(sock, scratch, writer, s, ts, res);
     }
 }
 
 fn send_one(
     sock: &UdpSocket,
     scratch: &mut [u8],
-    session_id: u32,
+    writer: &DataWriter,
     seq: u64,
     send_ns: u64,
     res: &mut DataResult,
 ) {
-    DataHeader {
-        session_id,
-        seq,
-        send_ns,
-    }
-    .write(Kind::Data, scratch);
+    writer.write(seq, send_ns, scratch);
     if let Err(e) = sock.send(scratch) {
         count_error(res, &e, 1);
     }
