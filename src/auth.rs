@@ -231,7 +231,9 @@ impl IpPrefix {
                 u32::from(ip) & mask == u32::from(net)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 u128::from(ip) & mask == u128::from(net)
             }
             _ => false,
@@ -242,9 +244,7 @@ impl IpPrefix {
 /// `::ffff:a.b.c.d` as `a.b.c.d`; every other address unchanged.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -401,7 +401,12 @@ mod tests {
             let expected = hex(expected);
             let key = Key::from_hmac_key(k);
             // Our tag is the RFC's output truncated to its first 16 bytes.
-            assert_eq!(key.tag(data)[..], expected[..TAG_LEN], "test case {}", i + 1);
+            assert_eq!(
+                key.tag(data)[..],
+                expected[..TAG_LEN],
+                "test case {}",
+                i + 1
+            );
             let mut signed = data.clone();
             signed.extend_from_slice(&expected[..TAG_LEN]);
             assert_eq!(key.verify(&signed), Some(&data[..]), "test case {}", i + 1);
@@ -420,7 +425,10 @@ mod tests {
         .write(Kind::Data, &mut datagram);
         key.sign(&mut datagram);
         assert_eq!(datagram.len(), MIN_KEYED_PAYLOAD);
-        assert_eq!(key.verify(&datagram), Some(&datagram[..wire::DATA_HEADER_LEN]));
+        assert_eq!(
+            key.verify(&datagram),
+            Some(&datagram[..wire::DATA_HEADER_LEN])
+        );
         // The session counts the bytes the sender sent.
         assert_eq!(key.open(&datagram), Some(&datagram[..]));
     }
@@ -504,7 +512,10 @@ mod tests {
         assert!(e.0.contains("UDPLAB_KEY") && e.0.contains("empty"), "{e}");
         let missing = dir.path().join("missing.key");
         let e = Key::from_file(&missing).unwrap_err();
-        assert!(e.0.starts_with("--key ") && e.0.contains("missing.key"), "{e}");
+        assert!(
+            e.0.starts_with("--key ") && e.0.contains("missing.key"),
+            "{e}"
+        );
     }
 
     #[test]

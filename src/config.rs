@@ -448,6 +448,28 @@ mod tests {
     }
 
     #[test]
+    fn a_key_needs_room_for_its_tag_in_every_datagram() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "0123456789abcdef\n").unwrap();
+        let key = key.to_str().unwrap();
+        let e = send(&["--key", key, "--size", "39"]).unwrap_err();
+        assert!(
+            e.0.contains("--size 39") && e.0.contains("--size 40 or more"),
+            "{}",
+            e.0
+        );
+        let c = send(&["--key", key, "--size", "40"]).unwrap();
+        assert!(c.key.is_some());
+        // Without a key the smallest datagram is still the bare header.
+        assert!(send(&["--size", "24"]).unwrap().key.is_none());
+        let short = dir.path().join("short");
+        std::fs::write(&short, "too short").unwrap();
+        let e = send(&["--key", short.to_str().unwrap()]).unwrap_err();
+        assert!(e.0.contains("use at least 16"), "{}", e.0);
+    }
+
+    #[test]
     fn impossible_settings_are_refused_with_the_option_named() {
         for (args, needle) in [
             (&["--rate", "0"][..], "--rate 0"),

@@ -357,7 +357,9 @@ fn summary_table(report: &RunReport) -> Table {
     // Shown whenever a key (or an --allow list) was in force, zero included: it says so.
     t.row(
         "unauthenticated (--key)",
-        sender.and_then(|s| s.unauthenticated).map(|n| n.to_string()),
+        sender
+            .and_then(|s| s.unauthenticated)
+            .map(|n| n.to_string()),
         receiver
             .and_then(|r| r.unauthenticated)
             .map(|n| n.to_string()),

@@ -660,6 +660,14 @@ fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl, key: Option<&Key>) {
     }
 }
 
+/// Tags each `size`-byte datagram laid out back to back in `batch` (a GSO buffer or the
+/// messages of one sendmmsg): the receiver sees them one by one.
+fn sign_each(key: &Key, batch: &mut [u8], size: usize) {
+    for datagram in batch.chunks_exact_mut(size) {
+        key.sign(datagram);
+    }
+}
+
 /// Writes Data datagrams: the header, then the tag when there is a key.
 struct DataWriter {
     session_id: u32,
@@ -801,9 +809,7 @@ fn data_loop(
                 // One branch per batch without a key; with one, every datagram of the batch
                 // (each GSO segment, each sendmmsg message) carries its own tag.
                 if let Some(key) = &writer.key {
-                    for datagram in buf[..n * payload].chunks_exact_mut(payload) {
-                        key.sign(datagram);
-                    }
+                    sign_each(key, &mut buf[..n * payload], payload);
                 }
                 let mut off = 0usize;
                 while off < n {
@@ -955,6 +961,79 @@ mod tests {
 
     fn remote() -> SocketAddr {
         "192.0.2.7:5210".parse().unwrap()
+    }
+
+    #[test]
+    fn a_silent_handshake_names_the_key_and_the_allow_list() {
+        let silent = ControlError::NoReceiver(3.0);
+        let keyed = handshake_failure("h:1", &silent, true, 0);
+        assert!(
+            keyed.starts_with("h:1: no authenticated answer within 3.0 s: do sender and receiver use the same --key?"),
+            "{keyed}"
+        );
+        assert!(keyed.contains("--allow list include this host"), "{keyed}");
+        let answered = handshake_failure("h:1", &silent, true, 4);
+        assert!(
+            answered.contains("4 datagrams came back without a valid tag"),
+            "{answered}"
+        );
+        let plain = handshake_failure("h:1", &silent, false, 0);
+        assert!(
+            plain.contains("no answer from a udplab receiver"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("--key") && plain.contains("--allow"),
+            "{plain}"
+        );
+        // Other failures are what the session says, nothing added.
+        assert_eq!(
+            handshake_failure("h:1", &ControlError::Busy, true, 4),
+            format!("h:1: {}", ControlError::Busy)
+        );
+    }
+
+    #[test]
+    fn every_datagram_of_a_batch_carries_its_own_tag() {
+        let key = Key::from_secret(b"a test key of 20 bytes", "test").unwrap();
+        let (size, n) = (100, 5);
+        let mut batch = vec![0u8; size * n];
+        for (i, datagram) in batch.chunks_exact_mut(size).enumerate() {
+            DataHeader {
+                session_id: 1,
+                seq: i as u64,
+                send_ns: 2,
+            }
+            .write(Kind::Data, datagram);
+        }
+        sign_each(&key, &mut batch, size);
+        for (i, datagram) in batch.chunks_exact(size).enumerate() {
+            let header = DataHeader::parse_data(key.verify(datagram).expect("authentic"));
+            assert_eq!(header.map(|h| h.seq), Some(i as u64));
+        }
+    }
+
+    #[test]
+    fn a_data_writer_tags_the_datagram_and_keeps_its_size() {
+        let key = Key::from_secret(b"a test key of 20 bytes", "test").unwrap();
+        let writer = DataWriter {
+            session_id: 9,
+            key: Some(key.clone()),
+        };
+        let mut datagram = vec![0u8; 64];
+        writer.write(5, 77, &mut datagram);
+        assert_eq!(datagram.len(), 64);
+        let header = DataHeader::parse_data(key.verify(&datagram).expect("authentic")).unwrap();
+        assert_eq!((header.session_id, header.seq, header.send_ns), (9, 5, 77));
+        let plain = DataWriter {
+            session_id: 9,
+            key: None,
+        };
+        let mut untagged = vec![0u8; 64];
+        plain.write(5, 77, &mut untagged);
+        assert_eq!(untagged[..24], datagram[..24]);
+        assert!(untagged[24..].iter().all(|&b| b == 0), "padding stays zero");
+        assert_eq!(key.verify(&untagged), None);
     }
 
     #[test]
