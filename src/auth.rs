@@ -595,6 +595,26 @@ mod tests {
         }
 
         #[test]
+        fn an_authentic_data_datagram_is_never_smaller_than_its_echo(
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            // Bodies that start like Data, of every length around the 24-byte header.
+            let mut body = vec![0u8; wire::DATA_HEADER_LEN];
+            DataHeader { session_id: 1, seq: 2, send_ns: 3 }.write(Kind::Data, &mut body);
+            body.truncate(4);
+            body.extend_from_slice(&tail);
+            let key = key();
+            let mut datagram = body.clone();
+            key.append_tag(&mut datagram);
+            let opened = key.open(&datagram).expect("authentic");
+            // What the session may echo (24 + 16 bytes) is never larger than what came in.
+            if DataHeader::parse_data(opened).is_some() {
+                prop_assert!(opened.len() >= MIN_KEYED_PAYLOAD);
+                prop_assert!(wire::DATA_HEADER_LEN + TAG_LEN <= opened.len());
+            }
+        }
+
+        #[test]
         fn prefix_parsing_never_panics(s in "\\PC{0,48}") {
             let _ = s.parse::<IpPrefix>();
         }

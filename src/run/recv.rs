@@ -370,54 +370,6 @@ impl Gate {
     }
 }
 
-#[cfg(test)]
-mod gate_tests {
-    use super::*;
-
-    fn key(secret: &[u8]) -> Key {
-        Key::from_secret(secret, "test").unwrap()
-    }
-
-    #[test]
-    fn an_open_gate_passes_everything_and_counts_nothing() {
-        let mut gate = Gate::new(None, None);
-        assert!(gate.open);
-        assert!(gate.describe().is_empty());
-        let src: SocketAddr = "192.0.2.1:9".parse().unwrap();
-        assert_eq!(gate.admit(b"anything", src), Some(&b"anything"[..]));
-        assert_eq!(gate.counts, GateCounts::default());
-    }
-
-    #[test]
-    fn the_gate_drops_and_counts_strangers_and_bad_tags() {
-        let allow = AllowList::new(vec!["127.0.0.0/8".parse().unwrap()]);
-        let mut gate = Gate::new(Some(key(b"the receiver's key!")), allow);
-        assert!(!gate.open);
-        let inside: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
-        let outside: SocketAddr = "10.0.0.1:9".parse().unwrap();
-        let mut good = b"a control message".to_vec();
-        key(b"the receiver's key!").append_tag(&mut good);
-        let mut other = b"a control message".to_vec();
-        key(b"somebody else's key").append_tag(&mut other);
-        assert_eq!(gate.admit(&good, inside), Some(&b"a control message"[..]));
-        assert_eq!(gate.admit(&good, outside), None);
-        assert_eq!(gate.admit(&other, inside), None);
-        assert_eq!(gate.admit(b"a control message", inside), None);
-        assert_eq!(
-            gate.counts,
-            GateCounts {
-                unauthenticated: 2,
-                refused_by_allow: 1
-            }
-        );
-        let said = gate.describe().join("\n");
-        assert!(
-            said.contains("shared key") && said.contains("127.0.0.0/8"),
-            "{said}"
-        );
-    }
-}
-
 fn zero_params() -> TestParams {
     TestParams {
         payload_size: 0,
@@ -482,5 +434,53 @@ fn receiver_run_report(
         receiver: Some(report),
         warnings,
         ..RunReport::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(secret: &[u8]) -> Key {
+        Key::from_secret(secret, "test").unwrap()
+    }
+
+    #[test]
+    fn an_open_gate_passes_everything_and_counts_nothing() {
+        let mut gate = Gate::new(None, None);
+        assert!(gate.open);
+        assert!(gate.describe().is_empty());
+        let src: SocketAddr = "192.0.2.1:9".parse().unwrap();
+        assert_eq!(gate.admit(b"anything", src), Some(&b"anything"[..]));
+        assert_eq!(gate.counts, GateCounts::default());
+    }
+
+    #[test]
+    fn the_gate_drops_and_counts_strangers_and_bad_tags() {
+        let allow = AllowList::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let mut gate = Gate::new(Some(key(b"the receiver's key!")), allow);
+        assert!(!gate.open);
+        let inside: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
+        let outside: SocketAddr = "10.0.0.1:9".parse().unwrap();
+        let mut good = b"a control message".to_vec();
+        key(b"the receiver's key!").append_tag(&mut good);
+        let mut other = b"a control message".to_vec();
+        key(b"somebody else's key").append_tag(&mut other);
+        assert_eq!(gate.admit(&good, inside), Some(&b"a control message"[..]));
+        assert_eq!(gate.admit(&good, outside), None);
+        assert_eq!(gate.admit(&other, inside), None);
+        assert_eq!(gate.admit(b"a control message", inside), None);
+        assert_eq!(
+            gate.counts,
+            GateCounts {
+                unauthenticated: 2,
+                refused_by_allow: 1
+            }
+        );
+        let said = gate.describe().join("\n");
+        assert!(
+            said.contains("shared key") && said.contains("127.0.0.0/8"),
+            "{said}"
+        );
     }
 }
