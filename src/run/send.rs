@@ -524,8 +524,8 @@ fn handshake_failure(target: &str, e: &ControlError, keyed: bool, unauthenticate
         ControlError::NoReceiver(secs) if keyed => {
             let seen = if unauthenticated > 0 {
                 format!(
-                    "{unauthenticated} datagrams came back without a valid tag: the receiver has \
-                     no key or another one"
+                    "{unauthenticated} datagrams came back without a valid tag: the receiver \
+                     probably runs without --key (one with another key stays silent)"
                 )
             } else {
                 "nothing came back: is `udplab recv` running there with the same key, does its \
