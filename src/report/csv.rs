@@ -843,11 +843,35 @@ mod tests {
     }
 
     #[test]
+    fn key_and_allow_refusals_have_their_own_columns() {
+        let report = fixtures::run_report();
+        let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(headers[70..72], ["unauthenticated", "refused_by_allow"]);
+        // No key, no --allow: unknown, not zero.
+        for row in &rows {
+            assert_eq!(row["unauthenticated"], "");
+            assert_eq!(row["refused_by_allow"], "");
+        }
+        let mut keyed = report.clone();
+        keyed.sender.as_mut().unwrap().unauthenticated = Some(3);
+        let receiver = keyed.receiver.as_mut().unwrap();
+        receiver.unauthenticated = Some(5);
+        receiver.refused_by_allow = Some(2);
+        let (_, rows) = parse(&summary_text(&keyed, Header::Include));
+        // Each role's own count of what it dropped.
+        assert_eq!(rows[0]["unauthenticated"], "3");
+        assert_eq!(rows[1]["unauthenticated"], "5");
+        assert_eq!(rows[0]["refused_by_allow"], "2");
+        assert_eq!(rows[1]["refused_by_allow"], "2");
+    }
+
+    #[test]
     fn the_return_path_has_its_own_columns_at_the_end() {
         let report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        // Columns 66–70, where they were appended (later columns come after them).
         assert_eq!(
-            headers[headers.len() - 5..],
+            headers[65..70],
             [
                 "echo_sent",
                 "echo_received",

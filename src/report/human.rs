@@ -700,6 +700,33 @@ mod tests {
     }
 
     #[test]
+    fn key_and_allow_refusals_show_only_when_in_force() {
+        let report = fixtures::run_report();
+        let text = human(&report);
+        assert!(!text.contains("unauthenticated"), "{text}");
+        assert!(!text.contains("refused by --allow"), "{text}");
+        let mut keyed = report.clone();
+        keyed.sender.as_mut().unwrap().unauthenticated = Some(0);
+        let receiver = keyed.receiver.as_mut().unwrap();
+        receiver.unauthenticated = Some(7);
+        receiver.refused_by_allow = Some(4);
+        let text = human(&keyed);
+        let line = |label: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .unwrap_or_else(|| panic!("no {label:?} line in {text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            line("unauthenticated (--key)"),
+            "unauthenticated (--key) 0 7"
+        );
+        assert_eq!(line("refused by --allow"), "refused by --allow 4");
+    }
+
+    #[test]
     fn missing_receiver_and_echo_drop_their_rows() {
         let mut report = fixtures::run_report();
         report.receiver = None;
