@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::IpPrefix;
 use crate::impair::ImpairSpec;
 use crate::pacing::Pattern;
 use crate::units;
@@ -133,6 +134,18 @@ pub struct RecvArgs {
     /// Pin the receiving thread to this CPU.
     #[arg(long)]
     pub cpu: Option<usize>,
+    /// Accept only datagrams that carry this shared key's HMAC tag, and tag every reply: the key
+    /// is read from FILE, or `-` for standard input (at least 16 bytes; a trailing line end is
+    /// not part of it). Without --key, the environment variable UDPLAB_KEY holds the key when
+    /// set. Unauthenticated datagrams are counted (`unauthenticated`) and never answered.
+    #[arg(long, value_name = "FILE|-")]
+    pub key: Option<PathBuf>,
+    /// Accept datagrams only from this address prefix (CIDR, e.g. 10.0.0.0/8, 2001:db8::/32, or
+    /// one address); repeat for several. IPv4 senders on the dual-stack socket match IPv4
+    /// prefixes. Others are counted (`refused_by_allow`) and never answered: their sender sees
+    /// no receiver at all.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<IpPrefix>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -232,6 +245,13 @@ pub struct SendArgs {
     /// 0..=18446744073709551615.
     #[arg(long, value_parser = parse_seed, allow_hyphen_values = true)]
     pub seed: Option<u64>,
+    /// Tag every datagram with this shared key (HMAC-SHA256, 16 bytes) and accept only replies
+    /// that carry it; the receiver must use the same key. Read from FILE, or `-` for standard
+    /// input (at least 16 bytes; a trailing line end is not part of it). Without --key, the
+    /// environment variable UDPLAB_KEY holds the key when set. Data datagrams keep their
+    /// --size (the tag takes their last 16 bytes, so --size must be at least 40).
+    #[arg(long, value_name = "FILE|-")]
+    pub key: Option<PathBuf>,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
     #[command(flatten)]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::auth::{self, AllowList, Key};
 use crate::cli::{RateArg, RecvArgs, ReportArgs, SendArgs, ThresholdArgs};
 use crate::error::UsageError;
 use crate::impair::ImpairSpec;
@@ -163,6 +164,8 @@ pub struct SendConfig {
     /// Where each sender interval row also goes, tagged with `flow_index` (`--flows` gathers
     /// them into one progress line per interval).
     pub live_rows: Option<mpsc::Sender<(usize, IntervalRow)>>,
+    /// The shared key every datagram is tagged with (`--key`, else `UDPLAB_KEY`); None: no tags.
+    pub key: Option<Key>,
 }
 
 impl SendConfig {
@@ -181,6 +184,16 @@ impl SendConfig {
                 wire::DATA_HEADER_LEN,
                 wire::MAX_PAYLOAD,
                 wire::DATA_HEADER_LEN
+            )));
+        }
+        let key = resolve_key(args.key.as_deref())?;
+        if key.is_some() && size < auth::MIN_KEYED_PAYLOAD as u64 {
+            return Err(UsageError(format!(
+                "--size {size}: with a key each Data datagram carries a {}-byte tag after \
+                 udplab's {}-byte header: use --size {} or more",
+                auth::TAG_LEN,
+                wire::DATA_HEADER_LEN,
+                auth::MIN_KEYED_PAYLOAD
             )));
         }
         let (rate, rate_bps) = match (args.rate, args.pps) {
@@ -304,6 +317,7 @@ impl SendConfig {
                 ..Outputs::from_args(&args.reports)?
             },
             live_rows: None,
+            key,
         })
     }
 
@@ -336,6 +350,10 @@ pub struct RecvConfig {
     /// half). Live interval lines still follow `outputs.quiet`.
     pub silent: bool,
     pub cpus: Vec<usize>,
+    /// Accept only datagrams tagged with this key, and tag every reply (`--key`).
+    pub key: Option<Key>,
+    /// Accept datagrams only from these prefixes (`--allow`); None: from anyone.
+    pub allow: Option<AllowList>,
 }
 
 impl RecvConfig {
@@ -356,8 +374,15 @@ impl RecvConfig {
             outputs: Outputs::from_args(&args.reports)?,
             silent: false,
             cpus: args.cpu.into_iter().collect(),
+            key: resolve_key(args.key.as_deref())?,
+            allow: AllowList::new(args.allow.clone()),
         })
     }
+}
+
+/// `--key FILE|-` when given, else the key in `UDPLAB_KEY`, else none (see [`Key::resolve`]).
+fn resolve_key(option: Option<&std::path::Path>) -> Result<Option<Key>, UsageError> {
+    Key::resolve(option).map_err(|e| UsageError(e.0))
 }
 
 #[cfg(test)]
@@ -420,6 +445,28 @@ mod tests {
         let e = check_destination("127.0.0.1:0", "127.0.0.1:0".parse().unwrap()).unwrap_err();
         assert!(e.0.contains("port 0 is not a valid destination"), "{}", e.0);
         assert!(check_destination("h", "127.0.0.1:5210".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_key_needs_room_for_its_tag_in_every_datagram() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "0123456789abcdef\n").unwrap();
+        let key = key.to_str().unwrap();
+        let e = send(&["--key", key, "--size", "39"]).unwrap_err();
+        assert!(
+            e.0.contains("--size 39") && e.0.contains("--size 40 or more"),
+            "{}",
+            e.0
+        );
+        let c = send(&["--key", key, "--size", "40"]).unwrap();
+        assert!(c.key.is_some());
+        // Without a key the smallest datagram is still the bare header.
+        assert!(send(&["--size", "24"]).unwrap().key.is_none());
+        let short = dir.path().join("short");
+        std::fs::write(&short, "too short").unwrap();
+        let e = send(&["--key", short.to_str().unwrap()]).unwrap_err();
+        assert!(e.0.contains("use at least 16"), "{}", e.0);
     }
 
     #[test]

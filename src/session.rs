@@ -920,6 +920,9 @@ impl ReceiverServer {
             peer: SocketAddr::new(s.peer.ip().to_canonical(), s.peer.port()).to_string(),
             loss_ranges: std::mem::take(&mut s.loss_ranges),
             loss_ranges_not_kept: s.loss_ranges_not_kept,
+            // The driver's gate (run/recv.rs) fills these in the receiver's own report.
+            unauthenticated: None,
+            refused_by_allow: None,
             stats,
         };
         let json = serde_json::to_vec(&ResultsEnvelope {

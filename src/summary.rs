@@ -243,6 +243,17 @@ pub struct ReceiverReport {
     /// Lost ranges beyond `MAX_CARRIED_LOSS_RANGES`, not carried back.
     #[serde(default)]
     pub loss_ranges_not_kept: u64,
+    /// Datagrams the receiver dropped during this test because their `--key` tag did not
+    /// verify (they name no test: the socket's count over the test's time). None without a
+    /// key, and in the copy carried back to the sender (the receiver's driver counts them, not
+    /// its session).
+    #[serde(default)]
+    pub unauthenticated: Option<u64>,
+    /// Datagrams the receiver dropped during this test because their source was outside
+    /// `recv --allow` (the socket's count over the test's time). None without `--allow`, and in
+    /// the copy carried back to the sender.
+    #[serde(default)]
+    pub refused_by_allow: Option<u64>,
 }
 
 /// The sender's view of one test.
@@ -301,6 +312,10 @@ pub struct SenderReport {
     /// Interval rows beyond `MAX_KEPT_INTERVALS`: printed live, not kept in the report.
     #[serde(default)]
     pub intervals_not_kept: u64,
+    /// Datagrams that reached the sender without a valid `--key` tag (a receiver without the
+    /// key, or a stranger), dropped. None without a key.
+    #[serde(default)]
+    pub unauthenticated: Option<u64>,
 }
 
 /// One interval line, sender or receiver. Fields that do not apply to the role are None/0.

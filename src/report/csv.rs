@@ -18,7 +18,7 @@ use crate::summary::{
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 70] = [
+pub const SUMMARY_COLUMNS: [&str; 72] = [
     "run_id",
     "role",
     "target",
@@ -90,6 +90,8 @@ pub const SUMMARY_COLUMNS: [&str; 70] = [
     "echo_lost",
     "echo_loss_pct",
     "echo_rcvbuf_drops",
+    "unauthenticated",
+    "refused_by_allow",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -471,6 +473,8 @@ struct SummaryRow {
     echo_lost: String,
     echo_loss_pct: String,
     echo_rcvbuf_drops: String,
+    unauthenticated: String,
+    refused_by_allow: String,
 }
 
 impl SummaryRow {
@@ -535,6 +539,7 @@ impl SummaryRow {
         self.timestamp_source = receiver.timestamp_source.clone();
         self.foreign_datagrams = receiver.foreign_datagrams.to_string();
         self.tmax_s = seconds(receiver.tmax_s);
+        self.refused_by_allow = opt(receiver.refused_by_allow);
     }
 
     /// The sender's settings and counts that also explain the receiver's figures.
@@ -633,6 +638,8 @@ impl SummaryRow {
             self.echo_lost,
             self.echo_loss_pct,
             self.echo_rcvbuf_drops,
+            self.unauthenticated,
+            self.refused_by_allow,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -656,6 +663,7 @@ fn sender_summary_row(report: &RunReport, sender: &SenderReport) -> SummaryRow {
     row.gap_p50_us = gaps.p50;
     row.gap_p99_us = gaps.p99;
     row.send_mode = sender.send_mode.clone();
+    row.unauthenticated = opt(sender.unauthenticated);
     row.interrupted = report.interrupted.to_string();
     row.fill_return_path(report);
     row
@@ -674,6 +682,7 @@ fn receiver_summary_row(report: &RunReport, receiver: &ReceiverReport) -> Summar
     row.rate_achieved_bps = decimal(receiver.rate_achieved_bps, 1);
     row.pps_achieved = decimal(receiver.pps_achieved, 1);
     row.interrupted = (report.interrupted || receiver.interrupted).to_string();
+    row.unauthenticated = opt(receiver.unauthenticated);
     row.fill_return_path(report);
     row
 }
@@ -834,11 +843,35 @@ mod tests {
     }
 
     #[test]
+    fn key_and_allow_refusals_have_their_own_columns() {
+        let report = fixtures::run_report();
+        let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(headers[70..72], ["unauthenticated", "refused_by_allow"]);
+        // No key, no --allow: unknown, not zero.
+        for row in &rows {
+            assert_eq!(row["unauthenticated"], "");
+            assert_eq!(row["refused_by_allow"], "");
+        }
+        let mut keyed = report.clone();
+        keyed.sender.as_mut().unwrap().unauthenticated = Some(3);
+        let receiver = keyed.receiver.as_mut().unwrap();
+        receiver.unauthenticated = Some(5);
+        receiver.refused_by_allow = Some(2);
+        let (_, rows) = parse(&summary_text(&keyed, Header::Include));
+        // Each role's own count of what it dropped.
+        assert_eq!(rows[0]["unauthenticated"], "3");
+        assert_eq!(rows[1]["unauthenticated"], "5");
+        assert_eq!(rows[0]["refused_by_allow"], "2");
+        assert_eq!(rows[1]["refused_by_allow"], "2");
+    }
+
+    #[test]
     fn the_return_path_has_its_own_columns_at_the_end() {
         let report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        // Columns 66–70, where they were appended (later columns come after them).
         assert_eq!(
-            headers[headers.len() - 5..],
+            headers[65..70],
             [
                 "echo_sent",
                 "echo_received",

@@ -354,6 +354,23 @@ fn summary_table(report: &RunReport) -> Table {
             .filter(|r| r.foreign_datagrams > 0)
             .map(|r| r.foreign_datagrams.to_string()),
     );
+    // Shown whenever a key (or an --allow list) was in force, zero included: it says so.
+    t.row(
+        "unauthenticated (--key)",
+        sender
+            .and_then(|s| s.unauthenticated)
+            .map(|n| n.to_string()),
+        receiver
+            .and_then(|r| r.unauthenticated)
+            .map(|n| n.to_string()),
+    );
+    t.row(
+        "refused by --allow",
+        None,
+        receiver
+            .and_then(|r| r.refused_by_allow)
+            .map(|n| n.to_string()),
+    );
     t.row(
         "impairment",
         sender.and_then(|s| s.impairment.clone()),
@@ -680,6 +697,33 @@ mod tests {
             !text.contains("lost (return path)"),
             "unknown without the sender"
         );
+    }
+
+    #[test]
+    fn key_and_allow_refusals_show_only_when_in_force() {
+        let report = fixtures::run_report();
+        let text = human(&report);
+        assert!(!text.contains("unauthenticated"), "{text}");
+        assert!(!text.contains("refused by --allow"), "{text}");
+        let mut keyed = report.clone();
+        keyed.sender.as_mut().unwrap().unauthenticated = Some(0);
+        let receiver = keyed.receiver.as_mut().unwrap();
+        receiver.unauthenticated = Some(7);
+        receiver.refused_by_allow = Some(4);
+        let text = human(&keyed);
+        let line = |label: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .unwrap_or_else(|| panic!("no {label:?} line in {text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            line("unauthenticated (--key)"),
+            "unauthenticated (--key) 0 7"
+        );
+        assert_eq!(line("refused by --allow"), "refused by --allow 4");
     }
 
     #[test]

@@ -213,6 +213,7 @@ pub(crate) mod fixtures {
                 }),
                 intervals: vec![interval("sender", 0.0, None)],
                 intervals_not_kept: 0,
+                unauthenticated: None,
             }),
             receiver: Some(ReceiverReport {
                 stats: receiver_stats(),
@@ -242,6 +243,8 @@ pub(crate) mod fixtures {
                 peer: "127.0.0.1:41000".to_string(),
                 loss_ranges: Vec::new(),
                 loss_ranges_not_kept: 0,
+                unauthenticated: None,
+                refused_by_allow: None,
             }),
             warnings: vec!["SO_SNDBUF clamped to 425984 bytes (net.core.wmem_max)".to_string()],
             interrupted: false,

@@ -323,6 +323,10 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             .filter_map(|s| s.echo_rcvbuf_drops)
             .reduce(|a, b| a + b),
         control_sent: senders.iter().map(|s| s.control_sent).sum(),
+        unauthenticated: senders
+            .iter()
+            .filter_map(|s| s.unauthenticated)
+            .reduce(|a, b| a + b),
         sndbuf: senders[0].sndbuf,
         rcvbuf: senders[0].rcvbuf,
         impairment: senders[0].impairment.clone(),
@@ -379,6 +383,8 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             peer: String::new(),
             loss_ranges: Vec::new(),
             loss_ranges_not_kept: receivers.iter().map(|r| r.loss_ranges_not_kept).sum(),
+            unauthenticated: None,
+            refused_by_allow: None,
         }
     });
     RunReport {

@@ -69,6 +69,9 @@ pub fn with_receiver<T>(
         },
         silent: true,
         cpus: cfg.cpus.get(1).copied().into_iter().collect(),
+        // Both halves share the key: loopback measures what a keyed test costs.
+        key: cfg.key.clone(),
+        allow: None,
     };
     let receiver = Receiver::bind(rcfg)?;
     let addr = receiver.local_addr();

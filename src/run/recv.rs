@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::auth::{AllowList, Key, TAG_LEN};
 use crate::config::RecvConfig;
 use crate::error::SetupError;
 use crate::net::{self, BoundSocket, RecvBatch, SocketOptions};
@@ -114,7 +115,17 @@ impl Receiver {
             server.set_rxq_dropped(Some(0));
         }
         let mut echo = [0u8; wire::DATA_HEADER_LEN];
-        let mut started: HashMap<u32, (u64, TestParams)> = HashMap::new();
+        // With a key, an echo is the header and its tag: still no larger than the Data (≥ 40
+        // bytes with a key) it answers.
+        let mut tagged_echo = [0u8; wire::DATA_HEADER_LEN + TAG_LEN];
+        let mut gate = Gate::new(cfg.key.clone(), cfg.allow.clone());
+        if !cfg.silent {
+            for line in gate.describe() {
+                writeln!(text, "{line}")?;
+            }
+            text.flush()?;
+        }
+        let mut started: HashMap<u32, (u64, TestParams, GateCounts)> = HashMap::new();
         let mut outcome = RecvOutcome::default();
         // A fixed short read timeout: timers (intervals, Tmax) need only millisecond accuracy,
         // and re-arming it per batch would cost a syscall per batch on the hot path.
@@ -137,13 +148,30 @@ impl Receiver {
                     last_data = now;
                     for i in 0..n {
                         let (buf, meta) = batch.get(i);
+                        // Without --key and --allow this is the one extra (predictable) branch.
+                        let buf = if gate.open {
+                            buf
+                        } else {
+                            match gate.admit(buf, meta.src) {
+                                Some(b) => b,
+                                None => continue,
+                            }
+                        };
                         let recv_ns = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
-                        if server.handle_datagram(now, recv_ns, meta.src, buf, &mut echo)
+                        if server.handle_datagram(now, recv_ns, meta.src, buf, &mut echo) {
+                            let reply: &[u8] = match &gate.key {
+                                None => &echo,
+                                Some(key) => {
+                                    tagged_echo[..wire::DATA_HEADER_LEN].copy_from_slice(&echo);
+                                    key.sign(&mut tagged_echo);
+                                    &tagged_echo
+                                }
+                            };
                             // Best effort: a lost echo is an RTT sample lost, never a retry;
                             // one never sent is not the return path's loss.
-                            && sock.send_to(&echo, meta.src).is_err()
-                        {
-                            server.echo_not_sent(&echo);
+                            if sock.send_to(reply, meta.src).is_err() {
+                                server.echo_not_sent(&echo);
+                            }
                         }
                     }
                     server.set_rxq_dropped(batch.rxq_dropped());
@@ -172,7 +200,10 @@ impl Receiver {
                 server.interrupt_all(now);
                 outcome.interrupted = true;
             }
-            while let Some((dst, msg)) = server.poll_transmit() {
+            while let Some((dst, mut msg)) = server.poll_transmit() {
+                if let Some(key) = &gate.key {
+                    key.append_tag(&mut msg);
+                }
                 let _ = sock.send_to(&msg, dst);
             }
             while let Some(ev) = server.poll_event() {
@@ -184,7 +215,7 @@ impl Receiver {
                     } => {
                         // An IPv4 peer of the dual-stack socket is shown as IPv4.
                         let peer = net::shown_addr(peer);
-                        started.insert(session_id, (time::wall_ns(), params));
+                        started.insert(session_id, (time::wall_ns(), params, gate.counts));
                         if cfg.silent && !cfg.outputs.quiet {
                             // Loopback: the caller prints the rest; the live lines are ours.
                             report::write_interval_header(&mut text, "receiver")?;
@@ -227,15 +258,27 @@ impl Receiver {
                     ServerEvent::Finished {
                         session_id, report, ..
                     } => {
-                        let (wall, params) = started
-                            .remove(&session_id)
-                            .unwrap_or((time::wall_ns(), zero_params()));
+                        let (wall, params, at_start) = started.remove(&session_id).unwrap_or((
+                            time::wall_ns(),
+                            zero_params(),
+                            gate.counts,
+                        ));
+                        let mut report = *report;
+                        // The socket's refusals during this test (they name no test).
+                        report.unauthenticated = gate
+                            .key
+                            .as_ref()
+                            .map(|_| gate.counts.unauthenticated - at_start.unauthenticated);
+                        report.refused_by_allow = gate
+                            .allow
+                            .as_ref()
+                            .map(|_| gate.counts.refused_by_allow - at_start.refused_by_allow);
                         let run = receiver_run_report(
                             session_id,
                             bound.local_addr,
                             wall,
                             &params,
-                            *report,
+                            report,
                         );
                         if let Some(w) = loss_log.as_mut() {
                             w.flush()?;
@@ -258,6 +301,72 @@ impl Receiver {
             w.flush()?;
         }
         Ok(outcome)
+    }
+}
+
+/// Datagrams the receiver's gate dropped, since the socket was bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct GateCounts {
+    /// Tags that did not verify (`--key`).
+    unauthenticated: u64,
+    /// Sources outside `--allow`.
+    refused_by_allow: u64,
+}
+
+/// What a datagram passes before the session sees it: `--allow`, then the `--key` tag. A
+/// dropped datagram is counted and never answered.
+struct Gate {
+    key: Option<Key>,
+    allow: Option<AllowList>,
+    /// Neither is set: every datagram goes straight to the session.
+    open: bool,
+    counts: GateCounts,
+}
+
+impl Gate {
+    fn new(key: Option<Key>, allow: Option<AllowList>) -> Self {
+        Gate {
+            open: key.is_none() && allow.is_none(),
+            key,
+            allow,
+            counts: GateCounts::default(),
+        }
+    }
+
+    /// What the session should see of `datagram` from `src`, or None when it is dropped.
+    #[inline]
+    fn admit<'a>(&mut self, datagram: &'a [u8], src: SocketAddr) -> Option<&'a [u8]> {
+        if let Some(allow) = &self.allow
+            && !allow.admits(src)
+        {
+            self.counts.refused_by_allow += 1;
+            return None;
+        }
+        match &self.key {
+            None => Some(datagram),
+            Some(key) => {
+                let opened = key.open(datagram);
+                if opened.is_none() {
+                    self.counts.unauthenticated += 1;
+                }
+                opened
+            }
+        }
+    }
+
+    /// The receiver's start-up lines about who it accepts (none when it accepts everyone).
+    fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.key.is_some() {
+            lines.push(
+                "accepting only datagrams tagged with the shared key (--key / UDPLAB_KEY)".into(),
+            );
+        }
+        if let Some(allow) = &self.allow {
+            let list: Vec<String> = allow.prefixes().iter().map(ToString::to_string).collect();
+            lines.push(format!("accepting datagrams only from {}", list.join(", ")));
+        }
+        lines
     }
 }
 
@@ -325,5 +434,53 @@ fn receiver_run_report(
         receiver: Some(report),
         warnings,
         ..RunReport::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(secret: &[u8]) -> Key {
+        Key::from_secret(secret, "test").unwrap()
+    }
+
+    #[test]
+    fn an_open_gate_passes_everything_and_counts_nothing() {
+        let mut gate = Gate::new(None, None);
+        assert!(gate.open);
+        assert!(gate.describe().is_empty());
+        let src: SocketAddr = "192.0.2.1:9".parse().unwrap();
+        assert_eq!(gate.admit(b"anything", src), Some(&b"anything"[..]));
+        assert_eq!(gate.counts, GateCounts::default());
+    }
+
+    #[test]
+    fn the_gate_drops_and_counts_strangers_and_bad_tags() {
+        let allow = AllowList::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let mut gate = Gate::new(Some(key(b"the receiver's key!")), allow);
+        assert!(!gate.open);
+        let inside: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
+        let outside: SocketAddr = "10.0.0.1:9".parse().unwrap();
+        let mut good = b"a control message".to_vec();
+        key(b"the receiver's key!").append_tag(&mut good);
+        let mut other = b"a control message".to_vec();
+        key(b"somebody else's key").append_tag(&mut other);
+        assert_eq!(gate.admit(&good, inside), Some(&b"a control message"[..]));
+        assert_eq!(gate.admit(&good, outside), None);
+        assert_eq!(gate.admit(&other, inside), None);
+        assert_eq!(gate.admit(b"a control message", inside), None);
+        assert_eq!(
+            gate.counts,
+            GateCounts {
+                unauthenticated: 2,
+                refused_by_allow: 1
+            }
+        );
+        let said = gate.describe().join("\n");
+        assert!(
+            said.contains("shared key") && said.contains("127.0.0.0/8"),
+            "{said}"
+        );
     }
 }

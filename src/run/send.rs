@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::auth::Key;
 use crate::config::{Rate, SendConfig};
 use crate::error::SetupError;
 use crate::impair::{Fate, Impairment};
@@ -74,6 +75,8 @@ struct DataPlan {
     impair: Option<crate::impair::ImpairSpec>,
     impair_log: Option<BufWriter<OutputFile>>,
     cpu: Option<usize>,
+    /// Tags every Data datagram (`--key`).
+    key: Option<Key>,
 }
 
 /// Runs one test against the receiver in `cfg` and returns the whole run's report.
@@ -120,15 +123,28 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         pattern: hello_pattern(cfg),
     };
     let mut ctl = SenderControl::new(session_id, params, time::now());
-    let mut replies = Replies::new(session_id);
+    let key = cfg.key.as_ref();
+    let mut replies = Replies::new(session_id, cfg.key.clone());
 
     // Handshake.
     loop {
-        flush_control(&sock, &mut ctl);
+        flush_control(&sock, &mut ctl, key);
         match ctl.poll_event() {
             Some(SenderEvent::Accepted { .. }) => break,
             Some(SenderEvent::Failed(e)) => {
-                return Err(SetupError(format!("{}: {e}", cfg.target)).into());
+                if key.is_some() && replies.unauthenticated > 0 {
+                    // A receiver without the key answered: it takes our tag for padding and
+                    // may have started the test. End it rather than leave it waiting.
+                    ctl.abort();
+                    flush_control(&sock, &mut ctl, key);
+                }
+                return Err(SetupError(handshake_failure(
+                    &cfg.target,
+                    &e,
+                    key.is_some(),
+                    replies.unauthenticated,
+                ))
+                .into());
             }
             _ => {}
         }
@@ -196,6 +212,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         impair: cfg.impair,
         impair_log,
         cpu: (!cfg.cpus.is_empty()).then(|| cfg.cpus[cfg.flow_index % cfg.cpus.len()]),
+        key: cfg.key.clone(),
     };
     let live = Arc::new(LiveCounters::default());
     let halt = Arc::new(AtomicBool::new(false));
@@ -298,7 +315,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             if cfg.echo && echo_rcvbuf_drops.is_none() && ctl.requesting_results(time::now()) {
                 echo_rcvbuf_drops = replies.batch.refresh_rxq_dropped(&sock).ok().flatten();
             }
-            flush_control(&sock, &mut ctl);
+            flush_control(&sock, &mut ctl, key);
             match ctl.poll_event() {
                 Some(SenderEvent::Results(r)) => {
                     receiver = Some(*r);
@@ -314,7 +331,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             }
             if stop.abandon() {
                 ctl.abort();
-                flush_control(&sock, &mut ctl);
+                flush_control(&sock, &mut ctl, key);
                 warnings.push("interrupted while waiting for the receiver's results".into());
                 break;
             }
@@ -392,6 +409,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         send_mode_note: choice.note,
         intervals,
         intervals_not_kept,
+        unauthenticated: key.map(|_| replies.unauthenticated),
     };
     let mut run = RunReport {
         version: REPORT_VERSION,
@@ -504,6 +522,34 @@ fn choose_send_mode(
     }
 }
 
+/// Why the handshake failed, as the sender prints it. Silence is what a receiver with another
+/// key (or none), or an `--allow` list without us, answers: the message says so.
+fn handshake_failure(target: &str, e: &ControlError, keyed: bool, unauthenticated: u64) -> String {
+    match e {
+        ControlError::NoReceiver(secs) if keyed => {
+            let seen = if unauthenticated > 0 {
+                format!(
+                    "{unauthenticated} datagrams came back without a valid tag: the receiver \
+                     probably runs without --key (one with another key stays silent)"
+                )
+            } else {
+                "nothing came back: is `udplab recv` running there with the same key, does its \
+                 --allow list include this host, and is UDP allowed through?"
+                    .to_string()
+            };
+            format!(
+                "{target}: no authenticated answer within {secs:.1} s: do sender and receiver use \
+                 the same --key? ({seen})"
+            )
+        }
+        ControlError::NoReceiver(_) => format!(
+            "{target}: {e} (a receiver started with --key answers only senders with the same \
+             key, and one with --allow only the addresses it lists)"
+        ),
+        _ => format!("{target}: {e}"),
+    }
+}
+
 /// What comes back from the receiver while and after data flows: echoes (RTT) and control.
 struct Replies {
     session_id: u32,
@@ -511,16 +557,22 @@ struct Replies {
     /// RTT of the echoes received in the current interval.
     rtt: LatencyHistogram,
     echoes: u64,
+    /// Every reply must carry this key's tag (`--key`).
+    key: Option<Key>,
+    /// Replies dropped because their tag did not verify.
+    unauthenticated: u64,
 }
 
 impl Replies {
-    fn new(session_id: u32) -> Self {
+    fn new(session_id: u32, key: Option<Key>) -> Self {
         Replies {
             session_id,
-            // Result chunks are the largest replies: 16 + 1200 bytes.
+            // Result chunks are the largest replies: 16 + 1200 bytes (+ 16 with a key).
             batch: RecvBatch::new(32, 2048),
             rtt: LatencyHistogram::new(),
             echoes: 0,
+            key,
+            unauthenticated: 0,
         }
     }
 
@@ -545,6 +597,16 @@ impl Replies {
         };
         for i in 0..n {
             let (buf, meta) = self.batch.get(i);
+            let buf = match &self.key {
+                None => buf,
+                Some(key) => match key.open(buf) {
+                    Some(opened) => opened,
+                    None => {
+                        self.unauthenticated += 1;
+                        continue;
+                    }
+                },
+            };
             match DataHeader::parse_echo(buf) {
                 Some(h) if h.session_id == self.session_id => {
                     // The kernel's arrival time: the RTT of the path, not of this thread's
@@ -592,10 +654,43 @@ fn sender_row(
     }
 }
 
-/// Sends queued control datagrams. Failures are retried by the session's own timers.
-fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl) {
-    while let Some(msg) = ctl.poll_transmit() {
+/// Sends queued control datagrams, tagged when there is a key. Failures are retried by the
+/// session's own timers.
+fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl, key: Option<&Key>) {
+    while let Some(mut msg) = ctl.poll_transmit() {
+        if let Some(key) = key {
+            key.append_tag(&mut msg);
+        }
         let _ = sock.send(&msg);
+    }
+}
+
+/// Tags each `size`-byte datagram laid out back to back in `batch` (a GSO buffer or the
+/// messages of one sendmmsg): the receiver sees them one by one.
+fn sign_each(key: &Key, batch: &mut [u8], size: usize) {
+    for datagram in batch.chunks_exact_mut(size) {
+        key.sign(datagram);
+    }
+}
+
+/// Writes Data datagrams: the header, then the tag when there is a key.
+struct DataWriter {
+    session_id: u32,
+    key: Option<Key>,
+}
+
+impl DataWriter {
+    /// Writes one whole datagram (`datagram` is exactly `--size` bytes).
+    fn write(&self, seq: u64, send_ns: u64, datagram: &mut [u8]) {
+        DataHeader {
+            session_id: self.session_id,
+            seq,
+            send_ns,
+        }
+        .write(Kind::Data, datagram);
+        if let Some(key) = &self.key {
+            key.sign(datagram);
+        }
     }
 }
 
@@ -645,6 +740,10 @@ fn data_loop(
         warnings: Vec::new(),
     };
     let halted = || halt.load(Ordering::Relaxed);
+    let writer = DataWriter {
+        session_id: plan.session_id,
+        key: plan.key.take(),
+    };
     let mut seq = 0u64;
     let mut scratch = vec![0u8; payload];
     loop {
@@ -669,14 +768,7 @@ fn data_loop(
                         .map_or(due, |t| t.min(due));
                     wait_until(wake, halted);
                     if let Some(imp) = impair.as_mut() {
-                        release_due(
-                            imp,
-                            sock,
-                            &mut scratch,
-                            plan.session_id,
-                            time::now(),
-                            &mut res,
-                        );
+                        release_due(imp, sock, &mut scratch, &writer, time::now(), &mut res);
                     }
                     continue;
                 }
@@ -718,6 +810,11 @@ fn data_loop(
                         send_ns: wall,
                     }
                     .write(Kind::Data, &mut buf[i * payload..]);
+                }
+                // One branch per batch without a key; with one, every datagram of the batch
+                // (each GSO segment, each sendmmsg message) carries its own tag.
+                if let Some(key) = &writer.key {
+                    sign_each(key, &mut buf[..n * payload], payload);
                 }
                 let mut off = 0usize;
                 while off < n {
@@ -761,7 +858,7 @@ fn data_loop(
                     }
                 }
                 now = time::now();
-                release_due(imp, sock, &mut scratch, plan.session_id, now, &mut res);
+                release_due(imp, sock, &mut scratch, &writer, now, &mut res);
             }
         }
         seq += n as u64;
@@ -777,21 +874,14 @@ fn data_loop(
         while imp.pending() > 0 {
             if halted() {
                 for (s, ts) in imp.flush_all() {
-                    send_one(sock, &mut scratch, plan.session_id, s, ts, &mut res);
+                    send_one(sock, &mut scratch, &writer, s, ts, &mut res);
                 }
                 break;
             }
             if let Some(t) = imp.poll_timeout() {
                 wait_until(t, halted);
             }
-            release_due(
-                imp,
-                sock,
-                &mut scratch,
-                plan.session_id,
-                time::now(),
-                &mut res,
-            );
+            release_due(imp, sock, &mut scratch, &writer, time::now(), &mut res);
         }
         res.impair = Some(imp.counters());
     }
@@ -810,7 +900,7 @@ fn release_due(
     imp: &mut Impairment<(u64, u64)>,
     sock: &UdpSocket,
     scratch: &mut [u8],
-    session_id: u32,
+    writer: &DataWriter,
     now: Instant,
     res: &mut DataResult,
 ) {
@@ -822,24 +912,19 @@ fn release_due(
         };
         res.release_lateness
             .record(time::now().saturating_duration_since(due).as_nanos() as u64);
-        send_one(sock, scratch, session_id, s, ts, res);
+        send_one(sock, scratch, writer, s, ts, res);
     }
 }
 
 fn send_one(
     sock: &UdpSocket,
     scratch: &mut [u8],
-    session_id: u32,
+    writer: &DataWriter,
     seq: u64,
     send_ns: u64,
     res: &mut DataResult,
 ) {
-    DataHeader {
-        session_id,
-        seq,
-        send_ns,
-    }
-    .write(Kind::Data, scratch);
+    writer.write(seq, send_ns, scratch);
     if let Err(e) = sock.send(scratch) {
         count_error(res, &e, 1);
     }
@@ -881,6 +966,79 @@ mod tests {
 
     fn remote() -> SocketAddr {
         "192.0.2.7:5210".parse().unwrap()
+    }
+
+    #[test]
+    fn a_silent_handshake_names_the_key_and_the_allow_list() {
+        let silent = ControlError::NoReceiver(3.0);
+        let keyed = handshake_failure("h:1", &silent, true, 0);
+        assert!(
+            keyed.starts_with("h:1: no authenticated answer within 3.0 s: do sender and receiver use the same --key?"),
+            "{keyed}"
+        );
+        assert!(keyed.contains("--allow list include this host"), "{keyed}");
+        let answered = handshake_failure("h:1", &silent, true, 4);
+        assert!(
+            answered.contains("4 datagrams came back without a valid tag"),
+            "{answered}"
+        );
+        let plain = handshake_failure("h:1", &silent, false, 0);
+        assert!(
+            plain.contains("no answer from a udplab receiver"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("--key") && plain.contains("--allow"),
+            "{plain}"
+        );
+        // Other failures are what the session says, nothing added.
+        assert_eq!(
+            handshake_failure("h:1", &ControlError::Busy, true, 4),
+            format!("h:1: {}", ControlError::Busy)
+        );
+    }
+
+    #[test]
+    fn every_datagram_of_a_batch_carries_its_own_tag() {
+        let key = Key::from_secret(b"a test key of 20 bytes", "test").unwrap();
+        let (size, n) = (100, 5);
+        let mut batch = vec![0u8; size * n];
+        for (i, datagram) in batch.chunks_exact_mut(size).enumerate() {
+            DataHeader {
+                session_id: 1,
+                seq: i as u64,
+                send_ns: 2,
+            }
+            .write(Kind::Data, datagram);
+        }
+        sign_each(&key, &mut batch, size);
+        for (i, datagram) in batch.chunks_exact(size).enumerate() {
+            let header = DataHeader::parse_data(key.verify(datagram).expect("authentic"));
+            assert_eq!(header.map(|h| h.seq), Some(i as u64));
+        }
+    }
+
+    #[test]
+    fn a_data_writer_tags_the_datagram_and_keeps_its_size() {
+        let key = Key::from_secret(b"a test key of 20 bytes", "test").unwrap();
+        let writer = DataWriter {
+            session_id: 9,
+            key: Some(key.clone()),
+        };
+        let mut datagram = vec![0u8; 64];
+        writer.write(5, 77, &mut datagram);
+        assert_eq!(datagram.len(), 64);
+        let header = DataHeader::parse_data(key.verify(&datagram).expect("authentic")).unwrap();
+        assert_eq!((header.session_id, header.seq, header.send_ns), (9, 5, 77));
+        let plain = DataWriter {
+            session_id: 9,
+            key: None,
+        };
+        let mut untagged = vec![0u8; 64];
+        plain.write(5, 77, &mut untagged);
+        assert_eq!(untagged[..24], datagram[..24]);
+        assert!(untagged[24..].iter().all(|&b| b == 0), "padding stays zero");
+        assert_eq!(key.verify(&untagged), None);
     }
 
     #[test]
