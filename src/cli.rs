@@ -350,6 +350,12 @@ pub struct ProxyArgs {
     /// without a datagram in either direction, freeing its place for another client.
     #[arg(long, default_value = "60s", value_parser = parse_client_idle)]
     pub client_idle: Duration,
+    /// Relay only udplab datagrams tagged with this shared key (the one sender and receiver
+    /// use): anything else is counted (`unauthenticated`) and dropped before it can take a
+    /// client's place. Without --key, the environment variable UDPLAB_KEY holds the key when
+    /// set. Without a key the proxy relays any UDP traffic.
+    #[arg(long, value_name = "FILE|-")]
+    pub key: Option<PathBuf>,
 }
 
 fn parse_max_clients(s: &str) -> Result<usize, String> {

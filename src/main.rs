@@ -121,6 +121,8 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
                 buffers: args.buffers,
                 max_clients: args.max_clients,
                 client_idle: args.client_idle,
+                key: udplab::auth::Key::resolve(args.key.as_deref())
+                    .map_err(|e| UsageError(e.to_string()))?,
             };
             let result = run::proxy::run(&cfg, stop);
             checked.remove_unwritten();

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::auth::Key;
 use crate::error::SetupError;
 use crate::impair::{ImpairSpec, Impairment};
 use crate::net::{self, RecvBatch, SocketOptions};
@@ -56,6 +57,9 @@ pub struct ProxyConfig {
     pub max_clients: usize,
     /// How long a client's relay state outlives its last datagram (either direction).
     pub client_idle: Duration,
+    /// With a key, only authenticated udplab datagrams are relayed (both directions); the rest
+    /// is counted and dropped before it can claim a client slot.
+    pub key: Option<Key>,
 }
 
 /// One direction's counters.
@@ -65,6 +69,7 @@ struct DirCounters {
     sent: AtomicU64,
     send_errors: AtomicU64,
     rcvbuf_drops: AtomicU64,
+    unauthenticated: AtomicU64,
 }
 
 /// One direction's final figures.
@@ -78,6 +83,8 @@ pub struct DirectionReport {
     pub rcvbuf_drops: u64,
     pub impairment: Option<String>,
     pub impair: Option<ImpairCounters>,
+    /// With `--key`: datagrams whose tag did not verify, dropped (counted in `received`).
+    pub unauthenticated: u64,
 }
 
 /// What a proxy run did.
@@ -272,6 +279,7 @@ struct Relay {
     reverse_stage: Option<Stage<(SocketAddr, Vec<u8>)>>,
     fwd_batch: RecvBatch,
     rev_batch: RecvBatch,
+    key: Option<Key>,
     /// Client of poll index i + 1 (index 0 is the listening socket).
     polled: Vec<SocketAddr>,
     poll: net::PollSet,
@@ -333,6 +341,11 @@ impl Relay {
         for i in 0..n {
             let (data, meta) = self.fwd_batch.get(i);
             self.fwd.received.fetch_add(1, Ordering::Relaxed);
+            // Checked before admission: a stranger without the key never takes a client slot.
+            if self.key.as_ref().is_some_and(|k| k.verify(data).is_none()) {
+                self.fwd.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let Some(up) = upstream_for(
                 &mut self.clients,
                 self.target,
@@ -372,6 +385,10 @@ impl Relay {
         for i in 0..n {
             let (data, _) = self.rev_batch.get(i);
             self.rev.received.fetch_add(1, Ordering::Relaxed);
+            if self.key.as_ref().is_some_and(|k| k.verify(data).is_none()) {
+                self.rev.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             match &self.reverse_stage {
                 Some(s) => s.offer(now, (client, data.to_vec()), data.len()),
                 None => count_send(&self.rev, self.listen.send_to(data, client)),
@@ -520,6 +537,7 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
         reverse_stage,
         fwd_batch: RecvBatch::new(64, 65536),
         rev_batch: RecvBatch::new(64, 65536),
+        key: cfg.key.clone(),
         polled: Vec::new(),
         poll: net::PollSet::new(),
     };
@@ -582,6 +600,7 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
             rcvbuf_drops: c.rcvbuf_drops.load(Ordering::Relaxed),
             impairment: spec.as_ref().map(ToString::to_string),
             impair: imp,
+            unauthenticated: c.unauthenticated.load(Ordering::Relaxed),
         };
     let t = &relay.clients;
     Ok(ProxyReport {
@@ -694,6 +713,9 @@ pub fn write_summary(w: &mut dyn Write, r: &ProxyReport) -> io::Result<()> {
             "  {name:<8} received {:>10}  relayed {:>10}  send errors {}  dropped at the proxy's receive buffer {}",
             d.received, d.sent, d.send_errors, d.rcvbuf_drops
         )?;
+        if d.unauthenticated > 0 {
+            write!(w, "  unauthenticated (dropped) {}", d.unauthenticated)?;
+        }
         match (&d.impairment, &d.impair) {
             (Some(spec), Some(c)) => writeln!(
                 w,

@@ -442,3 +442,61 @@ fn bad_keys_and_prefixes_are_usage_errors() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_keyed_proxy_relays_the_keyed_test_and_strangers_take_no_client_place() {
+    let _net = crate::common::network_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "k", "a shared key of thirty-two bytes");
+    let key = key.to_str().unwrap();
+    let pjson = dir.path().join("proxy.json");
+    let recv = RecvChild::start(&["--key", key, "--once", "--quiet"]);
+    // Room for 4 clients: without the key check, 300 strangers would fill it at once.
+    let (proxy, paddr) = crate::common::start_proxy(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &recv.addr,
+        "--key",
+        key,
+        "--max-clients",
+        "4",
+        "--interval",
+        "0s",
+        "--duration",
+        "60s",
+        "--json",
+        pjson.to_str().unwrap(),
+    ]);
+    let strangers: Vec<UdpSocket> = (0..300)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for s in &strangers {
+        s.send_to(&handmade(16, 7, &[0; 8]), &paddr).unwrap();
+    }
+    let out = run_bounded(
+        &[
+            "send", &paddr, "--key", key, "--count", "3000", "--pps", "10000", "--size", "64",
+            "--quiet", "--json", "-",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_exact(&v["flows"][0], 3000);
+    // SAFETY: plain kill(2) of our own child.
+    unsafe {
+        libc::kill(proxy.id() as libc::pid_t, libc::SIGINT);
+    }
+    let pout = wait_bounded(proxy, Duration::from_secs(20));
+    assert_eq!(pout.status.code(), Some(130));
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&pjson).unwrap()).unwrap();
+    // Each stranger's datagram was dropped unauthenticated (less any the proxy's own buffer
+    // dropped), none became a client, none was refused for want of room.
+    let dropped = p["forward"]["unauthenticated"].as_u64().unwrap();
+    let buffer = p["forward"]["rcvbuf_drops"].as_u64().unwrap();
+    assert!(dropped <= 300 && dropped + buffer >= 300, "{p}");
+    assert_eq!(p["clients_refused"], 0, "{p}");
+    assert_eq!(p["clients"], 1, "only the real sender became a client: {p}");
+    drop(recv);
+}

@@ -218,3 +218,31 @@ impl LineWatch {
         self.all.join().unwrap_or_default()
     }
 }
+
+/// Starts `udplab proxy` and reads its listening address from the first stdout line.
+pub fn start_proxy(args: &[&str]) -> (Child, String) {
+    let mut child = udplab()
+        .arg("proxy")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+    });
+    let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let addr = line
+        .strip_prefix("proxy listening on ")
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("unexpected {line:?}"))
+        .to_string();
+    (child, addr)
+}

@@ -2,15 +2,12 @@
 //! impairment's own log, run-to-run repeatability, delay percentiles, and the proxy.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{RecvChild, run_bounded, udplab, wait_bounded};
+use crate::common::{RecvChild, run_bounded, start_proxy, wait_bounded};
 
 /// Sequences the impairment log marks with `fate` (drop, qdrop, dup, hold).
 fn fates(path: &Path, fate: &str) -> BTreeSet<u64> {
@@ -261,34 +258,6 @@ fn delay_and_jitter_show_up_as_one_way_latency() {
             .unwrap()
             > 0
     );
-}
-
-/// Starts `udplab proxy` and reads its listening address from the first stdout line.
-fn start_proxy(args: &[&str]) -> (Child, String) {
-    let mut child = udplab()
-        .arg("proxy")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line);
-        let _ = std::io::copy(&mut r, &mut std::io::sink());
-    });
-    let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let addr = line
-        .strip_prefix("proxy listening on ")
-        .and_then(|l| l.split(',').next())
-        .unwrap_or_else(|| panic!("unexpected {line:?}"))
-        .to_string();
-    (child, addr)
 }
 
 #[test]

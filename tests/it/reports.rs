@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{RecvChild, cell, num, read_csv, run_bounded, udplab, wait_bounded};
+use crate::common::{
+    RecvChild, cell, num, read_csv, run_bounded, start_proxy, udplab, wait_bounded,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -30,36 +32,6 @@ fn stdout_json(out: &std::process::Output) -> Value {
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
-}
-
-/// Starts `udplab proxy` and reads its listening address from its first stdout line.
-fn start_proxy(args: &[&str]) -> (Child, String) {
-    let mut child = udplab()
-        .arg("proxy")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn udplab proxy");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line);
-        let _ = std::io::copy(&mut r, &mut std::io::sink());
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("proxy line");
-    let addr = line
-        .strip_prefix("proxy listening on ")
-        .and_then(|l| l.split(',').next())
-        .unwrap_or_else(|| panic!("unexpected {line:?}"))
-        .to_string();
-    (child, addr)
 }
 
 fn stop_proxy(proxy: Child) -> std::process::Output {
