@@ -109,6 +109,11 @@ pub struct RecvArgs {
     /// How many tests may run at once (parallel flows count one each).
     #[arg(long, default_value = "16", value_parser = parse_whole)]
     pub max_sessions: usize,
+    /// Memory budget of all running tests together (binary units): a test whose duplicate
+    /// window (32 bytes per 64 datagrams of rate × Tmax) does not fit in what is left is
+    /// refused with a reason the sender prints.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub max_memory: u64,
     /// Use the user-space clock instead of kernel receive timestamps.
     #[arg(long)]
     pub no_kernel_timestamps: bool,

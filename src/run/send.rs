@@ -99,7 +99,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     sock.connect(cfg.addr)
         .map_err(|e| SetupError(format!("cannot reach {}: {e}", cfg.target)))?;
 
-    let session_id = crate::run::session_id(cfg.seed);
+    let session_id = crate::run::session_id();
     let run_id = format!("{session_id:08x}");
     let params = TestParams {
         payload_size: cfg.payload_size as u32,

@@ -103,6 +103,8 @@ struct ArrivalCounts {
     late: u64,
     stale: u64,
     duplicates: u64,
+    /// Sequences implausibly far ahead (see `on_implausible`): never counted otherwise.
+    implausible: u64,
     negative_delays: u64,
     /// u64::MAX while nothing was counted.
     first_recv_ns: u64,
@@ -117,6 +119,7 @@ impl Default for ArrivalCounts {
             late: 0,
             stale: 0,
             duplicates: 0,
+            implausible: 0,
             negative_delays: 0,
             first_recv_ns: u64::MAX,
             last_recv_ns: 0,
@@ -142,6 +145,7 @@ impl Tally {
         a.late += b.late;
         a.stale += b.stale;
         a.duplicates += b.duplicates;
+        a.implausible += b.implausible;
         a.negative_delays += b.negative_delays;
         a.first_recv_ns = a.first_recv_ns.min(b.first_recv_ns);
         a.last_recv_ns = a.last_recv_ns.max(b.last_recv_ns);
@@ -259,6 +263,13 @@ impl ReceiverStats {
                 Arrival::Stale
             }
         }
+    }
+
+    /// Counts a datagram whose sequence is implausibly far ahead of what its sender can have sent
+    /// by now (the session's check). It is counted here only: it never moves the window, so a
+    /// forged far-ahead sequence cannot turn the genuine ones into `stale` or `lost`.
+    pub fn on_implausible(&mut self) {
+        self.interval.implausible += 1;
     }
 
     #[inline(always)]
@@ -392,6 +403,7 @@ impl ReceiverStats {
             late: a.late,
             stale: a.stale,
             duplicates: a.duplicates,
+            implausible: a.implausible,
             reordered: tally.reorder.reordered,
             reorder_extent_max: tally.reorder.extent_max,
             reorder_extent: tally.reorder.buckets(),
@@ -431,6 +443,23 @@ impl ReceiverStats {
     /// larger sequence was older than the record-high ring reaches (65536 runs back).
     pub fn reorder_extent_capped(&self) -> u64 {
         self.reorder.capped()
+    }
+
+    /// Bytes a `ReceiverStats` with a window of `window_bits` sequences holds (the window
+    /// rounded as `new` rounds it): 32 bytes per 64 sequences of window (bitmap, overtaken stamp,
+    /// lowest and highest send time) plus the fixed rings and histograms, whatever the window.
+    /// What a receiver's memory budget counts per test; equal to `capacity_bytes`.
+    pub fn memory_for(window_bits: usize) -> usize {
+        static FIXED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let fixed = *FIXED.get_or_init(|| {
+            let probe = ReceiverStats::new(StatsConfig {
+                window_bits: 64,
+                ..StatsConfig::default()
+            });
+            probe.capacity_bytes() - probe.window.capacity_bytes()
+        });
+        let bits = window_bits.clamp(64, 1 << 40).next_power_of_two();
+        bits / 64 * 32 + fixed
     }
 
     /// Bytes of the fixed-size structures (window, rings, histograms); constant for the
