@@ -637,7 +637,8 @@ struct RxSession {
     /// Carried by every control message of this test, both ways.
     secret: u64,
     params: TestParams,
-    stats: ReceiverStats,
+    /// None once the test finished: its window and histograms go, its results stay.
+    stats: Option<ReceiverStats>,
     /// Bytes this test holds against the budget (its statistics; its results once finished).
     memory: u64,
     /// Sequences at or above this are implausible unless a fresh look at the clock allows
@@ -679,7 +680,10 @@ impl RxSession {
     /// Moves the ranges declared since the last call out of the statistics: into the results
     /// (bounded) when the sender asked, and returned for the driver's log.
     fn drain_loss_ranges(&mut self) -> Vec<std::ops::RangeInclusive<u64>> {
-        let ranges = self.stats.drain_loss_ranges();
+        let Some(stats) = self.stats.as_mut() else {
+            return Vec::new();
+        };
+        let ranges = stats.drain_loss_ranges();
         if self.params.loss_ranges {
             for r in &ranges {
                 if self.loss_ranges.len() < MAX_CARRIED_LOSS_RANGES {
@@ -788,25 +792,29 @@ impl ReceiverServer {
                 self.foreign += 1;
                 return false;
             };
-            if s.peer != src || matches!(s.state, RxState::Finished { .. }) {
+            if s.peer != src {
                 self.foreign += 1;
                 return false;
             }
+            let Some(stats) = s.stats.as_mut() else {
+                // Finished: its results wait for the sender, its statistics are gone.
+                self.foreign += 1;
+                return false;
+            };
             if h.seq >= s.plausible_end {
                 // Cold path: the bound grows with time, look again before refusing.
                 s.plausible_end = s
                     .params
                     .plausible_end(now.saturating_duration_since(s.started));
                 if h.seq >= s.plausible_end {
-                    s.stats.on_implausible();
+                    stats.on_implausible();
                     s.last_activity = now;
                     self.implausible += 1;
                     return false;
                 }
             }
             let now_ns = session_ns(now, s.started);
-            s.stats
-                .on_datagram(h.seq, h.send_ns, recv_ns, now_ns, buf.len());
+            stats.on_datagram(h.seq, h.send_ns, recv_ns, now_ns, buf.len());
             s.last_activity = now;
             s.data_seen = true;
             if s.params.echo {
@@ -1081,7 +1089,7 @@ impl ReceiverServer {
                 peer: src,
                 secret,
                 params,
-                stats,
+                stats: Some(stats),
                 memory: needed,
                 plausible_end: params.plausible_end(Duration::ZERO),
                 data_seen: false,
@@ -1177,7 +1185,9 @@ impl ReceiverServer {
                     continue;
                 }
                 RxState::Draining { until, total_sent } if now >= until => {
-                    s.stats.finish(total_sent, session_ns(now, s.started));
+                    if let Some(stats) = s.stats.as_mut() {
+                        stats.finish(total_sent, session_ns(now, s.started));
+                    }
                     self.finish_session(now, id, false);
                     continue;
                 }
@@ -1187,7 +1197,9 @@ impl ReceiverServer {
                 }
                 _ => {}
             }
-            s.stats.on_tick(session_ns(now, s.started));
+            if let Some(stats) = s.stats.as_mut() {
+                stats.on_tick(session_ns(now, s.started));
+            }
             if now >= s.next_tick {
                 s.next_tick = now + s.params.interval.min(LOSS_TICK_MAX);
             }
@@ -1213,7 +1225,9 @@ impl ReceiverServer {
     /// Closes the open interval row at `now`; it ends at `end_s` (s since the test start).
     fn close_row(s: &mut RxSession, now: Instant, end_s: f64) {
         let start_s = s.interval_index as f64 * s.params.interval.as_secs_f64();
-        s.stats.close_interval(session_ns(now, s.started));
+        if let Some(stats) = s.stats.as_mut() {
+            stats.close_interval(session_ns(now, s.started));
+        }
         s.row_spans.push_back((start_s, end_s));
         s.interval_index += 1;
     }
@@ -1221,7 +1235,7 @@ impl ReceiverServer {
     /// Publishes (keeps and announces) every closed row whose losses are final: a row is
     /// printed once, with its final figures, about Tmax after it closed.
     fn publish_rows(s: &mut RxSession, id: u32, events: &mut VecDeque<ServerEvent>) {
-        while let Some(stats) = s.stats.poll_interval() {
+        while let Some(stats) = s.stats.as_mut().and_then(ReceiverStats::poll_interval) {
             let (start_s, end_s) = s.row_spans.pop_front().unwrap_or_default();
             let dt = (end_s - start_s).max(1e-9);
             let row = IntervalRow {
@@ -1246,10 +1260,13 @@ impl ReceiverServer {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
+        let Some(st) = s.stats.as_mut() else {
+            return; // already finished
+        };
         if interrupted {
             // Unknown total: everything up to the highest sequence seen is what was expected.
-            let seen = s.stats.seen_end();
-            s.stats.finish(seen, session_ns(now, s.started));
+            let seen = st.seen_end();
+            st.finish(seen, session_ns(now, s.started));
         }
         // The last, partial interval; then every row is final.
         let elapsed = now.saturating_duration_since(s.started).as_secs_f64();
@@ -1267,7 +1284,11 @@ impl ReceiverServer {
                 });
             }
         }
-        let stats = s.stats.summary();
+        let stats = s
+            .stats
+            .as_ref()
+            .map(ReceiverStats::summary)
+            .unwrap_or_default();
         let duration_s = match (stats.first_recv_ns, stats.last_recv_ns) {
             (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
             _ => 0.0,
@@ -1330,11 +1351,8 @@ impl ReceiverServer {
             .map(<[u8]>::to_vec)
             .collect();
         // The window goes now; the results stay for the sender (bounded by MAX_FINISHED_KEPT).
-        s.stats = ReceiverStats::new(StatsConfig {
-            window_bits: 64,
-            ..StatsConfig::default()
-        });
-        s.memory = (ReceiverStats::memory_for(64) + json.len()) as u64;
+        s.stats = None;
+        s.memory = json.len() as u64;
         s.state = RxState::Finished {
             chunks,
             linger_until: now + RESULTS_LINGER,
