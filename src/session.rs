@@ -156,19 +156,27 @@ impl TestParams {
     /// One past the highest sequence the sender can plausibly have sent `elapsed` after its
     /// test was accepted: its declared count if it gave one, and never more than twice its
     /// declared rate (2 M/s unpaced) over `elapsed` + 1 s, plus [`PLAUSIBLE_SLACK_SEQS`].
+    /// A burst pattern adds twice its burst size; a burst too large for the Hello's field
+    /// leaves only the count as the bound.
     pub fn plausible_end(&self, elapsed: Duration) -> u64 {
+        let count_bound = if self.count > 0 {
+            self.count
+        } else {
+            crate::stats::SEQ_LIMIT
+        };
+        let burst = match self.pattern {
+            HelloPattern::Burst(0) => return count_bound,
+            HelloPattern::Burst(n) => f64::from(n),
+            _ => 0.0,
+        };
         let secs = elapsed.as_secs_f64() + 1.0;
-        let by_rate = 2.0 * self.planned_pps() * secs + PLAUSIBLE_SLACK_SEQS as f64;
+        let by_rate = 2.0 * (self.planned_pps() * secs + burst) + PLAUSIBLE_SLACK_SEQS as f64;
         let by_rate = if by_rate < crate::stats::SEQ_LIMIT as f64 {
             by_rate as u64
         } else {
             crate::stats::SEQ_LIMIT
         };
-        if self.count > 0 {
-            by_rate.min(self.count)
-        } else {
-            by_rate
-        }
+        by_rate.min(count_bound)
     }
 }
 

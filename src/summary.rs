@@ -151,8 +151,8 @@ pub struct ReceiverStatsSummary {
     pub first_recv_ns: Option<u64>,
     pub last_recv_ns: Option<u64>,
     /// Datagrams from the test's sender whose sequence was implausibly far ahead of what it can
-    /// have sent by then (declared count, or 2 × declared rate × (time since the test was
-    /// accepted + 1 s) + 4096): counted here only, they never move the duplicate window.
+    /// have sent by then (declared count, or 2 × (declared rate × (time since the test was
+    /// accepted + 1 s) + burst size) + 4096): counted here only, never moving the window.
     #[serde(default)]
     pub implausible: u64,
 }

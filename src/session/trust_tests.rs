@@ -770,6 +770,29 @@ fn implausible_sequences_are_counted_and_never_move_the_window() {
 }
 
 #[test]
+fn a_burst_pattern_widens_the_plausible_bound_by_its_burst() {
+    let bursty = TestParams {
+        pps_milli: 1_000_000,
+        pattern: HelloPattern::Burst(50_000),
+        ..params()
+    };
+    assert_eq!(
+        bursty.plausible_end(Duration::ZERO),
+        2 * (1000 + 50_000) + PLAUSIBLE_SLACK_SEQS
+    );
+    let huge = TestParams {
+        count: 7_000_000,
+        pattern: HelloPattern::Burst(0),
+        ..bursty
+    };
+    assert_eq!(
+        huge.plausible_end(Duration::ZERO),
+        7_000_000,
+        "only the count bounds it"
+    );
+}
+
+#[test]
 fn busy_answers_name_when_to_retry() {
     let clock = ManualClock::new(0);
     let mut srv = server(1);
@@ -1076,8 +1099,6 @@ fn run_ops(ops: &[Op], max_sessions: usize, max_memory: u64) -> Result<(), TestC
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
-
     /// Never amplify: over arbitrary datagram sequences from many addresses, total bytes sent
     /// to an address that never started a test are at most the bytes received from it.
     #[test]
