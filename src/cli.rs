@@ -225,8 +225,8 @@ pub struct SendArgs {
     /// flow (like iperf3 -P). Prints one line per flow and the total; no interval lines.
     #[arg(long, short = 'P', default_value = "1", value_parser = parse_whole, allow_hyphen_values = true)]
     pub flows: usize,
-    /// Seed for the Poisson schedule and the session id (default: random): a whole number
-    /// 0..=18446744073709551615.
+    /// Seed for the Poisson schedule (default: random): a whole number
+    /// 0..=18446744073709551615. The session id is random for every run whatever the seed.
     #[arg(long, value_parser = parse_seed, allow_hyphen_values = true)]
     pub seed: Option<u64>,
     #[command(flatten)]

@@ -103,8 +103,6 @@ struct ArrivalCounts {
     late: u64,
     stale: u64,
     duplicates: u64,
-    /// Sequences implausibly far ahead (see `on_implausible`): never counted otherwise.
-    implausible: u64,
     negative_delays: u64,
     /// u64::MAX while nothing was counted.
     first_recv_ns: u64,
@@ -119,7 +117,6 @@ impl Default for ArrivalCounts {
             late: 0,
             stale: 0,
             duplicates: 0,
-            implausible: 0,
             negative_delays: 0,
             first_recv_ns: u64::MAX,
             last_recv_ns: 0,
@@ -145,7 +142,6 @@ impl Tally {
         a.late += b.late;
         a.stale += b.stale;
         a.duplicates += b.duplicates;
-        a.implausible += b.implausible;
         a.negative_delays += b.negative_delays;
         a.first_recv_ns = a.first_recv_ns.min(b.first_recv_ns);
         a.last_recv_ns = a.last_recv_ns.max(b.last_recv_ns);
@@ -186,6 +182,10 @@ pub struct ReceiverStats {
     closed_latency: SignedHistogram,
     closed_ipdv: SignedHistogram,
     finished: Option<Finished>,
+    /// Implausible sequences in the open interval and in the closed ones (kept apart from the
+    /// hot path's counters, which fill exactly one cache line).
+    implausible_interval: u64,
+    implausible_closed: u64,
 }
 
 impl ReceiverStats {
@@ -207,6 +207,8 @@ impl ReceiverStats {
             closed_latency: SignedHistogram::new(),
             closed_ipdv: SignedHistogram::new(),
             finished: None,
+            implausible_interval: 0,
+            implausible_closed: 0,
             cfg,
         }
     }
@@ -269,7 +271,7 @@ impl ReceiverStats {
     /// by now (the session's check). It is counted here only: it never moves the window, so a
     /// forged far-ahead sequence cannot turn the genuine ones into `stale` or `lost`.
     pub fn on_implausible(&mut self) {
-        self.interval.implausible += 1;
+        self.implausible_interval += 1;
     }
 
     #[inline(always)]
@@ -308,7 +310,9 @@ impl ReceiverStats {
             loss: LossTally::default(),
             reorder: self.reorder.take_tally(),
         };
-        let row = self.build_summary(&tally, &self.interval_latency, &self.interval_ipdv, 0);
+        let mut row = self.build_summary(&tally, &self.interval_latency, &self.interval_ipdv, 0);
+        row.implausible = std::mem::take(&mut self.implausible_interval);
+        self.implausible_closed += row.implausible;
         self.pending_rows.push_back(row);
         self.rows.close_row(now_ns);
         self.closed.merge(&tally);
@@ -382,7 +386,9 @@ impl ReceiverStats {
             }
             debug_assert_eq!(tally.loss.lost + received, f.total_sent);
         }
-        self.build_summary(&tally, &latency, &ipdv, expected)
+        let mut summary = self.build_summary(&tally, &latency, &ipdv, expected);
+        summary.implausible = self.implausible_closed + self.implausible_interval;
+        summary
     }
 
     fn build_summary(
@@ -403,7 +409,7 @@ impl ReceiverStats {
             late: a.late,
             stale: a.stale,
             duplicates: a.duplicates,
-            implausible: a.implausible,
+            implausible: 0,
             reordered: tally.reorder.reordered,
             reorder_extent_max: tally.reorder.extent_max,
             reorder_extent: tally.reorder.buckets(),
