@@ -437,7 +437,11 @@ mod tests {
     fn a_control_message_grows_by_the_tag_and_opens_without_it() {
         let key = key();
         let mut msg = Vec::new();
-        wire::Message::ResultReq { session_id: 3 }.emit(&mut msg);
+        wire::Message::ResultReq {
+            session_id: 3,
+            secret: 9,
+        }
+        .emit(&mut msg);
         let original = msg.clone();
         key.append_tag(&mut msg);
         assert_eq!(msg.len(), original.len() + TAG_LEN);

@@ -118,6 +118,11 @@ pub struct RecvArgs {
     /// How many tests may run at once (parallel flows count one each).
     #[arg(long, default_value = "16", value_parser = parse_whole)]
     pub max_sessions: usize,
+    /// Memory budget of all running tests together (binary units): a test whose duplicate
+    /// window (32 bytes per 64 datagrams of rate × Tmax) does not fit in what is left is
+    /// refused with a reason the sender prints.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub max_memory: u64,
     /// Use the user-space clock instead of kernel receive timestamps.
     #[arg(long)]
     pub no_kernel_timestamps: bool,
@@ -241,8 +246,8 @@ pub struct SendArgs {
     /// flow (like iperf3 -P). Prints one line per flow and the total; no interval lines.
     #[arg(long, short = 'P', default_value = "1", value_parser = parse_whole, allow_hyphen_values = true)]
     pub flows: usize,
-    /// Seed for the Poisson schedule and the session id (default: random): a whole number
-    /// 0..=18446744073709551615.
+    /// Seed for the Poisson schedule (default: random): a whole number
+    /// 0..=18446744073709551615. The session id is random for every run whatever the seed.
     #[arg(long, value_parser = parse_seed, allow_hyphen_values = true)]
     pub seed: Option<u64>,
     /// Tag every datagram with this shared key (HMAC-SHA256, 16 bytes) and accept only replies

@@ -339,6 +339,8 @@ pub struct RecvConfig {
     pub force_buf: bool,
     pub once: bool,
     pub max_sessions: usize,
+    /// Memory budget of all tests together, bytes (`--max-memory`).
+    pub max_memory: u64,
     pub kernel_timestamps: bool,
     /// Ask for UDP GRO: coalesced datagrams, split again in user space (far fewer wakeups), at
     /// the price of drop events that count buffers, not datagrams.
@@ -368,6 +370,7 @@ impl RecvConfig {
             force_buf: args.force_buf,
             once: args.once,
             max_sessions: args.max_sessions,
+            max_memory: args.max_memory,
             kernel_timestamps: !args.no_kernel_timestamps,
             gro: args.gro,
             busy_poll: args.busy_poll,

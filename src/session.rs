@@ -6,13 +6,24 @@
 //! 5-tuple as the data, so it crosses `udplab proxy`, NATs and firewalls exactly as the data does;
 //! every control message is retried until answered, so control survives the loss being measured.
 //!
-//! Exchange: Hello → HelloAck; data; Fin (sender totals) → FinAck (receiver's Tmax); after Tmax,
-//! ResultReq → ResultChunk×n (the receiver's report as JSON, in chunks that fit any MTU).
+//! Exchange: Hello → HelloAck (retry, with a cookie) → Hello with the cookie → HelloAck
+//! (accepted, with the test's secret); data; Fin (sender totals) → FinAck (receiver's Tmax);
+//! after Tmax, ResultReq → ResultChunk×n (the receiver's report as JSON, in chunks that fit
+//! any MTU). Every control message after the handshake carries the secret.
+//!
+//! Trust (the receiver may be reachable by anyone): a Hello's address is validated by a
+//! stateless cookie before anything is kept for it; nothing sent to an unvalidated address is
+//! larger than the datagram that caused it; a test's Data and control are taken only from its
+//! validated address, control only with its secret; per-test memory is capped and all tests
+//! share a budget; claims a peer makes (Tmax, rate, sequence numbers) are checked before they
+//! cost memory; what is refused or ignored is counted (`foreign`, `implausible`).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
 
 use crate::stats::{ReceiverStats, StatsConfig};
 use crate::summary::{
@@ -20,7 +31,7 @@ use crate::summary::{
 };
 use crate::wire::{
     self, AbortReason, DataHeader, Fin, FinAck, Hello, HelloAck, HelloPattern, HelloStatus, Kind,
-    Message, ResultChunk,
+    Message, RejectReason, ResultChunk,
 };
 
 /// How often an unanswered control message is sent again.
@@ -31,8 +42,21 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const FIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long after Tmax the sender keeps asking for results.
 pub const RESULTS_GRACE: Duration = Duration::from_secs(5);
-/// A running test with no datagram for this long is ended by the receiver.
+/// A running test with no datagram from its sender for this long is ended by the receiver (a
+/// draining one ends at most Tmax, itself at most [`MAX_TMAX`], after its Fin).
 pub const PEER_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest Tmax a receiver accepts: a test's memory is held at most this long after its end.
+pub const MAX_TMAX: Duration = Duration::from_secs(60);
+/// Largest duplicate window a receiver gives one test, in sequences (128 MiB of window).
+pub const MAX_WINDOW_BITS: usize = 1 << 28;
+/// Default total memory budget of a receiver's tests (`recv --max-memory`).
+pub const DEFAULT_MAX_MEMORY: u64 = 256 << 20;
+/// A cookie is valid in the 10 s bucket it was made in and the next one.
+pub const COOKIE_BUCKET: Duration = Duration::from_secs(10);
+/// Finished tests whose results are kept for their sender at once; the oldest goes first.
+pub const MAX_FINISHED_KEPT: usize = 64;
+/// Sequence slack of the plausibility check (added to twice the declared rate × elapsed time).
+pub const PLAUSIBLE_SLACK_SEQS: u64 = 4096;
 /// How long a finished test's results stay available for (re)requests.
 pub const RESULTS_LINGER: Duration = Duration::from_secs(30);
 /// Longest wait between two looks at due losses while a test runs: an interval row is
@@ -74,6 +98,7 @@ impl TestParams {
             duration_ns: self.duration.as_nanos() as u64,
             rate_bps: self.rate_bps,
             pps_milli: self.pps_milli,
+            cookie: 0,
         }
     }
 
@@ -92,25 +117,93 @@ impl TestParams {
         }
     }
 
-    /// Why a receiver refuses these parameters, if it does.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Why a receiver refuses these parameters, if it does: the reason and the limit it names.
+    pub fn validate(&self) -> Result<(), (RejectReason, u64)> {
         if (self.payload_size as usize) < wire::DATA_HEADER_LEN
             || self.payload_size as usize > wire::MAX_PAYLOAD
         {
-            return Err(format!(
-                "payload size {} outside {}..={}",
-                self.payload_size,
-                wire::DATA_HEADER_LEN,
-                wire::MAX_PAYLOAD
-            ));
+            return Err((RejectReason::PayloadSize, wire::MAX_PAYLOAD as u64));
         }
         if self.interval < Duration::from_millis(10) {
-            return Err("interval below 10 ms".into());
+            return Err((RejectReason::Interval, 10_000_000));
         }
-        if self.tmax > Duration::from_secs(600) {
-            return Err("Tmax above 600 s".into());
+        if self.tmax > MAX_TMAX {
+            return Err((RejectReason::Tmax, MAX_TMAX.as_nanos() as u64));
+        }
+        if self.window_bits() > MAX_WINDOW_BITS {
+            return Err((RejectReason::Window, MAX_WINDOW_BITS as u64));
         }
         Ok(())
+    }
+
+    /// Datagrams per second the receiver plans for: the declared rate, or 2 M/s for an
+    /// unpaced sender (beyond what one socket delivers).
+    fn planned_pps(&self) -> f64 {
+        if self.pps_milli > 0 {
+            self.pps_milli as f64 / 1000.0
+        } else {
+            2_000_000.0
+        }
+    }
+
+    /// The duplicate window this test needs: everything that can arrive within Tmax (at least
+    /// 1 s), with a quarter of headroom.
+    pub fn window_bits(&self) -> usize {
+        let tmax_ns = self.tmax.as_nanos() as u64;
+        StatsConfig::window_bits_for(self.planned_pps() * 1.25, tmax_ns.max(1_000_000_000))
+    }
+
+    /// One past the highest sequence the sender can plausibly have sent `elapsed` after its
+    /// test was accepted: its declared count if it gave one, and never more than twice its
+    /// declared rate (2 M/s unpaced) over `elapsed` + 1 s, plus [`PLAUSIBLE_SLACK_SEQS`].
+    /// A burst pattern adds twice its burst size; a burst too large for the Hello's field
+    /// leaves only the count as the bound.
+    pub fn plausible_end(&self, elapsed: Duration) -> u64 {
+        let count_bound = if self.count > 0 {
+            self.count
+        } else {
+            crate::stats::SEQ_LIMIT
+        };
+        let burst = match self.pattern {
+            HelloPattern::Burst(0) => return count_bound,
+            HelloPattern::Burst(n) => f64::from(n),
+            _ => 0.0,
+        };
+        let secs = elapsed.as_secs_f64() + 1.0;
+        let by_rate = 2.0 * (self.planned_pps() * secs + burst) + PLAUSIBLE_SLACK_SEQS as f64;
+        let by_rate = if by_rate < crate::stats::SEQ_LIMIT as f64 {
+            by_rate as u64
+        } else {
+            crate::stats::SEQ_LIMIT
+        };
+        by_rate.min(count_bound)
+    }
+}
+
+/// What a rejecting HelloAck means, in the sender's words.
+pub fn reject_text(reason: RejectReason, limit: u64) -> String {
+    match reason {
+        RejectReason::PayloadSize => format!(
+            "the receiver refuses the datagram size (it takes {}..={limit} bytes)",
+            wire::DATA_HEADER_LEN
+        ),
+        RejectReason::Interval => format!(
+            "the receiver refuses a report interval below {} ms",
+            limit / 1_000_000
+        ),
+        RejectReason::Tmax => format!(
+            "the receiver refuses Tmax above {} s",
+            Duration::from_nanos(limit).as_secs_f64()
+        ),
+        RejectReason::Window => format!(
+            "the receiver refuses rate × Tmax above {limit} datagrams (its duplicate window): lower --rate/--pps or --tmax"
+        ),
+        RejectReason::Memory => format!(
+            "the receiver's memory budget (recv --max-memory) has {} KiB left, less than this test needs; retry when its tests have ended, or lower --rate/--pps or --tmax",
+            limit / 1024
+        ),
+        RejectReason::SessionInUse => "the receiver already runs a test with this session id from another address (a collision of random ids): run again".into(),
+        RejectReason::Unspecified => "the receiver rejected the test parameters".into(),
     }
 }
 
@@ -128,13 +221,15 @@ fn emit(msg: &Message<'_>) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ControlError {
     #[error(
-        "no answer from a udplab receiver within {0:.1} s: is `udplab recv` running there, and is UDP allowed through?"
+        "no answer from a udplab receiver within {0:.1} s: is `udplab recv` running there (of a udplab speaking wire version 2), and is UDP allowed through?"
     )]
     NoReceiver(f64),
-    #[error("the receiver is busy with another test; try again when it has finished")]
-    Busy,
-    #[error("the receiver rejected the test parameters")]
-    Rejected,
+    #[error("the receiver is busy with other tests; retry in {0} s")]
+    Busy(u16),
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the receiver speaks udplab wire version {0}; this udplab speaks version {v}", v = wire::VERSION)]
+    WrongVersion(u8),
     #[error("the receiver did not acknowledge the end of the test within {0:.1} s")]
     NoFinAck(f64),
     #[error("the receiver's results did not arrive within {0:.1} s")]
@@ -182,6 +277,13 @@ pub struct SenderControl {
     events: VecDeque<SenderEvent>,
     /// Datagrams taken from `outbox`.
     control_sent: u64,
+    /// The receiver's retry cookie, carried by the Hello once known.
+    cookie: u64,
+    /// The test's secret from the accepting HelloAck (0 until then): later control carries
+    /// it, and replies without it are ignored.
+    secret: u64,
+    /// Receiver datagrams ignored for a wrong secret.
+    ignored: u64,
 }
 
 impl SenderControl {
@@ -200,9 +302,28 @@ impl SenderControl {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             control_sent: 0,
+            cookie: 0,
+            secret: 0,
+            ignored: 0,
         };
         s.handle_timeout(now);
         s
+    }
+
+    /// The test's secret (0 before the receiver accepted).
+    pub fn secret(&self) -> u64 {
+        self.secret
+    }
+
+    /// Datagrams naming this test that were ignored for a wrong secret.
+    pub fn ignored(&self) -> u64 {
+        self.ignored
+    }
+
+    fn hello(&self) -> Vec<u8> {
+        let mut hello = self.params.hello(self.session_id);
+        hello.cookie = self.cookie;
+        emit(&Message::Hello(hello))
     }
 
     pub fn session_id(&self) -> u32 {
@@ -226,14 +347,42 @@ impl SenderControl {
 
     /// Feeds a datagram from the receiver (Echo datagrams are the driver's: ignored here).
     pub fn handle_datagram(&mut self, now: Instant, buf: &[u8]) {
-        let Ok(msg) = wire::parse(buf) else { return };
+        let msg = match wire::parse(buf) {
+            Ok(msg) => msg,
+            Err(_) => {
+                // A receiver of another version answers our Hello with its own prefix.
+                if let Some((version, kind, id)) = wire::foreign_version(buf)
+                    && kind == Kind::HelloAck as u8
+                    && id == self.session_id
+                    && self.phase == SenderPhase::Handshake
+                {
+                    self.fail(ControlError::WrongVersion(version));
+                }
+                return;
+            }
+        };
+        if msg.session_id() != self.session_id {
+            return;
+        }
+        // Everything after the handshake must carry the test's secret.
+        let secret = match msg {
+            Message::FinAck(m) => Some(m.secret),
+            Message::ResultChunk(m) => Some(m.secret),
+            Message::Abort { secret, .. } => Some(secret),
+            _ => None,
+        };
+        if secret.is_some_and(|s| self.secret == 0 || s != self.secret) {
+            self.ignored += 1;
+            return;
+        }
         match msg {
-            Message::HelloAck(ack) if ack.session_id == self.session_id => {
+            Message::HelloAck(ack) => {
                 if self.phase != SenderPhase::Handshake {
                     return; // a retried Hello's second ack
                 }
                 match ack.status {
-                    HelloStatus::Accepted => {
+                    HelloStatus::Accepted if ack.secret != 0 => {
+                        self.secret = ack.secret;
                         self.phase = SenderPhase::Running;
                         self.phase_started = now;
                         self.next_send = None;
@@ -241,14 +390,21 @@ impl SenderControl {
                             rcvbuf_effective: ack.rcvbuf_effective,
                         });
                     }
-                    HelloStatus::Busy => self.fail(ControlError::Busy),
-                    HelloStatus::Rejected => self.fail(ControlError::Rejected),
+                    HelloStatus::Accepted => self.ignored += 1,
+                    HelloStatus::Retry => {
+                        // Repeat the Hello at once, with the cookie; later retries carry it too.
+                        if ack.cookie != 0 && ack.cookie != self.cookie {
+                            self.cookie = ack.cookie;
+                            self.outbox.push_back(self.hello());
+                        }
+                    }
+                    HelloStatus::Busy => self.fail(ControlError::Busy(ack.retry_after_s)),
+                    HelloStatus::Rejected => {
+                        self.fail(ControlError::Rejected(reject_text(ack.reason, ack.limit)))
+                    }
                 }
             }
-            Message::FinAck(FinAck {
-                session_id,
-                tmax_ns,
-            }) if session_id == self.session_id && self.phase == SenderPhase::Finishing => {
+            Message::FinAck(FinAck { tmax_ns, .. }) if self.phase == SenderPhase::Finishing => {
                 let tmax = Duration::from_nanos(tmax_ns);
                 self.phase = SenderPhase::AwaitingResults;
                 self.phase_started = now;
@@ -256,12 +412,10 @@ impl SenderControl {
                 self.results_deadline = Some(now + tmax + RESULTS_GRACE);
                 self.next_send = Some(now + tmax);
             }
-            Message::ResultChunk(chunk) if chunk.session_id == self.session_id => {
+            Message::ResultChunk(chunk) => {
                 self.handle_chunk(now, &chunk);
             }
-            Message::Abort { session_id, .. }
-                if session_id == self.session_id && self.phase != SenderPhase::Done =>
-            {
+            Message::Abort { .. } if self.phase != SenderPhase::Done => {
                 self.fail(ControlError::PeerAborted);
             }
             _ => {}
@@ -321,6 +475,7 @@ impl SenderControl {
             total_sent,
             total_bytes,
             send_errors,
+            secret: self.secret,
         });
         self.phase = SenderPhase::Finishing;
         self.phase_started = now;
@@ -330,10 +485,13 @@ impl SenderControl {
 
     /// The user interrupted the run: tell the receiver (best effort) and stop.
     pub fn abort(&mut self) {
-        self.outbox.push_back(emit(&Message::Abort {
-            session_id: self.session_id,
-            reason: AbortReason::Interrupted,
-        }));
+        if self.secret != 0 {
+            self.outbox.push_back(emit(&Message::Abort {
+                session_id: self.session_id,
+                reason: AbortReason::Interrupted,
+                secret: self.secret,
+            }));
+        }
         self.phase = SenderPhase::Done;
         self.next_send = None;
     }
@@ -355,8 +513,7 @@ impl SenderControl {
                 if waited >= HANDSHAKE_TIMEOUT {
                     return self.fail(ControlError::NoReceiver(waited.as_secs_f64()));
                 }
-                self.outbox
-                    .push_back(emit(&Message::Hello(self.params.hello(self.session_id))));
+                self.outbox.push_back(self.hello());
             }
             SenderPhase::Finishing => {
                 if waited >= FIN_TIMEOUT {
@@ -373,6 +530,7 @@ impl SenderControl {
                 if self.results_from.is_none_or(|t| now >= t) {
                     self.outbox.push_back(emit(&Message::ResultReq {
                         session_id: self.session_id,
+                        secret: self.secret,
                     }));
                 }
             }
@@ -415,6 +573,28 @@ pub struct ServerConfig {
     pub timestamp_source: String,
     /// Whether lost sequence ranges are kept for an event log.
     pub record_loss_ranges: bool,
+    /// Memory budget of all tests together, bytes (`recv --max-memory`): a new test whose
+    /// statistics do not fit in what is left is refused.
+    pub max_memory: u64,
+    /// Seed of the receiver's cryptographic RNG (cookie key and test secrets). The driver
+    /// draws it from the OS; tests fix it.
+    pub rng_seed: [u8; 32],
+}
+
+impl Default for ServerConfig {
+    /// One test at a time, the default budget, and a fixed RNG seed: for simulations only (the
+    /// driver draws the seed from the OS).
+    fn default() -> Self {
+        ServerConfig {
+            max_sessions: 1,
+            rcvbuf: BufferInfo::default(),
+            sndbuf: BufferInfo::default(),
+            timestamp_source: "user".into(),
+            record_loss_ranges: false,
+            max_memory: DEFAULT_MAX_MEMORY,
+            rng_seed: [7; 32],
+        }
+    }
 }
 
 /// What the receiver tells its driver.
@@ -459,9 +639,25 @@ enum RxState {
 }
 
 struct RxSession {
+    /// The validated address: the only one whose Data and control count, and the only one
+    /// anything of this test is sent to.
     peer: SocketAddr,
+    /// Carried by every control message of this test, both ways.
+    secret: u64,
     params: TestParams,
-    stats: ReceiverStats,
+    /// None once the test finished: its window and histograms go, its results stay.
+    stats: Option<ReceiverStats>,
+    /// Bytes this test holds against the budget (its statistics; its results once finished).
+    memory: u64,
+    /// Sequences at or above this are implausible unless a fresh look at the clock allows
+    /// them (the bound only grows with time: it is recomputed only when a datagram reaches it).
+    plausible_end: u64,
+    /// Whether any Data was counted (a `--once` receiver waits for a test that sent data).
+    data_seen: bool,
+    /// The receiver's foreign count when the test started: its report gives the difference.
+    foreign_at_start: u64,
+    /// Another test was running on the socket during this one: the drop count is shared.
+    shared_socket: bool,
     state: RxState,
     started: Instant,
     last_activity: Instant,
@@ -476,7 +672,6 @@ struct RxSession {
     intervals_not_kept: u64,
     send_errors: u64,
     rxq_at_start: Option<u64>,
-    foreign: u64,
     /// Echo replies handed to the socket (the driver takes back the ones whose send failed).
     echo_sent: u64,
     /// Lost ranges kept for the results, when the sender asked for them.
@@ -493,7 +688,10 @@ impl RxSession {
     /// Moves the ranges declared since the last call out of the statistics: into the results
     /// (bounded) when the sender asked, and returned for the driver's log.
     fn drain_loss_ranges(&mut self) -> Vec<std::ops::RangeInclusive<u64>> {
-        let ranges = self.stats.drain_loss_ranges();
+        let Some(stats) = self.stats.as_mut() else {
+            return Vec::new();
+        };
+        let ranges = stats.drain_loss_ranges();
         if self.params.loss_ranges {
             for r in &ranges {
                 if self.loss_ranges.len() < MAX_CARRIED_LOSS_RANGES {
@@ -537,16 +735,33 @@ pub struct ReceiverServer {
     sessions: HashMap<u32, RxSession, SessionIdHash>,
     outbox: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<ServerEvent>,
-    /// Datagrams that were not udplab's or named no known session.
+    /// Datagrams that were not udplab's, named no known session, or came from the wrong
+    /// address or without the secret: counted, never acted on.
     foreign: u64,
     /// Latest cumulative count of kernel receive-queue drops on the socket.
     rxq_dropped: Option<u64>,
     last_result_request: Option<Instant>,
     completed: u64,
+    /// Ended tests that had been validated and had sent data (what `--once` waits for).
+    completed_with_data: u64,
+    /// Cryptographic RNG for test secrets (ChaCha12, seeded from the OS by the driver).
+    rng: rand::rngs::StdRng,
+    /// SipHash key of the address-validation cookies, drawn at start.
+    cookie_key: [u64; 2],
+    /// Origin of the cookies' time buckets: the first datagram's time.
+    epoch: Option<Instant>,
+    /// Hellos answered with a retry (stateless: nothing else is kept for them).
+    retries_sent: u64,
+    /// Hellos refused: bad parameters, over a limit, busy, or a session id in use.
+    refused: u64,
+    /// Data datagrams with an implausible sequence, all tests together.
+    implausible: u64,
 }
 
 impl ReceiverServer {
     pub fn new(cfg: ServerConfig) -> Self {
+        let mut rng = rand::rngs::StdRng::from_seed(cfg.rng_seed);
+        let cookie_key = [rng.next_u64(), rng.next_u64()];
         ReceiverServer {
             cfg,
             sessions: HashMap::default(),
@@ -556,14 +771,22 @@ impl ReceiverServer {
             rxq_dropped: None,
             last_result_request: None,
             completed: 0,
+            completed_with_data: 0,
+            rng,
+            cookie_key,
+            epoch: None,
+            retries_sent: 0,
+            refused: 0,
+            implausible: 0,
         }
     }
 
     /// Feeds one received datagram. `now` is monotonic (one reading per received batch is
     /// enough): it times Tmax, intervals and timeouts. `recv_ns` is the datagram's receive time
     /// on the wall clock (kernel SO_TIMESTAMPNS, CLOCK_REALTIME, or the driver's wall clock),
-    /// used for the one-way delay only. Returns true when an echo reply was written into `echo` and must be
-    /// sent back to `src` (the hot path avoids the outbox's allocation).
+    /// used for the one-way delay only. Returns true when an echo reply was written into `echo`
+    /// and must be sent back to `src` (the hot path avoids the outbox's allocation); `src` is
+    /// then the test's validated address and the echo is never larger than the datagram.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -577,15 +800,31 @@ impl ReceiverServer {
                 self.foreign += 1;
                 return false;
             };
-            if s.peer != src || matches!(s.state, RxState::Finished { .. }) {
-                s.foreign += 1;
+            if s.peer != src {
                 self.foreign += 1;
                 return false;
             }
+            let Some(stats) = s.stats.as_mut() else {
+                // Finished: its results wait for the sender, its statistics are gone.
+                self.foreign += 1;
+                return false;
+            };
+            if h.seq >= s.plausible_end {
+                // Cold path: the bound grows with time, look again before refusing.
+                s.plausible_end = s
+                    .params
+                    .plausible_end(now.saturating_duration_since(s.started));
+                if h.seq >= s.plausible_end {
+                    stats.on_implausible();
+                    s.last_activity = now;
+                    self.implausible += 1;
+                    return false;
+                }
+            }
             let now_ns = session_ns(now, s.started);
-            s.stats
-                .on_datagram(h.seq, h.send_ns, recv_ns, now_ns, buf.len());
+            stats.on_datagram(h.seq, h.send_ns, recv_ns, now_ns, buf.len());
             s.last_activity = now;
+            s.data_seen = true;
             if s.params.echo {
                 h.write(Kind::Echo, echo);
                 s.echo_sent += 1;
@@ -594,18 +833,35 @@ impl ReceiverServer {
             return false;
         }
         match wire::parse(buf) {
-            Ok(msg) => self.handle_control(now, src, msg),
-            Err(_) => self.foreign += 1,
+            Ok(msg) => self.handle_control(now, src, buf.len(), msg),
+            Err(_) => {
+                self.foreign += 1;
+                // A sender of another version learns ours, in no more bytes than it sent.
+                if let Some(reply) = wire::version_reply(buf) {
+                    self.outbox.push_back((src, reply.to_vec()));
+                }
+            }
         }
         false
     }
 
-    fn handle_control(&mut self, now: Instant, src: SocketAddr, msg: Message<'_>) {
+    /// The session `id` if `src` is its validated address and `secret` its secret; else the
+    /// datagram is foreign (counted, nothing else happens).
+    fn owned_session(&mut self, id: u32, src: SocketAddr, secret: u64) -> Option<&mut RxSession> {
+        match self.sessions.get_mut(&id) {
+            Some(s) if s.peer == src && s.secret == secret => Some(s),
+            _ => {
+                self.foreign += 1;
+                None
+            }
+        }
+    }
+
+    fn handle_control(&mut self, now: Instant, src: SocketAddr, len: usize, msg: Message<'_>) {
         match msg {
-            Message::Hello(h) => self.handle_hello(now, src, &h),
+            Message::Hello(h) => self.handle_hello(now, src, len, &h),
             Message::Fin(fin) => {
-                let Some(s) = self.sessions.get_mut(&fin.session_id) else {
-                    self.foreign += 1;
+                let Some(s) = self.owned_session(fin.session_id, src, fin.secret) else {
                     return;
                 };
                 s.last_activity = now;
@@ -621,52 +877,60 @@ impl ReceiverServer {
                     RxState::Draining { until, .. } => until.saturating_duration_since(now),
                     _ => Duration::ZERO,
                 };
-                self.outbox.push_back((
-                    src,
-                    emit(&Message::FinAck(FinAck {
-                        session_id: fin.session_id,
-                        tmax_ns: remaining.as_nanos() as u64,
-                    })),
-                ));
+                let reply = emit(&Message::FinAck(FinAck {
+                    session_id: fin.session_id,
+                    tmax_ns: remaining.as_nanos() as u64,
+                    secret: s.secret,
+                }));
+                let peer = s.peer;
+                self.outbox.push_back((peer, reply));
             }
-            Message::ResultReq { session_id } => {
-                let Some(s) = self.sessions.get_mut(&session_id) else {
-                    self.foreign += 1;
+            Message::ResultReq { session_id, secret } => {
+                if self.owned_session(session_id, src, secret).is_none() {
+                    return;
+                }
+                let Some(s) = self.sessions.get(&session_id) else {
                     return;
                 };
-                self.last_result_request = Some(now);
+                let peer = s.peer;
                 match &s.state {
                     RxState::Finished { chunks, .. } => {
                         let count = chunks.len() as u16;
                         for (i, data) in chunks.iter().enumerate() {
                             self.outbox.push_back((
-                                src,
+                                peer,
                                 emit(&Message::ResultChunk(ResultChunk {
                                     session_id,
                                     ready: true,
                                     index: i as u16,
                                     count,
+                                    secret,
                                     data,
                                 })),
                             ));
                         }
                     }
                     _ => self.outbox.push_back((
-                        src,
+                        peer,
                         emit(&Message::ResultChunk(ResultChunk {
                             session_id,
                             ready: false,
                             index: 0,
                             count: 0,
+                            secret,
                             data: &[],
                         })),
                     )),
                 }
+                self.last_result_request = Some(now);
             }
-            Message::Abort { session_id, .. } => {
-                if let Some(s) = self.sessions.get(&session_id)
-                    && !matches!(s.state, RxState::Finished { .. })
-                {
+            Message::Abort {
+                session_id, secret, ..
+            } => {
+                let Some(s) = self.owned_session(session_id, src, secret) else {
+                    return;
+                };
+                if !matches!(s.state, RxState::Finished { .. }) {
                     self.finish_session(now, session_id, true);
                 }
             }
@@ -674,55 +938,171 @@ impl ReceiverServer {
         }
     }
 
-    fn handle_hello(&mut self, now: Instant, src: SocketAddr, h: &Hello) {
-        let ack = |status| {
-            emit(&Message::HelloAck(HelloAck {
-                session_id: h.session_id,
-                status,
-                rcvbuf_effective: self.cfg.rcvbuf.effective,
-            }))
+    /// The address-validation cookie of `src` for `session_id` in time bucket `bucket`: a keyed
+    /// hash (SipHash-2-4 under the receiver's secret key), never 0.
+    fn cookie(&self, src: SocketAddr, session_id: u32, bucket: u64) -> u64 {
+        let mut msg = [0u8; 16 + 2 + 4 + 8];
+        let ip = match src.ip().to_canonical() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
         };
+        msg[..16].copy_from_slice(&ip);
+        msg[16..18].copy_from_slice(&src.port().to_be_bytes());
+        msg[18..22].copy_from_slice(&session_id.to_be_bytes());
+        msg[22..].copy_from_slice(&bucket.to_be_bytes());
+        siphash24(self.cookie_key, &msg).max(1)
+    }
+
+    fn cookie_bucket(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_secs() / COOKIE_BUCKET.as_secs()
+    }
+
+    /// Whether `cookie` was made for `src` and `session_id` in this bucket or the one before.
+    fn cookie_valid(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        session_id: u32,
+        cookie: u64,
+    ) -> bool {
+        let bucket = self.cookie_bucket(now);
+        cookie != 0
+            && (cookie == self.cookie(src, session_id, bucket)
+                || (bucket > 0 && cookie == self.cookie(src, session_id, bucket - 1)))
+    }
+
+    /// Bytes the tests hold against the budget.
+    pub fn memory_in_use(&self) -> u64 {
+        self.sessions.values().map(|s| s.memory).sum()
+    }
+
+    /// Seconds after which the earliest-ending running test should be over: its planned
+    /// length (if it said) plus Tmax, or the silence timeout; at least 1.
+    fn retry_after_s(&self, now: Instant) -> u16 {
+        let soonest = self
+            .sessions
+            .values()
+            .filter_map(|s| match s.state {
+                RxState::Running => {
+                    let planned = if s.params.duration > Duration::ZERO {
+                        Some(s.params.duration)
+                    } else if s.params.count > 0 && s.params.pps_milli > 0 {
+                        Some(Duration::from_secs_f64(
+                            (s.params.count as f64 * 1000.0 / s.params.pps_milli as f64)
+                                .min(86_400.0),
+                        ))
+                    } else {
+                        None
+                    };
+                    let end = match planned {
+                        Some(d) => (s.started + d).max(now) + s.params.tmax,
+                        None => s.last_activity + PEER_SILENCE_TIMEOUT,
+                    };
+                    Some(end.saturating_duration_since(now))
+                }
+                RxState::Draining { until, .. } => Some(until.saturating_duration_since(now)),
+                RxState::Finished { .. } => None,
+            })
+            .min()
+            .unwrap_or(Duration::ZERO);
+        soonest.as_secs().saturating_add(1).min(u64::from(u16::MAX)) as u16
+    }
+
+    /// A Hello: answered (never with more bytes than it had), a test created only for a valid
+    /// cookie, and only within the limits.
+    fn handle_hello(&mut self, now: Instant, src: SocketAddr, len: usize, h: &Hello) {
+        let mut ack = HelloAck {
+            session_id: h.session_id,
+            status: HelloStatus::Accepted,
+            rcvbuf_effective: self.cfg.rcvbuf.effective,
+            reason: RejectReason::Unspecified,
+            retry_after_s: 0,
+            cookie: 0,
+            secret: 0,
+            limit: 0,
+        };
+        // The parser took at least wire::HELLO_LEN bytes, longer than any HelloAck.
+        debug_assert!(len >= wire::HELLO_ACK_LEN);
+        if !self.cookie_valid(now, src, h.session_id, h.cookie) {
+            // Stateless retry: the cookie is all there is, and only `src` can read it.
+            let bucket = self.cookie_bucket(now);
+            ack.status = HelloStatus::Retry;
+            ack.cookie = self.cookie(src, h.session_id, bucket);
+            self.retries_sent += 1;
+            self.outbox.push_back((src, emit(&Message::HelloAck(ack))));
+            return;
+        }
         if let Some(s) = self.sessions.get(&h.session_id) {
-            // A retried Hello: answer again (another peer reusing the id is refused).
-            let status = if s.peer == src {
-                HelloStatus::Accepted
+            // A retried Hello of this test: answer again. The same id from another address
+            // is a collision (random ids) or a stranger: refused, the test untouched.
+            if s.peer == src {
+                ack.secret = s.secret;
             } else {
-                HelloStatus::Rejected
-            };
-            self.outbox.push_back((src, ack(status)));
+                ack.status = HelloStatus::Rejected;
+                ack.reason = RejectReason::SessionInUse;
+                self.refused += 1;
+            }
+            self.outbox.push_back((src, emit(&Message::HelloAck(ack))));
             return;
         }
         let params = TestParams::from_hello(h);
-        let status = if params.validate().is_err() {
-            HelloStatus::Rejected
+        let window_bits = params.window_bits();
+        let needed = ReceiverStats::memory_for(window_bits) as u64;
+        let in_use = self.memory_in_use();
+        if let Err((reason, limit)) = params.validate() {
+            ack.status = HelloStatus::Rejected;
+            ack.reason = reason;
+            ack.limit = limit;
         } else if self.active_sessions() >= self.cfg.max_sessions {
-            HelloStatus::Busy
-        } else {
-            HelloStatus::Accepted
-        };
-        self.outbox.push_back((src, ack(status)));
-        if status != HelloStatus::Accepted {
+            ack.status = HelloStatus::Busy;
+            ack.retry_after_s = self.retry_after_s(now);
+        } else if in_use.saturating_add(needed) > self.cfg.max_memory {
+            ack.status = HelloStatus::Rejected;
+            ack.reason = RejectReason::Memory;
+            ack.limit = self.cfg.max_memory.saturating_sub(in_use);
+            ack.retry_after_s = self.retry_after_s(now);
+        }
+        if ack.status != HelloStatus::Accepted {
+            self.refused += 1;
+            self.outbox.push_back((src, emit(&Message::HelloAck(ack))));
             return;
         }
-        // The duplicate window must cover everything that can arrive within Tmax; an unpaced
-        // sender is sized for 2 M datagrams/s, beyond what one socket delivers.
-        let pps = if params.pps_milli > 0 {
-            params.pps_milli as f64 / 1000.0
-        } else {
-            2_000_000.0
+        self.evict_finished(MAX_FINISHED_KEPT.saturating_sub(1));
+        let secret = loop {
+            let x = self.rng.next_u64();
+            if x != 0 {
+                break x;
+            }
         };
+        ack.secret = secret;
+        self.outbox.push_back((src, emit(&Message::HelloAck(ack))));
         let tmax_ns = params.tmax.as_nanos() as u64;
         let stats = ReceiverStats::new(StatsConfig {
-            window_bits: StatsConfig::window_bits_for(pps * 1.25, tmax_ns.max(1_000_000_000)),
+            window_bits,
             loss_horizon_ns: tmax_ns,
             record_loss_ranges: self.cfg.record_loss_ranges || params.loss_ranges,
         });
+        // Tests sharing the socket share its drop counter: say so in each of their reports.
+        let mut shared = false;
+        for other in self.sessions.values_mut() {
+            if !matches!(other.state, RxState::Finished { .. }) {
+                other.shared_socket = true;
+                shared = true;
+            }
+        }
         self.sessions.insert(
             h.session_id,
             RxSession {
                 peer: src,
+                secret,
                 params,
-                stats,
+                stats: Some(stats),
+                memory: needed,
+                plausible_end: params.plausible_end(Duration::ZERO),
+                data_seen: false,
+                foreign_at_start: self.foreign,
+                shared_socket: shared,
                 state: RxState::Running,
                 started: now,
                 last_activity: now,
@@ -734,7 +1114,6 @@ impl ReceiverServer {
                 intervals_not_kept: 0,
                 send_errors: 0,
                 rxq_at_start: self.rxq_dropped,
-                foreign: 0,
                 echo_sent: 0,
                 loss_ranges: Vec::new(),
                 loss_ranges_not_kept: 0,
@@ -745,6 +1124,25 @@ impl ReceiverServer {
             peer: src,
             params,
         });
+    }
+
+    /// Forgets the oldest finished tests (their results) until at most `keep` remain.
+    fn evict_finished(&mut self, keep: usize) {
+        let mut finished: Vec<(Instant, u32)> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| match s.state {
+                RxState::Finished { linger_until, .. } => Some((linger_until, *id)),
+                _ => None,
+            })
+            .collect();
+        if finished.len() <= keep {
+            return;
+        }
+        finished.sort_unstable();
+        for (_, id) in &finished[..finished.len() - keep] {
+            self.sessions.remove(id);
+        }
     }
 
     /// The driver could not send the echo reply in `echo` (the one `handle_datagram` asked for):
@@ -795,7 +1193,9 @@ impl ReceiverServer {
                     continue;
                 }
                 RxState::Draining { until, total_sent } if now >= until => {
-                    s.stats.finish(total_sent, session_ns(now, s.started));
+                    if let Some(stats) = s.stats.as_mut() {
+                        stats.finish(total_sent, session_ns(now, s.started));
+                    }
                     self.finish_session(now, id, false);
                     continue;
                 }
@@ -805,7 +1205,9 @@ impl ReceiverServer {
                 }
                 _ => {}
             }
-            s.stats.on_tick(session_ns(now, s.started));
+            if let Some(stats) = s.stats.as_mut() {
+                stats.on_tick(session_ns(now, s.started));
+            }
             if now >= s.next_tick {
                 s.next_tick = now + s.params.interval.min(LOSS_TICK_MAX);
             }
@@ -831,7 +1233,9 @@ impl ReceiverServer {
     /// Closes the open interval row at `now`; it ends at `end_s` (s since the test start).
     fn close_row(s: &mut RxSession, now: Instant, end_s: f64) {
         let start_s = s.interval_index as f64 * s.params.interval.as_secs_f64();
-        s.stats.close_interval(session_ns(now, s.started));
+        if let Some(stats) = s.stats.as_mut() {
+            stats.close_interval(session_ns(now, s.started));
+        }
         s.row_spans.push_back((start_s, end_s));
         s.interval_index += 1;
     }
@@ -839,7 +1243,7 @@ impl ReceiverServer {
     /// Publishes (keeps and announces) every closed row whose losses are final: a row is
     /// printed once, with its final figures, about Tmax after it closed.
     fn publish_rows(s: &mut RxSession, id: u32, events: &mut VecDeque<ServerEvent>) {
-        while let Some(stats) = s.stats.poll_interval() {
+        while let Some(stats) = s.stats.as_mut().and_then(ReceiverStats::poll_interval) {
             let (start_s, end_s) = s.row_spans.pop_front().unwrap_or_default();
             let dt = (end_s - start_s).max(1e-9);
             let row = IntervalRow {
@@ -864,10 +1268,13 @@ impl ReceiverServer {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
+        let Some(st) = s.stats.as_mut() else {
+            return; // already finished
+        };
         if interrupted {
             // Unknown total: everything up to the highest sequence seen is what was expected.
-            let seen = s.stats.seen_end();
-            s.stats.finish(seen, session_ns(now, s.started));
+            let seen = st.seen_end();
+            st.finish(seen, session_ns(now, s.started));
         }
         // The last, partial interval; then every row is final.
         let elapsed = now.saturating_duration_since(s.started).as_secs_f64();
@@ -885,7 +1292,11 @@ impl ReceiverServer {
                 });
             }
         }
-        let stats = s.stats.summary();
+        let stats = s
+            .stats
+            .as_ref()
+            .map(ReceiverStats::summary)
+            .unwrap_or_default();
         let duration_s = match (stats.first_recv_ns, stats.last_recv_ns) {
             (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
             _ => 0.0,
@@ -910,7 +1321,9 @@ impl ReceiverServer {
             sndbuf: self.cfg.sndbuf,
             rcvbuf_drops,
             timestamp_source: self.cfg.timestamp_source.clone(),
-            foreign_datagrams: self.foreign,
+            // What arrived while this test ran, not over the receiver's lifetime.
+            foreign_datagrams: self.foreign - s.foreign_at_start,
+            rcvbuf_drops_shared: s.shared_socket,
             tmax_s: s.params.tmax.as_secs_f64(),
             intervals: std::mem::take(&mut s.intervals),
             intervals_not_kept: s.intervals_not_kept,
@@ -948,11 +1361,17 @@ impl ReceiverServer {
             .chunks(wire::RESULT_CHUNK_DATA)
             .map(<[u8]>::to_vec)
             .collect();
+        // The window goes now; the results stay for the sender (bounded by MAX_FINISHED_KEPT).
+        s.stats = None;
+        s.memory = json.len() as u64;
         s.state = RxState::Finished {
             chunks,
             linger_until: now + RESULTS_LINGER,
         };
         self.completed += 1;
+        if s.data_seen {
+            self.completed_with_data += 1;
+        }
         self.events.push_back(ServerEvent::Finished {
             session_id: id,
             peer: s.peer,
@@ -962,19 +1381,20 @@ impl ReceiverServer {
 
     /// Ctrl-C: ends every running test with what was measured, and tells the peers.
     pub fn interrupt_all(&mut self, now: Instant) {
-        let running: Vec<(u32, SocketAddr)> = self
+        let running: Vec<(u32, SocketAddr, u64)> = self
             .sessions
             .iter()
             .filter(|(_, s)| !matches!(s.state, RxState::Finished { .. }))
-            .map(|(id, s)| (*id, s.peer))
+            .map(|(id, s)| (*id, s.peer, s.secret))
             .collect();
-        for (id, peer) in running {
+        for (id, peer, secret) in running {
             self.finish_session(now, id, true);
             self.outbox.push_back((
                 peer,
                 emit(&Message::Abort {
                     session_id: id,
                     reason: AbortReason::Interrupted,
+                    secret,
                 }),
             ));
         }
@@ -1001,10 +1421,32 @@ impl ReceiverServer {
         self.completed
     }
 
-    /// True when a `--once` receiver may exit: a test ended, none is running, and the sender
-    /// has stopped asking for results for `quiet` (or never asked and the results lingered).
+    /// Ended tests that were validated and sent data: strangers' handshakes and empty tests
+    /// do not count.
+    pub fn completed_with_data(&self) -> u64 {
+        self.completed_with_data
+    }
+
+    /// Hellos answered with a retry (address validation), which cost no state.
+    pub fn retries_sent(&self) -> u64 {
+        self.retries_sent
+    }
+
+    /// Hellos refused (bad parameters, over a limit, busy, session id in use).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Data datagrams with an implausibly far-ahead sequence, all tests together.
+    pub fn implausible(&self) -> u64 {
+        self.implausible
+    }
+
+    /// True when a `--once` receiver may exit: a validated test that sent data ended, none is
+    /// running, and the sender has stopped asking for results for `quiet` (or never asked and
+    /// the results lingered).
     pub fn may_exit_once(&self, now: Instant, quiet: Duration) -> bool {
-        self.completed > 0
+        self.completed_with_data > 0
             && self.active_sessions() == 0
             && (self.sessions.is_empty()
                 || self
@@ -1018,6 +1460,51 @@ impl ReceiverServer {
     }
 }
 
+/// SipHash-2-4 of `msg` under `key` (Aumasson and Bernstein): the keyed hash of the
+/// address-validation cookies.
+fn siphash24(key: [u64; 2], msg: &[u8]) -> u64 {
+    let mut v = [
+        key[0] ^ 0x736f_6d65_7073_6575,
+        key[1] ^ 0x646f_7261_6e64_6f6d,
+        key[0] ^ 0x6c79_6765_6e65_7261,
+        key[1] ^ 0x7465_6462_7974_6573,
+    ];
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    let compress = |m: u64, v: &mut [u64; 4]| {
+        v[3] ^= m;
+        round(v);
+        round(v);
+        v[0] ^= m;
+    };
+    let mut chunks = msg.chunks_exact(8);
+    for c in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        compress(u64::from_le_bytes(b), &mut v);
+    }
+    let mut last = [0u8; 8];
+    let rest = chunks.remainder();
+    last[..rest.len()].copy_from_slice(rest);
+    last[7] = msg.len() as u8;
+    compress(u64::from_le_bytes(last), &mut v);
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
 /// Monotonic nanoseconds since a session started: the clock of its `ReceiverStats`.
 fn session_ns(now: Instant, started: Instant) -> u64 {
     now.saturating_duration_since(started).as_nanos() as u64
@@ -1029,6 +1516,9 @@ struct ResultsEnvelope {
     version: u32,
     report: ReceiverReport,
 }
+
+#[cfg(test)]
+mod trust_tests;
 
 #[cfg(test)]
 mod tests {
@@ -1057,6 +1547,7 @@ mod tests {
             sndbuf: BufferInfo::default(),
             timestamp_source: "user".into(),
             record_loss_ranges: false,
+            ..ServerConfig::default()
         })
     }
 
@@ -1113,7 +1604,8 @@ mod tests {
         pump(&clock, &mut b, &mut srv);
         assert_eq!(
             b.poll_event(),
-            Some(SenderEvent::Failed(ControlError::Busy))
+            Some(SenderEvent::Failed(ControlError::Busy(11))),
+            "a silent-for-now test ends by the 10 s silence timeout at the latest"
         );
     }
 

@@ -150,6 +150,11 @@ pub struct ReceiverStatsSummary {
     /// Receive time of the first and last counted datagram (receiver clock, ns since epoch).
     pub first_recv_ns: Option<u64>,
     pub last_recv_ns: Option<u64>,
+    /// Datagrams from the test's sender whose sequence was implausibly far ahead of what it can
+    /// have sent by then (declared count, or 2 × (declared rate × (time since the test was
+    /// accepted + 1 s) + burst size) + 4096): counted here only, never moving the window.
+    #[serde(default)]
+    pub implausible: u64,
 }
 
 impl ReceiverStatsSummary {
@@ -254,6 +259,10 @@ pub struct ReceiverReport {
     /// the copy carried back to the sender.
     #[serde(default)]
     pub refused_by_allow: Option<u64>,
+    /// True when other tests ran on the receiver's socket during this one: `rcvbuf_drops` is
+    /// then the socket's count over this test's time, shared with them, not this test's own.
+    #[serde(default)]
+    pub rcvbuf_drops_shared: bool,
 }
 
 /// The sender's view of one test.

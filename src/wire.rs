@@ -8,25 +8,47 @@
 //! | offset | size | field        | value                                             |
 //! |-------:|-----:|--------------|---------------------------------------------------|
 //! | 0      | 2    | `magic`      | `0x5544` (ASCII "UD")                             |
-//! | 2      | 1    | `version`    | `1`                                               |
+//! | 2      | 1    | `version`    | `2`                                               |
 //! | 3      | 1    | `kind`       | message kind, table below                         |
-//! | 4      | 4    | `session_id` | chosen by the sender, identifies one test         |
+//! | 4      | 4    | `session_id` | chosen at random by the sender, a label for one test (not a key) |
 //!
 //! | kind | message       | direction           | size                     |
 //! |-----:|---------------|---------------------|--------------------------|
 //! | 1    | `Data`        | sender → receiver   | 24 + padding (≤ 65507)   |
 //! | 2    | `Echo`        | receiver → sender   | 24                       |
-//! | 16   | `Hello`       | sender → receiver   | 64                       |
-//! | 17   | `HelloAck`    | receiver → sender   | 20                       |
-//! | 18   | `Fin`         | sender → receiver   | 32                       |
-//! | 19   | `FinAck`      | receiver → sender   | 16                       |
-//! | 20   | `ResultReq`   | sender → receiver   | 8                        |
-//! | 21   | `ResultChunk` | receiver → sender   | 16 + `len`               |
-//! | 22   | `Abort`       | either              | 9                        |
+//! | 16   | `Hello`       | sender → receiver   | 72                       |
+//! | 17   | `HelloAck`    | receiver → sender   | 44                       |
+//! | 18   | `Fin`         | sender → receiver   | 40                       |
+//! | 19   | `FinAck`      | receiver → sender   | 24                       |
+//! | 20   | `ResultReq`   | sender → receiver   | 16                       |
+//! | 21   | `ResultChunk` | receiver → sender   | 24 + `len`               |
+//! | 22   | `Abort`       | either              | 24                       |
 //!
 //! A datagram with another magic, another version or an unknown kind is rejected. A message
 //! longer than its size above is accepted and the extra bytes are ignored, so a later version
 //! can append fields. Reserved bytes and unknown flag bits are sent as zero and ignored.
+//!
+//! # Trust (version 2)
+//!
+//! Version 2 adds what lets a receiver face strangers (see the README, "Running a receiver
+//! others can reach"):
+//!
+//! - **Address validation.** A Hello without a valid `cookie` is answered with a HelloAck of
+//!   status 3 (retry) carrying a cookie: a keyed hash of the Hello's source address and port,
+//!   its session id and a 10 s time bucket, under a secret the receiver drew at start. The
+//!   receiver keeps nothing for it. The sender repeats its Hello with that cookie; only then is
+//!   a test created. Cookies are accepted in their bucket and the next one (10 to 20 s).
+//! - **Ownership.** The accepting HelloAck carries the test's `secret` (64 random bits); every
+//!   later control message in either direction (Fin, FinAck, ResultReq, ResultChunk, Abort)
+//!   carries it, and each side ignores the ones without it. The receiver takes a test's Data and
+//!   control only from the address it validated.
+//! - **No amplification.** Every answer to a Hello (44 bytes) is smaller than the Hello (72),
+//!   and an Echo (24) is never larger than its Data, so nothing sent to an unvalidated address
+//!   is larger than what came from it.
+//! - **Other versions.** A receiver answers a Hello of another version with the 8-byte prefix
+//!   alone, carrying its own version, kind HelloAck and the Hello's session id (never larger
+//!   than the Hello): a sender of any version that reads this prefix can say "the receiver
+//!   speaks udplab wire version N". See [`version_reply`] and [`foreign_version`].
 //!
 //! # Data (kind 1) and Echo (kind 2)
 //!
@@ -40,7 +62,8 @@
 //! the parser reports the datagram's total length. An Echo carries the header of the Data
 //! datagram it answers, unchanged, with kind 2 and no padding: an Echo is never larger than the
 //! Data datagram that caused it (the smallest Data datagram is 24 bytes), so a receiver cannot
-//! be used to amplify traffic.
+//! be used to amplify traffic. Data carries no secret (the header stays 24 bytes): the receiver
+//! counts it only from the test's validated address.
 //!
 //! # Hello (kind 16): sender → receiver, starts a test
 //!
@@ -54,6 +77,7 @@
 //! | 40     | 8    | `duration_ns`  | test duration, ns, 0 = not fixed                       |
 //! | 48     | 8    | `rate_bps`     | target rate, bit/s of UDP payload, 0 = unpaced         |
 //! | 56     | 8    | `pps_milli`    | target datagrams per second × 1000, 0 = unpaced        |
+//! | 64     | 8    | `cookie`       | 0 in the first Hello; then the cookie of the receiver's retry answer (v2) |
 //!
 //! The parser checks only the layout; whether the parameters are acceptable (for example
 //! `payload_size` between [`DATA_HEADER_LEN`] and [`MAX_PAYLOAD`]) is the receiver's decision,
@@ -63,9 +87,13 @@
 //!
 //! | offset | size | field              | meaning                                            |
 //! |-------:|-----:|--------------------|----------------------------------------------------|
-//! | 8      | 1    | `status`           | 0 = accepted, 1 = busy with another test, 2 = rejected (bad parameters) |
-//! | 9      | 3    | reserved           | zero                                               |
+//! | 8      | 1    | `status`           | 0 = accepted, 1 = busy with other tests, 2 = rejected, 3 = retry: repeat the Hello with `cookie` |
+//! | 9      | 1    | `reason`           | why rejected: 0 not said, 1 payload size, 2 interval, 3 Tmax above `limit` ns, 4 rate × Tmax above `limit` sequences, 5 memory budget (`limit` bytes free), 6 session id in use from another address (v2) |
+//! | 10     | 2    | `retry_after_s`    | busy: seconds after which a test is likely to have ended (v2) |
 //! | 12     | 8    | `rcvbuf_effective` | receive buffer the kernel granted (SO_RCVBUF read back), bytes |
+//! | 20     | 8    | `cookie`           | retry: the cookie the next Hello carries; else 0 (v2) |
+//! | 28     | 8    | `secret`           | accepted: the test's secret, carried by every later control message; else 0 (v2) |
+//! | 36     | 8    | `limit`            | rejected: the limit `reason` names; else 0 (v2)    |
 //!
 //! # Fin (kind 18): sender → receiver, the sender has finished
 //!
@@ -74,16 +102,20 @@
 //! | 8      | 8    | `total_sent`  | sequences `0..total_sent` were consumed by sends        |
 //! | 16     | 8    | `total_bytes` | UDP payload bytes sent                                  |
 //! | 24     | 8    | `send_errors` | sends that failed (ENOBUFS, EAGAIN, ...)                |
+//! | 32     | 8    | `secret`      | the test's secret (v2)                                  |
 //!
 //! # FinAck (kind 19): receiver → sender
 //!
 //! | offset | size | field     | meaning                                                     |
 //! |-------:|-----:|-----------|-------------------------------------------------------------|
 //! | 8      | 8    | `tmax_ns` | how long the receiver waits for late datagrams before its results are ready, ns |
+//! | 16     | 8    | `secret`  | the test's secret (v2)                                      |
 //!
 //! # ResultReq (kind 20): sender → receiver, asks for the results
 //!
-//! No fields after the prefix.
+//! | offset | size | field    | meaning                         |
+//! |-------:|-----:|----------|---------------------------------|
+//! | 8      | 8    | `secret` | the test's secret (v2)          |
 //!
 //! # ResultChunk (kind 21): receiver → sender, one slice of the JSON results
 //!
@@ -94,7 +126,8 @@
 //! | 10     | 2     | `index`  | index of this chunk, `0..count`                           |
 //! | 12     | 2     | `count`  | number of chunks in the whole result                      |
 //! | 14     | 2     | `len`    | bytes of data in this chunk                               |
-//! | 16     | `len` | `data`   | bytes `index × 1200 ..` of the JSON result document       |
+//! | 16     | 8     | `secret` | the test's secret (v2)                                    |
+//! | 24     | `len` | `data`   | bytes `index × 1200 ..` of the JSON result document       |
 //!
 //! Chunks carry [`RESULT_CHUNK_DATA`] (1200) bytes each except the last, so a chunk fits an
 //! IPv6 minimum-MTU path. When ready, `count ≥ 1` and `index < count`, else the chunk is
@@ -106,11 +139,13 @@
 //! | offset | size | field    | meaning                         |
 //! |-------:|-----:|----------|---------------------------------|
 //! | 8      | 1    | `reason` | 1 = user interrupt, 2 = error   |
+//! | 9      | 7    | reserved | zero (v2)                       |
+//! | 16     | 8    | `secret` | the test's secret (v2)          |
 
 /// First two bytes of every udplab datagram: ASCII "UD".
 pub const MAGIC: u16 = 0x5544;
 /// Wire format version this module speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Length of the common prefix: magic, version, kind, session id.
 pub const PREFIX_LEN: usize = 8;
 /// Length of the Data and Echo header; the smallest Data datagram.
@@ -120,13 +155,16 @@ pub const MAX_PAYLOAD: usize = 65507;
 /// Data bytes a receiver puts in each ResultChunk but the last.
 pub const RESULT_CHUNK_DATA: usize = 1200;
 /// Length of a ResultChunk before its data.
-pub const RESULT_CHUNK_HEADER_LEN: usize = 16;
+pub const RESULT_CHUNK_HEADER_LEN: usize = 24;
 
-const HELLO_LEN: usize = 64;
-const HELLO_ACK_LEN: usize = 20;
-const FIN_LEN: usize = 32;
-const FIN_ACK_LEN: usize = 16;
-const ABORT_LEN: usize = 9;
+/// Length of a Hello: every answer to it (a HelloAck, or the other-version prefix) is shorter.
+pub const HELLO_LEN: usize = 72;
+/// Length of a HelloAck.
+pub const HELLO_ACK_LEN: usize = 44;
+const FIN_LEN: usize = 40;
+const FIN_ACK_LEN: usize = 24;
+const RESULT_REQ_LEN: usize = 16;
+const ABORT_LEN: usize = 24;
 
 const HELLO_FLAG_ECHO: u32 = 1;
 const HELLO_FLAG_LOSS_RANGES: u32 = 1 << 1;
@@ -194,7 +232,7 @@ impl Kind {
             Kind::HelloAck => HELLO_ACK_LEN,
             Kind::Fin => FIN_LEN,
             Kind::FinAck => FIN_ACK_LEN,
-            Kind::ResultReq => PREFIX_LEN,
+            Kind::ResultReq => RESULT_REQ_LEN,
             Kind::ResultChunk => RESULT_CHUNK_HEADER_LEN,
             Kind::Abort => ABORT_LEN,
         }
@@ -237,7 +275,7 @@ pub enum WireError {
     #[error("not a udplab datagram: magic 0x{0:04x}, expected 0x5544")]
     BadMagic(u16),
     /// A udplab datagram of a version this build does not speak.
-    #[error("unsupported udplab wire version {0}, this build speaks version 1")]
+    #[error("unsupported udplab wire version {0}, this build speaks version 2")]
     BadVersion(u8),
     /// A kind byte this version does not define.
     #[error("unknown udplab message kind {0}")]
@@ -317,6 +355,8 @@ pub struct Hello {
     pub rate_bps: u64,
     /// Target datagrams per second × 1000; 0 = unpaced.
     pub pps_milli: u64,
+    /// 0 in a first Hello; then the cookie of the receiver's retry answer.
+    pub cookie: u64,
 }
 
 /// The receiver's answer to a Hello.
@@ -326,8 +366,10 @@ pub enum HelloStatus {
     Accepted = 0,
     /// Busy with another test.
     Busy = 1,
-    /// Bad parameters.
+    /// Bad parameters, or beyond the receiver's limits; `reason` says which.
     Rejected = 2,
+    /// Address validation: repeat the Hello with the `cookie` of this answer.
+    Retry = 3,
 }
 
 impl HelloStatus {
@@ -336,7 +378,40 @@ impl HelloStatus {
             0 => Some(HelloStatus::Accepted),
             1 => Some(HelloStatus::Busy),
             2 => Some(HelloStatus::Rejected),
+            3 => Some(HelloStatus::Retry),
             _ => None,
+        }
+    }
+}
+
+/// Why a receiver rejected a Hello (HelloAck `reason`); unknown codes read as `Unspecified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum RejectReason {
+    #[default]
+    Unspecified = 0,
+    PayloadSize = 1,
+    Interval = 2,
+    /// Tmax above `limit` ns.
+    Tmax = 3,
+    /// Rate × Tmax (the duplicate window) above `limit` sequences.
+    Window = 4,
+    /// The receiver's memory budget has `limit` bytes left, less than the test needs.
+    Memory = 5,
+    /// Another address already runs a test with this session id.
+    SessionInUse = 6,
+}
+
+impl RejectReason {
+    const fn from_u8(value: u8) -> RejectReason {
+        match value {
+            1 => RejectReason::PayloadSize,
+            2 => RejectReason::Interval,
+            3 => RejectReason::Tmax,
+            4 => RejectReason::Window,
+            5 => RejectReason::Memory,
+            6 => RejectReason::SessionInUse,
+            _ => RejectReason::Unspecified,
         }
     }
 }
@@ -348,6 +423,16 @@ pub struct HelloAck {
     pub status: HelloStatus,
     /// Receive buffer size the kernel granted, bytes.
     pub rcvbuf_effective: u64,
+    /// Rejected: why.
+    pub reason: RejectReason,
+    /// Busy: seconds after which a test is likely to have ended.
+    pub retry_after_s: u16,
+    /// Retry: the cookie the next Hello carries.
+    pub cookie: u64,
+    /// Accepted: the test's secret, carried by every later control message.
+    pub secret: u64,
+    /// Rejected: the limit `reason` names (ns, sequences or bytes).
+    pub limit: u64,
 }
 
 /// Fin: the sender's totals at the end of the test.
@@ -358,6 +443,7 @@ pub struct Fin {
     pub total_sent: u64,
     pub total_bytes: u64,
     pub send_errors: u64,
+    pub secret: u64,
 }
 
 /// FinAck: receiver → sender.
@@ -366,6 +452,7 @@ pub struct FinAck {
     pub session_id: u32,
     /// How long the receiver waits for late datagrams before its results are ready, ns.
     pub tmax_ns: u64,
+    pub secret: u64,
 }
 
 /// ResultChunk: one slice of the receiver's JSON results, borrowed from the datagram.
@@ -376,6 +463,7 @@ pub struct ResultChunk<'a> {
     pub ready: bool,
     pub index: u16,
     pub count: u16,
+    pub secret: u64,
     pub data: &'a [u8],
 }
 
@@ -413,11 +501,13 @@ pub enum Message<'a> {
     FinAck(FinAck),
     ResultReq {
         session_id: u32,
+        secret: u64,
     },
     ResultChunk(ResultChunk<'a>),
     Abort {
         session_id: u32,
         reason: AbortReason,
+        secret: u64,
     },
 }
 
@@ -490,27 +580,39 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             duration_ns: be_u64(buf, 40),
             rate_bps: be_u64(buf, 48),
             pps_milli: be_u64(buf, 56),
+            cookie: be_u64(buf, 64),
         }),
         Kind::HelloAck => Message::HelloAck(HelloAck {
             session_id,
             status: HelloStatus::from_u8(buf[8]).ok_or(WireError::BadField("HelloAck.status"))?,
+            reason: RejectReason::from_u8(buf[9]),
+            retry_after_s: be_u16(buf, 10),
             rcvbuf_effective: be_u64(buf, 12),
+            cookie: be_u64(buf, 20),
+            secret: be_u64(buf, 28),
+            limit: be_u64(buf, 36),
         }),
         Kind::Fin => Message::Fin(Fin {
             session_id,
             total_sent: be_u64(buf, 8),
             total_bytes: be_u64(buf, 16),
             send_errors: be_u64(buf, 24),
+            secret: be_u64(buf, 32),
         }),
         Kind::FinAck => Message::FinAck(FinAck {
             session_id,
             tmax_ns: be_u64(buf, 8),
+            secret: be_u64(buf, 16),
         }),
-        Kind::ResultReq => Message::ResultReq { session_id },
+        Kind::ResultReq => Message::ResultReq {
+            session_id,
+            secret: be_u64(buf, 8),
+        },
         Kind::ResultChunk => Message::ResultChunk(parse_result_chunk(session_id, buf)?),
         Kind::Abort => Message::Abort {
             session_id,
             reason: AbortReason::from_u8(buf[8]).ok_or(WireError::BadField("Abort.reason"))?,
+            secret: be_u64(buf, 16),
         },
     })
 }
@@ -536,6 +638,7 @@ fn parse_result_chunk(session_id: u32, buf: &[u8]) -> Result<ResultChunk<'_>, Wi
         ready,
         index,
         count,
+        secret: be_u64(buf, 16),
         data,
     })
 }
@@ -549,6 +652,31 @@ pub fn session_id_of(buf: &[u8]) -> Option<u32> {
     } else {
         None
     }
+}
+
+/// The version byte of a datagram that carries udplab's magic but another version than this
+/// module's, with its kind byte and session id: how a sender recognises a receiver of another
+/// version (`None` for this version's datagrams and for anything else).
+pub fn foreign_version(buf: &[u8]) -> Option<(u8, u8, u32)> {
+    if buf.len() >= PREFIX_LEN && be_u16(buf, 0) == MAGIC && buf[2] != VERSION {
+        Some((buf[2], buf[3], be_u32(buf, 4)))
+    } else {
+        None
+    }
+}
+
+/// A receiver's answer to a Hello of another version: the 8-byte prefix with this version,
+/// kind HelloAck and the Hello's session id, which a sender of any version can read. `None`
+/// unless `buf` is a Hello (kind 16, udplab magic) of another version. Never larger than `buf`.
+pub fn version_reply(buf: &[u8]) -> Option<[u8; PREFIX_LEN]> {
+    let (_, kind, session_id) = foreign_version(buf)?;
+    if kind != Kind::Hello as u8 {
+        return None;
+    }
+    let mut out = [0u8; PREFIX_LEN];
+    out[..4].copy_from_slice(&prefix_word(Kind::HelloAck).to_be_bytes());
+    out[4..].copy_from_slice(&session_id.to_be_bytes());
+    Some(out)
 }
 
 impl DataHeader {
@@ -630,7 +758,9 @@ impl Message<'_> {
             Message::HelloAck(m) => m.session_id,
             Message::Fin(m) => m.session_id,
             Message::FinAck(m) => m.session_id,
-            Message::ResultReq { session_id } | Message::Abort { session_id, .. } => *session_id,
+            Message::ResultReq { session_id, .. } | Message::Abort { session_id, .. } => {
+                *session_id
+            }
             Message::ResultChunk(m) => m.session_id,
         }
     }
@@ -668,21 +798,28 @@ impl Message<'_> {
                     m.duration_ns,
                     m.rate_bps,
                     m.pps_milli,
+                    m.cookie,
                 ] {
                     out.extend_from_slice(&field.to_be_bytes());
                 }
             }
             Message::HelloAck(m) => {
-                out.extend_from_slice(&[m.status as u8, 0, 0, 0]);
-                out.extend_from_slice(&m.rcvbuf_effective.to_be_bytes());
-            }
-            Message::Fin(m) => {
-                for field in [m.total_sent, m.total_bytes, m.send_errors] {
+                out.extend_from_slice(&[m.status as u8, m.reason as u8]);
+                out.extend_from_slice(&m.retry_after_s.to_be_bytes());
+                for field in [m.rcvbuf_effective, m.cookie, m.secret, m.limit] {
                     out.extend_from_slice(&field.to_be_bytes());
                 }
             }
-            Message::FinAck(m) => out.extend_from_slice(&m.tmax_ns.to_be_bytes()),
-            Message::ResultReq { .. } => {}
+            Message::Fin(m) => {
+                for field in [m.total_sent, m.total_bytes, m.send_errors, m.secret] {
+                    out.extend_from_slice(&field.to_be_bytes());
+                }
+            }
+            Message::FinAck(m) => {
+                out.extend_from_slice(&m.tmax_ns.to_be_bytes());
+                out.extend_from_slice(&m.secret.to_be_bytes());
+            }
+            Message::ResultReq { secret, .. } => out.extend_from_slice(&secret.to_be_bytes()),
             Message::ResultChunk(m) => {
                 let len =
                     u16::try_from(m.data.len()).expect("ResultChunk data longer than 65535 bytes");
@@ -690,9 +827,13 @@ impl Message<'_> {
                 out.extend_from_slice(&m.index.to_be_bytes());
                 out.extend_from_slice(&m.count.to_be_bytes());
                 out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&m.secret.to_be_bytes());
                 out.extend_from_slice(m.data);
             }
-            Message::Abort { reason, .. } => out.push(*reason as u8),
+            Message::Abort { reason, secret, .. } => {
+                out.extend_from_slice(&[*reason as u8, 0, 0, 0, 0, 0, 0, 0]);
+                out.extend_from_slice(&secret.to_be_bytes());
+            }
         }
     }
 }
@@ -721,6 +862,20 @@ mod tests {
             duration_ns: 0,
             rate_bps: 100_000_000,
             pps_milli: 8_928_571,
+            cookie: 0x0102_0304_0506_0708,
+        }
+    }
+
+    fn ack(status: HelloStatus) -> HelloAck {
+        HelloAck {
+            session_id: 7,
+            status,
+            rcvbuf_effective: 425_984,
+            reason: RejectReason::Unspecified,
+            retry_after_s: 0,
+            cookie: 0,
+            secret: 0,
+            limit: 0,
         }
     }
 
@@ -738,31 +893,37 @@ mod tests {
             Message::Echo(header),
             Message::Hello(sample_hello()),
             Message::HelloAck(HelloAck {
-                session_id: 7,
-                status: HelloStatus::Busy,
-                rcvbuf_effective: 425_984,
+                retry_after_s: 12,
+                ..ack(HelloStatus::Busy)
             }),
             Message::Fin(Fin {
                 session_id: 7,
                 total_sent: 50_000,
                 total_bytes: 70_000_000,
                 send_errors: 3,
+                secret: u64::MAX - 1,
             }),
             Message::FinAck(FinAck {
                 session_id: 7,
                 tmax_ns: 2_000_000_000,
+                secret: 99,
             }),
-            Message::ResultReq { session_id: 7 },
+            Message::ResultReq {
+                session_id: 7,
+                secret: 5,
+            },
             Message::ResultChunk(ResultChunk {
                 session_id: 7,
                 ready: true,
                 index: 1,
                 count: 3,
+                secret: 6,
                 data: br#"{"version":1}"#,
             }),
             Message::Abort {
                 session_id: 7,
                 reason: AbortReason::Interrupted,
+                secret: 8,
             },
         ]
     }
@@ -803,7 +964,7 @@ mod tests {
             send_ns: 0x99AA_BBCC_DDEE_FF00,
         };
         let golden: [u8; 24] = [
-            0x55, 0x44, 0x01, 0x01, // magic "UD", version 1, kind Data
+            0x55, 0x44, 0x02, 0x01, // magic "UD", version 2, kind Data
             0x01, 0x02, 0x03, 0x04, // session_id
             0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, // seq
             0x99, 0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0xFF, 0x00, // send_ns
@@ -825,8 +986,8 @@ mod tests {
 
     #[test]
     fn hello_golden_vector() {
-        let golden: [u8; 64] = [
-            0x55, 0x44, 0x01, 0x10, // magic, version, kind Hello (16)
+        let golden: [u8; 72] = [
+            0x55, 0x44, 0x02, 0x10, // magic, version 2, kind Hello (16)
             0xDE, 0xAD, 0xBE, 0xEF, // session_id
             0x00, 0x00, 0x05, 0x78, // payload_size 1400
             0x00, 0x00, 0x00, 0x01, // flags: echo
@@ -836,6 +997,7 @@ mod tests {
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // duration_ns 0
             0x00, 0x00, 0x00, 0x00, 0x05, 0xF5, 0xE1, 0x00, // rate_bps 1e8
             0x00, 0x00, 0x00, 0x00, 0x00, 0x88, 0x3D, 0x3B, // pps_milli 8928571
+            0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, // cookie
         ];
         let msg = Message::Hello(sample_hello());
         assert_eq!(emitted(&msg), golden);
@@ -919,7 +1081,10 @@ mod tests {
 
     #[test]
     fn prefix_errors() {
-        let good = emitted(&Message::ResultReq { session_id: 9 });
+        let good = emitted(&Message::ResultReq {
+            session_id: 9,
+            secret: 1,
+        });
         assert_eq!(
             parse(&good[..7]),
             Err(WireError::TooShort {
@@ -933,8 +1098,8 @@ mod tests {
         assert_eq!(parse(&bad), Err(WireError::BadMagic(0x4544)));
         assert_eq!(session_id_of(&bad), None);
         let mut bad = good.clone();
-        bad[2] = 2;
-        assert_eq!(parse(&bad), Err(WireError::BadVersion(2)));
+        bad[2] = 1;
+        assert_eq!(parse(&bad), Err(WireError::BadVersion(1)));
         assert_eq!(session_id_of(&bad), None);
         let mut bad = good.clone();
         bad[3] = 99;
@@ -982,18 +1147,15 @@ mod tests {
 
     #[test]
     fn bad_enum_fields_are_named() {
-        let ack = emitted(&Message::HelloAck(HelloAck {
-            session_id: 1,
-            status: HelloStatus::Accepted,
-            rcvbuf_effective: 0,
-        }));
+        let ack = emitted(&Message::HelloAck(ack(HelloStatus::Accepted)));
         let mut bad = ack.clone();
-        bad[8] = 3;
+        bad[8] = 4;
         assert_eq!(parse(&bad), Err(WireError::BadField("HelloAck.status")));
 
         let abort = emitted(&Message::Abort {
             session_id: 1,
             reason: AbortReason::Error,
+            secret: 0,
         });
         for reason in [0u8, 3, 255] {
             let mut bad = abort.clone();
@@ -1010,13 +1172,14 @@ mod tests {
             ready: true,
             index: 0,
             count: 1,
+            secret: 3,
             data: &data,
         };
         let bytes = emitted(&Message::ResultChunk(chunk));
-        assert_eq!(bytes.len(), 56);
+        assert_eq!(bytes.len(), 64);
         // len claims more data than present
         assert_eq!(
-            parse(&bytes[..50]),
+            parse(&bytes[..58]),
             Err(WireError::ChunkTruncated {
                 len: 40,
                 available: 34
@@ -1035,11 +1198,65 @@ mod tests {
             ready: false,
             index: 0,
             count: 0,
+            secret: 3,
             data: &[],
         };
         let bytes = emitted(&Message::ResultChunk(not_ready));
         assert_eq!(bytes.len(), RESULT_CHUNK_HEADER_LEN);
         assert_eq!(parse(&bytes), Ok(Message::ResultChunk(not_ready)));
+    }
+
+    #[test]
+    fn every_answer_to_a_hello_is_smaller_than_the_hello() {
+        const { assert!(HELLO_ACK_LEN < HELLO_LEN) };
+        assert_eq!(Kind::Hello.min_len(), HELLO_LEN);
+        let ack = emitted(&Message::HelloAck(ack(HelloStatus::Retry)));
+        assert_eq!(ack.len(), HELLO_ACK_LEN);
+    }
+
+    #[test]
+    fn a_hello_of_another_version_gets_the_prefix_with_this_version() {
+        let mut old = emitted(&Message::Hello(sample_hello()));
+        old.truncate(64);
+        old[2] = 1; // a version 1 Hello was 64 bytes
+        let reply = version_reply(&old).expect("a Hello of another version is answered");
+        assert_eq!(reply, [0x55, 0x44, VERSION, 17, 0xDE, 0xAD, 0xBE, 0xEF]);
+        assert!(reply.len() <= old.len());
+        // Only Hellos are answered, and never this version's own datagrams.
+        let mut fin_v1 = old.clone();
+        fin_v1[3] = Kind::Fin as u8;
+        assert_eq!(version_reply(&fin_v1), None);
+        assert_eq!(
+            version_reply(&emitted(&Message::Hello(sample_hello()))),
+            None
+        );
+        assert_eq!(version_reply(b"GET / HTTP/1.1"), None);
+        // What a sender of this version reads from a receiver of version 3.
+        let mut v3 = reply;
+        v3[2] = 3;
+        assert_eq!(foreign_version(&v3), Some((3, 17, 0xDEAD_BEEF)));
+        assert_eq!(foreign_version(&reply), None);
+        assert_eq!(foreign_version(&reply[..7]), None);
+    }
+
+    #[test]
+    fn hello_ack_golden_vector() {
+        let golden: [u8; 44] = [
+            0x55, 0x44, 0x02, 0x11, // magic, version 2, kind HelloAck (17)
+            0x00, 0x00, 0x00, 0x07, // session_id
+            0x02, 0x03, 0x00, 0x00, // status rejected, reason Tmax, retry_after_s 0
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x06, 0x80, 0x00, // rcvbuf_effective 425984
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // cookie
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // secret
+            0x00, 0x00, 0x00, 0x0D, 0xF8, 0x47, 0x58, 0x00, // limit 60e9 ns
+        ];
+        let msg = Message::HelloAck(HelloAck {
+            reason: RejectReason::Tmax,
+            limit: 60_000_000_000,
+            ..ack(HelloStatus::Rejected)
+        });
+        assert_eq!(emitted(&msg), golden);
+        assert_eq!(parse(&golden), Ok(msg));
     }
 
     #[test]
@@ -1079,7 +1296,7 @@ mod tests {
             any::<u32>(),
             any::<[bool; 2]>(),
             pattern,
-            any::<[u64; 6]>(),
+            any::<[u64; 7]>(),
         )
             .prop_map(
                 |(session_id, payload_size, [echo, loss_ranges], pattern, v)| Hello {
@@ -1094,6 +1311,7 @@ mod tests {
                     duration_ns: v[3],
                     rate_bps: v[4],
                     pps_milli: v[5],
+                    cookie: v[6],
                 },
             )
     }
@@ -1103,34 +1321,54 @@ mod tests {
         let status = prop_oneof![
             Just(HelloStatus::Accepted),
             Just(HelloStatus::Busy),
-            Just(HelloStatus::Rejected)
+            Just(HelloStatus::Rejected),
+            Just(HelloStatus::Retry)
         ];
+        let reject = (0u8..8).prop_map(RejectReason::from_u8);
         let reason = prop_oneof![Just(AbortReason::Interrupted), Just(AbortReason::Error)];
         prop_oneof![
             arb_header().prop_map(Message::Echo),
             arb_hello().prop_map(Message::Hello),
-            (any::<u32>(), status, any::<u64>()).prop_map(|(session_id, status, rcvbuf)| {
-                Message::HelloAck(HelloAck {
-                    session_id,
-                    status,
-                    rcvbuf_effective: rcvbuf,
-                })
-            }),
-            (any::<u32>(), any::<[u64; 3]>()).prop_map(|(session_id, v)| Message::Fin(Fin {
+            (
+                any::<u32>(),
+                status,
+                reject,
+                any::<u16>(),
+                any::<[u64; 4]>()
+            )
+                .prop_map(|(session_id, status, reason, retry_after_s, v)| {
+                    Message::HelloAck(HelloAck {
+                        session_id,
+                        status,
+                        rcvbuf_effective: v[0],
+                        reason,
+                        retry_after_s,
+                        cookie: v[1],
+                        secret: v[2],
+                        limit: v[3],
+                    })
+                }),
+            (any::<u32>(), any::<[u64; 4]>()).prop_map(|(session_id, v)| Message::Fin(Fin {
                 session_id,
                 total_sent: v[0],
                 total_bytes: v[1],
                 send_errors: v[2],
+                secret: v[3],
             })),
-            (any::<u32>(), any::<u64>()).prop_map(|(session_id, tmax_ns)| Message::FinAck(
-                FinAck {
+            (any::<u32>(), any::<[u64; 2]>()).prop_map(|(session_id, v)| Message::FinAck(FinAck {
+                session_id,
+                tmax_ns: v[0],
+                secret: v[1],
+            })),
+            (any::<u32>(), any::<u64>())
+                .prop_map(|(session_id, secret)| Message::ResultReq { session_id, secret }),
+            (any::<u32>(), reason, any::<u64>()).prop_map(|(session_id, reason, secret)| {
+                Message::Abort {
                     session_id,
-                    tmax_ns
+                    reason,
+                    secret,
                 }
-            )),
-            any::<u32>().prop_map(|session_id| Message::ResultReq { session_id }),
-            (any::<u32>(), reason)
-                .prop_map(|(session_id, reason)| Message::Abort { session_id, reason }),
+            }),
         ]
     }
 
@@ -1183,6 +1421,7 @@ mod tests {
             ready in any::<bool>(),
             index in any::<u16>(),
             extra in any::<u16>(),
+            secret in any::<u64>(),
             data in proptest::collection::vec(any::<u8>(), 0..=RESULT_CHUNK_DATA),
         ) {
             // A ready chunk needs index < count; keep count > index without overflow.
@@ -1192,7 +1431,7 @@ mod tests {
             } else {
                 (index, extra)
             };
-            let msg = Message::ResultChunk(ResultChunk { session_id, ready, index, count, data: &data });
+            let msg = Message::ResultChunk(ResultChunk { session_id, ready, index, count, secret, data: &data });
             let bytes = emitted(&msg);
             prop_assert_eq!(bytes.len(), RESULT_CHUNK_HEADER_LEN + data.len());
             prop_assert_eq!(parse(&bytes), Ok(msg));
@@ -1211,7 +1450,18 @@ mod tests {
         }
 
         #[test]
-        fn truncated_messages_are_errors(msg in arb_fixed_message(), cut in 0usize..64) {
+        fn version_helpers_never_panic_and_never_grow(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            if let Some(reply) = version_reply(&bytes) {
+                prop_assert!(reply.len() <= bytes.len());
+                prop_assert!(parse(&bytes).is_err());
+            }
+            let _ = foreign_version(&bytes);
+        }
+
+        #[test]
+        fn truncated_messages_are_errors(msg in arb_fixed_message(), cut in 0usize..72) {
             let bytes = emitted(&msg);
             let cut = cut % bytes.len();
             prop_assert!(parse(&bytes[..cut]).is_err());

@@ -18,7 +18,7 @@ use crate::summary::{
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 72] = [
+pub const SUMMARY_COLUMNS: [&str; 74] = [
     "run_id",
     "role",
     "target",
@@ -92,6 +92,8 @@ pub const SUMMARY_COLUMNS: [&str; 72] = [
     "echo_rcvbuf_drops",
     "unauthenticated",
     "refused_by_allow",
+    "implausible",
+    "rcvbuf_drops_shared",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -475,6 +477,8 @@ struct SummaryRow {
     echo_rcvbuf_drops: String,
     unauthenticated: String,
     refused_by_allow: String,
+    implausible: String,
+    rcvbuf_drops_shared: String,
 }
 
 impl SummaryRow {
@@ -530,12 +534,16 @@ impl SummaryRow {
         self.pdv_p99_us = LatencyCells::of(stats.pdv.as_ref()).p99;
         self.received_bytes = stats.received_bytes.to_string();
         self.rcvbuf_drops = opt(receiver.rcvbuf_drops);
+        // Shared with other tests, the socket's drops are not a share of this test's datagrams.
         self.rcvbuf_drops_pct = pct_cell(
             receiver
                 .rcvbuf_drops
+                .filter(|_| !receiver.rcvbuf_drops_shared)
                 .zip(loss_denominator(report))
                 .and_then(|(d, n)| percent(d, n)),
         );
+        self.implausible = stats.implausible.to_string();
+        self.rcvbuf_drops_shared = receiver.rcvbuf_drops_shared.to_string();
         self.timestamp_source = receiver.timestamp_source.clone();
         self.foreign_datagrams = receiver.foreign_datagrams.to_string();
         self.tmax_s = seconds(receiver.tmax_s);
@@ -640,6 +648,8 @@ impl SummaryRow {
             self.echo_rcvbuf_drops,
             self.unauthenticated,
             self.refused_by_allow,
+            self.implausible,
+            self.rcvbuf_drops_shared,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -863,6 +873,32 @@ mod tests {
         assert_eq!(rows[1]["unauthenticated"], "5");
         assert_eq!(rows[0]["refused_by_allow"], "2");
         assert_eq!(rows[1]["refused_by_allow"], "2");
+    }
+
+    #[test]
+    fn implausible_and_a_shared_socket_have_their_columns_at_the_end() {
+        let mut report = fixtures::run_report();
+        let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(
+            headers[headers.len() - 2..],
+            ["implausible", "rcvbuf_drops_shared"]
+        );
+        assert_eq!(rows[0]["rcvbuf_drops_shared"], "false");
+        assert_eq!(rows[0]["rcvbuf_drops_pct"], "0.0000");
+        let receiver = report.receiver.as_mut().unwrap();
+        receiver.stats.implausible = 4;
+        receiver.rcvbuf_drops = Some(30_000);
+        receiver.rcvbuf_drops_shared = true;
+        let (_, rows) = parse(&summary_text(&report, Header::Include));
+        for row in &rows {
+            assert_eq!(row["implausible"], "4");
+            assert_eq!(row["rcvbuf_drops_shared"], "true");
+            assert_eq!(row["rcvbuf_drops"], "30000", "the socket's count, given");
+            assert_eq!(
+                row["rcvbuf_drops_pct"], "",
+                "not a share of this test's 10000 datagrams"
+            );
+        }
     }
 
     #[test]

@@ -137,6 +137,7 @@ pub(crate) mod fixtures {
             negative_delays: 0,
             first_recv_ns: Some(1_000_000_000),
             last_recv_ns: Some(11_000_000_000),
+            implausible: 0,
         }
     }
 
@@ -245,6 +246,7 @@ pub(crate) mod fixtures {
                 loss_ranges_not_kept: 0,
                 unauthenticated: None,
                 refused_by_allow: None,
+                rcvbuf_drops_shared: false,
             }),
             warnings: vec!["SO_SNDBUF clamped to 425984 bytes (net.core.wmem_max)".to_string()],
             interrupted: false,

@@ -361,6 +361,7 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
                 negative_delays: total(&|s| s.negative_delays),
                 first_recv_ns: stats.iter().filter_map(|s| s.first_recv_ns).min(),
                 last_recv_ns: stats.iter().filter_map(|s| s.last_recv_ns).max(),
+                implausible: total(&|s| s.implausible),
                 ..ReceiverStatsSummary::default()
             },
             duration_s: receivers.iter().map(|r| r.duration_s).fold(0.0, f64::max),
@@ -385,6 +386,9 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             loss_ranges_not_kept: receivers.iter().map(|r| r.loss_ranges_not_kept).sum(),
             unauthenticated: None,
             refused_by_allow: None,
+            // The socket's drops, given once (the largest flow's figure covers the others').
+            rcvbuf_drops_shared: receivers.len() > 1
+                || receivers.iter().any(|r| r.rcvbuf_drops_shared),
         }
     });
     RunReport {

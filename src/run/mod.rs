@@ -695,14 +695,27 @@ pub fn wait_until(deadline: Instant, halt: impl Fn() -> bool) {
     }
 }
 
-/// A session id (also the run id) from the seed when given, else from the clock and pid.
-pub fn session_id(seed: Option<u64>) -> u32 {
-    let x = seed.unwrap_or_else(|| time::wall_ns() ^ (u64::from(std::process::id()) << 32));
-    // SplitMix64 finaliser: spreads nearby seeds over the whole id space.
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) as u32
+/// Fills `buf` from the operating system's random source (getrandom), or, should the OS
+/// refuse, from the thread RNG (itself seeded from the OS).
+pub fn os_random(buf: &mut [u8]) {
+    use rand::{Rng, TryRng};
+    if rand::rngs::SysRng.try_fill_bytes(buf).is_err() {
+        rand::rng().fill_bytes(buf);
+    }
+}
+
+/// A fresh session id (also the run id): random for every run from the OS, whatever `--seed`
+/// says (the seed fixes fates and patterns, not identities: two runs with one seed must not
+/// collide at a receiver). Never 0.
+pub fn session_id() -> u32 {
+    loop {
+        let mut b = [0u8; 4];
+        os_random(&mut b);
+        let id = u32::from_be_bytes(b);
+        if id != 0 {
+            return id;
+        }
+    }
 }
 
 /// Opens the `--intervals-json` stream, if asked for: stdout, or the file (shared with the

@@ -108,6 +108,13 @@ impl Receiver {
                 "user".into()
             },
             record_loss_ranges: loss_log.is_some(),
+            max_memory: cfg.max_memory,
+            // Cookie key and test secrets: from the OS, whatever any seed says.
+            rng_seed: {
+                let mut seed = [0u8; 32];
+                crate::run::os_random(&mut seed);
+                seed
+            },
         });
         let mut batch = RecvBatch::new(64, 65536);
         // The kernel reports the overflow counter only once it is non-zero: start from 0.

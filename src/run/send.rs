@@ -107,7 +107,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     sock.connect(cfg.addr)
         .map_err(|e| SetupError(format!("cannot reach {}: {e}", cfg.target)))?;
 
-    let session_id = crate::run::session_id(cfg.seed);
+    let session_id = crate::run::session_id();
     let run_id = format!("{session_id:08x}");
     let params = TestParams {
         payload_size: cfg.payload_size as u32,
@@ -993,8 +993,8 @@ mod tests {
         );
         // Other failures are what the session says, nothing added.
         assert_eq!(
-            handshake_failure("h:1", &ControlError::Busy, true, 4),
-            format!("h:1: {}", ControlError::Busy)
+            handshake_failure("h:1", &ControlError::Busy(11), true, 4),
+            format!("h:1: {}", ControlError::Busy(11))
         );
     }
 

@@ -182,6 +182,10 @@ pub struct ReceiverStats {
     closed_latency: SignedHistogram,
     closed_ipdv: SignedHistogram,
     finished: Option<Finished>,
+    /// Implausible sequences in the open interval and in the closed ones (kept apart from the
+    /// hot path's counters, which fill exactly one cache line).
+    implausible_interval: u64,
+    implausible_closed: u64,
 }
 
 impl ReceiverStats {
@@ -203,6 +207,8 @@ impl ReceiverStats {
             closed_latency: SignedHistogram::new(),
             closed_ipdv: SignedHistogram::new(),
             finished: None,
+            implausible_interval: 0,
+            implausible_closed: 0,
             cfg,
         }
     }
@@ -261,6 +267,13 @@ impl ReceiverStats {
         }
     }
 
+    /// Counts a datagram whose sequence is implausibly far ahead of what its sender can have sent
+    /// by now (the session's check). It is counted here only: it never moves the window, so a
+    /// forged far-ahead sequence cannot turn the genuine ones into `stale` or `lost`.
+    pub fn on_implausible(&mut self) {
+        self.implausible_interval += 1;
+    }
+
     #[inline(always)]
     fn count_unique(&mut self, seq: u64, send_ns: u64, recv_ns: u64, now_ns: u64, bytes: usize) {
         let c = &mut self.interval;
@@ -297,7 +310,9 @@ impl ReceiverStats {
             loss: LossTally::default(),
             reorder: self.reorder.take_tally(),
         };
-        let row = self.build_summary(&tally, &self.interval_latency, &self.interval_ipdv, 0);
+        let mut row = self.build_summary(&tally, &self.interval_latency, &self.interval_ipdv, 0);
+        row.implausible = std::mem::take(&mut self.implausible_interval);
+        self.implausible_closed += row.implausible;
         self.pending_rows.push_back(row);
         self.rows.close_row(now_ns);
         self.closed.merge(&tally);
@@ -371,7 +386,9 @@ impl ReceiverStats {
             }
             debug_assert_eq!(tally.loss.lost + received, f.total_sent);
         }
-        self.build_summary(&tally, &latency, &ipdv, expected)
+        let mut summary = self.build_summary(&tally, &latency, &ipdv, expected);
+        summary.implausible = self.implausible_closed + self.implausible_interval;
+        summary
     }
 
     fn build_summary(
@@ -392,6 +409,7 @@ impl ReceiverStats {
             late: a.late,
             stale: a.stale,
             duplicates: a.duplicates,
+            implausible: 0,
             reordered: tally.reorder.reordered,
             reorder_extent_max: tally.reorder.extent_max,
             reorder_extent: tally.reorder.buckets(),
@@ -431,6 +449,23 @@ impl ReceiverStats {
     /// larger sequence was older than the record-high ring reaches (65536 runs back).
     pub fn reorder_extent_capped(&self) -> u64 {
         self.reorder.capped()
+    }
+
+    /// Bytes a `ReceiverStats` with a window of `window_bits` sequences holds (the window
+    /// rounded as `new` rounds it): 32 bytes per 64 sequences of window (bitmap, overtaken stamp,
+    /// lowest and highest send time) plus the fixed rings and histograms, whatever the window.
+    /// What a receiver's memory budget counts per test; equal to `capacity_bytes`.
+    pub fn memory_for(window_bits: usize) -> usize {
+        static FIXED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let fixed = *FIXED.get_or_init(|| {
+            let probe = ReceiverStats::new(StatsConfig {
+                window_bits: 64,
+                ..StatsConfig::default()
+            });
+            probe.capacity_bytes() - probe.window.capacity_bytes()
+        });
+        let bits = window_bits.clamp(64, 1 << 40).next_power_of_two();
+        bits / 64 * 32 + fixed
     }
 
     /// Bytes of the fixed-size structures (window, rings, histograms); constant for the

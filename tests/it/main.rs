@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod dualstack;
 mod gates;
+mod hostile;
 mod impair;
 mod msrv;
 mod netns;

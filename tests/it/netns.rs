@@ -37,7 +37,8 @@ use serde_json::Value;
 use crate::common::wait_bounded;
 
 /// UDP payload of each data datagram. No udplab control message from sender to receiver has
-/// this size (Hello 64, Fin 32, ResultReq 8, Abort 9), so the IP length below is data only.
+/// this size (wire v2: Hello 72, Fin 40, ResultReq 16, Abort 24), so the IP length below is
+/// data only.
 const PAYLOAD: u64 = 1200;
 /// IPv4 total length of a data datagram: IP header + UDP header + payload.
 const DATA_IP_LEN: u64 = 20 + 8 + PAYLOAD;
@@ -57,8 +58,8 @@ const RANDOM_PAYLOAD: u64 = 220;
 const RANDOM_COUNT: u64 = 200_000;
 const RANDOM_DROP_PERCENT: u64 = 3;
 /// UDP length (header + payload) of a random-loss data datagram. Control messages from A to B
-/// are at most 8 + 64 bytes, so `udp length >= RANDOM_UDP_LEN` toward B is data only; a GSO
-/// super-packet of data is longer still and matches as one packet.
+/// are at most 8 + 72 bytes (a v2 Hello), so `udp length >= RANDOM_UDP_LEN` toward B is data
+/// only; a GSO super-packet of data is longer still and matches as one packet.
 const RANDOM_UDP_LEN: u64 = 8 + RANDOM_PAYLOAD;
 
 const A_ADDR: &str = "198.18.0.1";

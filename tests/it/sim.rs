@@ -55,6 +55,7 @@ fn run_session(deliveries: &[Delivery], total_sent: u64) -> (ReceiverReport, Vec
         sndbuf: Default::default(),
         timestamp_source: "sim".into(),
         record_loss_ranges: true,
+        ..ServerConfig::default()
     });
     let mut ctl = SenderControl::new(0xfeed, params(Duration::from_millis(200)), clock.now());
     let mut lost = Vec::new();

@@ -53,6 +53,7 @@ impl Sim {
             sndbuf: Default::default(),
             timestamp_source: "sim".into(),
             record_loss_ranges: false,
+            ..ServerConfig::default()
         });
         let ctl = SenderControl::new(0x5eed, params, clock.now());
         let mut sim = Sim {
