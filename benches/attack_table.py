@@ -201,14 +201,18 @@ def main():
             msg = result_req(sid)
             forged(raw, victim.getsockname(), r.addr, msg)
             sent_bytes += len(msg)
-        # A forged Hello too: its answer may reach the victim, never larger than the Hello.
+        got, n = drain(victim, 1.0)
+        print(f"45 ResultReq ({sent_bytes} bytes) forged from {victim.getsockname()}: the victim "
+              f"received {got} bytes in {n} datagrams")
+        # Forged Hellos: their stateless answers reach the victim, each smaller than the Hello.
+        sent_bytes = 0
         for _ in range(10):
             msg = hello(random.getrandbits(32))
             forged(raw, victim.getsockname(), r.addr, msg)
             sent_bytes += len(msg)
         got, n = drain(victim, 1.0)
-        print(f"forged {sent_bytes} bytes from {victim.getsockname()}: the victim received "
-              f"{got} bytes in {n} datagrams")
+        print(f"10 Hellos ({sent_bytes} bytes) forged from it: the victim received {got} bytes "
+              f"in {n} datagrams (the receiver kept nothing)")
         r.stop()
 
     row("3. Abort or Fin from a stranger who knows the session id, during a real test")
@@ -367,6 +371,28 @@ def main():
     print(f"  7 s later (the strangers expired): exit {rc}, {figures(flow)}")
     px.send_signal(signal.SIGINT)
     out, _ = px.communicate(timeout=20)
+    print("proxy summary:", " ".join(out.split())[:300])
+    r.stop()
+
+    # With a key, strangers without it never take a client's place.
+    key = "/tmp/attack_table.key"
+    with open(key, "w") as f:
+        f.write("a shared key of thirty-two bytes\n")
+    r = Recv("--key", key)
+    px = subprocess.Popen([UDPLAB, "proxy", "--listen", "127.0.0.1:0", "--to", "%s:%d" % r.addr,
+                           "--interval", "0", "--key", key], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    host, port = px.stdout.readline().split("on ")[1].split(",")[0].rsplit(":", 1)
+    paddr = (host, int(port))
+    clients = [stranger() for _ in range(1024)]
+    for c in clients:
+        c.sendto(b"stranger", paddr)
+        c.close()
+    rc, flow, err = finish(send(paddr, "-n", "2000", "--pps", "10000", "--key", key))
+    px.send_signal(signal.SIGINT)
+    out, _ = px.communicate(timeout=20)
+    print(f"proxy --key after 1,024 unkeyed clients: a keyed real test at once: exit {rc}, "
+          f"{figures(flow)}")
     print("proxy summary:", " ".join(out.split())[:300])
     r.stop()
 
