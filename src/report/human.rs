@@ -186,6 +186,11 @@ fn summary_table(report: &RunReport) -> Table {
         stats.map(|s| format!("{} / {}", s.late, s.stale)),
     );
     t.row(
+        "implausible (far ahead)",
+        None,
+        stats.map(|s| s.implausible.to_string()),
+    );
+    t.row(
         "reordered",
         None,
         stats.map(|s| with_pct(s.reordered, percent(s.reordered, s.received))),
@@ -333,8 +338,13 @@ fn summary_table(report: &RunReport) -> Table {
         "rcvbuf drops (SO_RXQ_OVFL)",
         None,
         on_receiver(&|r| {
+            let shared = if r.rcvbuf_drops_shared {
+                " (the socket's, shared with other tests)"
+            } else {
+                ""
+            };
             r.rcvbuf_drops
-                .map_or_else(|| "not reported".to_string(), |n| n.to_string())
+                .map_or_else(|| "not reported".to_string(), |n| format!("{n}{shared}"))
         }),
     );
     t.row(
@@ -653,6 +663,7 @@ mod tests {
             "loss periods / longest",
             "duplicates",
             "late / stale",
+            "implausible (far ahead)",
             "reordered",
             "reorder extent max",
             "n-reordering n=1/2/3",
@@ -724,6 +735,29 @@ mod tests {
             "unauthenticated (--key) 0 7"
         );
         assert_eq!(line("refused by --allow"), "refused by --allow 4");
+    }
+
+    #[test]
+    fn implausible_sequences_and_a_shared_socket_are_shown() {
+        let mut report = fixtures::run_report();
+        let receiver = report.receiver.as_mut().unwrap();
+        receiver.stats.implausible = 2;
+        receiver.rcvbuf_drops = Some(30);
+        receiver.rcvbuf_drops_shared = true;
+        let text = human(&report);
+        let line = |label: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .unwrap_or_else(|| panic!("no {label:?} line in {text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(line("implausible (far ahead)"), "implausible (far ahead) 2");
+        assert_eq!(
+            line("rcvbuf drops (SO_RXQ_OVFL)"),
+            "rcvbuf drops (SO_RXQ_OVFL) 30 (the socket's, shared with other tests)"
+        );
     }
 
     #[test]
