@@ -472,6 +472,26 @@ fn distinct_pair(a: f64, b: f64, format: impl Fn(f64, i32) -> String) -> (String
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        // Fuzz every option parser: any text is parsed or refused with a message, never a
+        // panic, and what parses prints back in a form that parses to the same value.
+        #[test]
+        fn option_parsers_never_panic(text in "\\PC{0,24}|[0-9.]{1,12}[a-zA-Z%µ]{0,3}") {
+            if let Ok(bps) = parse_rate_bps(&text) {
+                proptest::prop_assert!(bps >= 1);
+            }
+            let _ = parse_size_bytes(&text);
+            if let Ok(d) = parse_duration(&text) {
+                let shown = format!("{}ns", d.as_nanos());
+                proptest::prop_assert_eq!(parse_duration(&shown).ok(), Some(d));
+            }
+            let _ = parse_count(&text);
+            if let Ok(p) = parse_percent(&text) {
+                proptest::prop_assert!(p.is_finite() && p >= 0.0);
+            }
+        }
+    }
+
     fn err_text<T: std::fmt::Debug>(r: Result<T, UnitError>) -> String {
         r.expect_err("input must be rejected").to_string()
     }

@@ -620,6 +620,22 @@ fn format_duration(d: Duration) -> String {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        // Fuzz the spec parser: arbitrary text, and comma lists of plausible items, never
+        // panic; whatever parses prints (canonically) as a spec that parses to the same one.
+        #[test]
+        fn any_spec_text_parses_or_is_refused_and_round_trips(
+            text in "\\PC{0,40}|((loss|dup|rate|queue|delay|jitter|reorder|reorder-hold|seed)=[0-9.]{1,8}(%|ms|s|us|M|K|:normal|:2)?,){1,5}"
+        ) {
+            if let Ok(spec) = text.parse::<ImpairSpec>() {
+                let shown = spec.to_string();
+                let again = shown.parse::<ImpairSpec>();
+                proptest::prop_assert!(again.is_ok(), "{} printed as {}", text, shown);
+                proptest::prop_assert_eq!(again.unwrap().to_string(), shown);
+            }
+        }
+    }
+
     fn pct(text: &str) -> Probability {
         Probability(parse_percent(text).unwrap())
     }
