@@ -597,6 +597,16 @@ impl Default for ServerConfig {
     }
 }
 
+/// Cumulative counts of datagrams the receiver's driver dropped before the session; None where
+/// that check is not in force.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GateTotals {
+    /// `--key`: tags that did not verify.
+    pub unauthenticated: Option<u64>,
+    /// `recv --allow`: sources outside the allowed prefixes.
+    pub refused_by_allow: Option<u64>,
+}
+
 /// What the receiver tells its driver.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerEvent {
@@ -672,6 +682,7 @@ struct RxSession {
     intervals_not_kept: u64,
     send_errors: u64,
     rxq_at_start: Option<u64>,
+    gate_at_start: GateTotals,
     /// Echo replies handed to the socket (the driver takes back the ones whose send failed).
     echo_sent: u64,
     /// Lost ranges kept for the results, when the sender asked for them.
@@ -740,6 +751,9 @@ pub struct ReceiverServer {
     foreign: u64,
     /// Latest cumulative count of kernel receive-queue drops on the socket.
     rxq_dropped: Option<u64>,
+    /// Latest cumulative counts of the driver's refusals before the session (`--key` tag
+    /// failures, `--allow` refusals); None where not in force.
+    gate: GateTotals,
     last_result_request: Option<Instant>,
     completed: u64,
     /// Ended tests that had been validated and had sent data (what `--once` waits for).
@@ -769,6 +783,7 @@ impl ReceiverServer {
             events: VecDeque::new(),
             foreign: 0,
             rxq_dropped: None,
+            gate: GateTotals::default(),
             last_result_request: None,
             completed: 0,
             completed_with_data: 0,
@@ -1114,6 +1129,7 @@ impl ReceiverServer {
                 intervals_not_kept: 0,
                 send_errors: 0,
                 rxq_at_start: self.rxq_dropped,
+                gate_at_start: self.gate,
                 echo_sent: 0,
                 loss_ranges: Vec::new(),
                 loss_ranges_not_kept: 0,
@@ -1153,6 +1169,12 @@ impl ReceiverServer {
         {
             s.echo_sent = s.echo_sent.saturating_sub(1);
         }
+    }
+
+    /// Latest cumulative counts of what the driver refused before the session (they name no
+    /// test): each test reports the increase over its own time, to its sender too.
+    pub fn set_gate_totals(&mut self, totals: GateTotals) {
+        self.gate = totals;
     }
 
     /// Latest cumulative receive-queue drop counter of the socket (SO_RXQ_OVFL), if known.
@@ -1333,9 +1355,15 @@ impl ReceiverServer {
             peer: SocketAddr::new(s.peer.ip().to_canonical(), s.peer.port()).to_string(),
             loss_ranges: std::mem::take(&mut s.loss_ranges),
             loss_ranges_not_kept: s.loss_ranges_not_kept,
-            // The driver's gate (run/recv.rs) fills these in the receiver's own report.
-            unauthenticated: None,
-            refused_by_allow: None,
+            // The driver's refusals during this test (it keeps the totals: `set_gate_totals`).
+            unauthenticated: self
+                .gate
+                .unauthenticated
+                .map(|n| n - s.gate_at_start.unauthenticated.unwrap_or(0)),
+            refused_by_allow: self
+                .gate
+                .refused_by_allow
+                .map(|n| n - s.gate_at_start.refused_by_allow.unwrap_or(0)),
             stats,
         };
         let json = serde_json::to_vec(&ResultsEnvelope {

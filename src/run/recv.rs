@@ -14,7 +14,7 @@ use crate::error::SetupError;
 use crate::net::{self, BoundSocket, RecvBatch, SocketOptions};
 use crate::report;
 use crate::run::{OutputFile, Stop, text_writer, write_outputs};
-use crate::session::{ReceiverServer, ServerConfig, ServerEvent, TestParams};
+use crate::session::{GateTotals, ReceiverServer, ServerConfig, ServerEvent, TestParams};
 use crate::summary::{MAX_KEPT_INTERVALS, REPORT_VERSION, ReceiverReport, RunReport};
 use crate::time;
 use crate::wire::{self, HelloPattern};
@@ -126,13 +126,14 @@ impl Receiver {
         // bytes with a key) it answers.
         let mut tagged_echo = [0u8; wire::DATA_HEADER_LEN + TAG_LEN];
         let mut gate = Gate::new(cfg.key.clone(), cfg.allow.clone());
+        server.set_gate_totals(gate.totals());
         if !cfg.silent {
             for line in gate.describe() {
                 writeln!(text, "{line}")?;
             }
             text.flush()?;
         }
-        let mut started: HashMap<u32, (u64, TestParams, GateCounts)> = HashMap::new();
+        let mut started: HashMap<u32, (u64, TestParams)> = HashMap::new();
         let mut outcome = RecvOutcome::default();
         // A fixed short read timeout: timers (intervals, Tmax) need only millisecond accuracy,
         // and re-arming it per batch would cost a syscall per batch on the hot path.
@@ -161,7 +162,10 @@ impl Receiver {
                         } else {
                             match gate.admit(buf, meta.src) {
                                 Some(b) => b,
-                                None => continue,
+                                None => {
+                                    server.set_gate_totals(gate.totals());
+                                    continue;
+                                }
                             }
                         };
                         let recv_ns = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
@@ -222,7 +226,7 @@ impl Receiver {
                     } => {
                         // An IPv4 peer of the dual-stack socket is shown as IPv4.
                         let peer = net::shown_addr(peer);
-                        started.insert(session_id, (time::wall_ns(), params, gate.counts));
+                        started.insert(session_id, (time::wall_ns(), params));
                         if cfg.silent && !cfg.outputs.quiet {
                             // Loopback: the caller prints the rest; the live lines are ours.
                             report::write_interval_header(&mut text, "receiver")?;
@@ -265,27 +269,16 @@ impl Receiver {
                     ServerEvent::Finished {
                         session_id, report, ..
                     } => {
-                        let (wall, params, at_start) = started.remove(&session_id).unwrap_or((
-                            time::wall_ns(),
-                            zero_params(),
-                            gate.counts,
-                        ));
-                        let mut report = *report;
-                        // The socket's refusals during this test (they name no test).
-                        report.unauthenticated = gate
-                            .key
-                            .as_ref()
-                            .map(|_| gate.counts.unauthenticated - at_start.unauthenticated);
-                        report.refused_by_allow = gate
-                            .allow
-                            .as_ref()
-                            .map(|_| gate.counts.refused_by_allow - at_start.refused_by_allow);
+                        // The session reports the socket's refusals over this test's time.
+                        let (wall, params) = started
+                            .remove(&session_id)
+                            .unwrap_or((time::wall_ns(), zero_params()));
                         let run = receiver_run_report(
                             session_id,
                             bound.local_addr,
                             wall,
                             &params,
-                            report,
+                            *report,
                         );
                         if let Some(w) = loss_log.as_mut() {
                             w.flush()?;
@@ -337,6 +330,14 @@ impl Gate {
             key,
             allow,
             counts: GateCounts::default(),
+        }
+    }
+
+    /// The refusal totals for the session, None where a check is not in force.
+    fn totals(&self) -> GateTotals {
+        GateTotals {
+            unauthenticated: self.key.as_ref().map(|_| self.counts.unauthenticated),
+            refused_by_allow: self.allow.as_ref().map(|_| self.counts.refused_by_allow),
         }
     }
 

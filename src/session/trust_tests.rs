@@ -825,14 +825,25 @@ fn per_test_counters_cover_the_tests_own_time() {
         srv.handle_datagram(clock.now(), 0, addr(STRANGER), b"garbage before", &mut echo);
     }
     srv.set_rxq_dropped(Some(40));
+    // The driver's refusals (key and --allow): only `--key` is in force here.
+    srv.set_gate_totals(GateTotals {
+        unauthenticated: Some(100),
+        refused_by_allow: None,
+    });
     let mut ctl = accepted(&clock, &mut srv, 0x21, params());
     for _ in 0..3 {
         srv.handle_datagram(clock.now(), 0, addr(STRANGER), b"garbage during", &mut echo);
     }
     srv.set_rxq_dropped(Some(45));
+    srv.set_gate_totals(GateTotals {
+        unauthenticated: Some(112),
+        refused_by_allow: None,
+    });
     let r = finish_test(&mut clock, &mut srv, &mut ctl, 0..10);
     assert_eq!(r.foreign_datagrams, 3, "not the 7 before the test");
     assert_eq!(r.rcvbuf_drops, Some(5), "not the 40 before the test");
+    assert_eq!(r.unauthenticated, Some(12), "not the 100 before the test");
+    assert_eq!(r.refused_by_allow, None, "not in force");
     assert!(!r.rcvbuf_drops_shared, "alone on the socket");
     // Two tests at once: each says the drop count is the socket's.
     let mut a = accepted(&clock, &mut srv, 0x22, params());

@@ -346,6 +346,11 @@ fn a_strangers_unauthenticated_datagrams_are_counted_and_change_nothing() {
         Some(0),
         "none reached the session"
     );
+    // The same count travels back with the results: one command shows both sides.
+    assert_eq!(
+        flow["receiver"]["unauthenticated"], rx["unauthenticated"],
+        "the sender's copy of the receiver's report"
+    );
 }
 
 #[test]
