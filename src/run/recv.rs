@@ -276,6 +276,7 @@ impl Receiver {
                         let run = receiver_run_report(
                             session_id,
                             bound.local_addr,
+                            &bound.warnings,
                             wall,
                             &params,
                             *report,
@@ -411,17 +412,14 @@ fn pattern_name(pattern: HelloPattern) -> String {
 fn receiver_run_report(
     session_id: u32,
     local: SocketAddr,
+    socket_warnings: &[String],
     started_wall: u64,
     params: &TestParams,
     report: ReceiverReport,
 ) -> RunReport {
-    let mut warnings = Vec::new();
-    if report.rcvbuf.clamped {
-        warnings.push(format!(
-            "SO_RCVBUF was clamped by the kernel to {} bytes",
-            report.rcvbuf.effective
-        ));
-    }
+    // The socket's own warnings (clamped buffers, with the sysctl to raise), word for word as
+    // at start: each test's report carries them, and stderr shows each text once.
+    let mut warnings = socket_warnings.to_vec();
     if report.intervals_not_kept > 0 {
         warnings.push(format!(
             "{} interval rows beyond the first {MAX_KEPT_INTERVALS} were printed but not kept in this report",

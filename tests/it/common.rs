@@ -132,6 +132,18 @@ impl RecvChild {
             String::from_utf8_lossy(&rest.unwrap_or_default()).into_owned(),
         )
     }
+
+    /// Waits for a `--once` receiver to exit; returns its status and its stderr (warnings are
+    /// a few lines: they fit the pipe while it runs).
+    pub fn finish_stderr(mut self, limit: Duration) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("child");
+        let status = wait_status(&mut child, limit);
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        (status, stderr)
+    }
 }
 
 impl Drop for RecvChild {

@@ -464,6 +464,21 @@ fn warnings_go_to_stderr_once_before_the_report() {
             1,
             "the receiver's socket, from its results: {stderr}"
         );
+
+        // `recv` warns about its own clamped buffer once: at start, not again per test.
+        let recv = RecvChild::start(&["--once", "--quiet", "--rcvbuf", "1G"]);
+        let out = run_bounded(
+            &["send", &recv.addr, "-q", "-n", "50", "--pps", "5000"],
+            LIMIT,
+        );
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let (status, stderr) = recv.finish_stderr(LIMIT);
+        assert!(status.success(), "{stderr}");
+        assert_eq!(
+            stderr.matches("SO_RCVBUF").count(),
+            1,
+            "one warning for the receiver's one socket: {stderr}"
+        );
     } else {
         eprintln!("skipping the buffer warning: net.core.rmem_max is too large to exceed");
     }
