@@ -10,7 +10,8 @@ use crate::summary::{
     BufferInfo, IntervalRow, ReceiverReport, RunReport, SenderReport, SignedLatencySummary,
 };
 
-/// Writes the run summary: a header line, the sender/receiver table, then the warnings.
+/// Writes the run summary: a header line and the sender/receiver table. Warnings are not part
+/// of it: the driver prints them on stderr, once each, before the report (`run::warn`).
 pub fn write_human<W: Write>(mut w: W, report: &RunReport) -> io::Result<()> {
     let interrupted = if report.interrupted {
         " (interrupted: figures cover what was measured)"
@@ -24,9 +25,6 @@ pub fn write_human<W: Write>(mut w: W, report: &RunReport) -> io::Result<()> {
     )?;
     let table = summary_table(report);
     write_table(&mut w, &table)?;
-    for warning in &report.warnings {
-        writeln!(w, "warning: {warning}")?;
-    }
     w.flush()
 }
 
@@ -689,8 +687,8 @@ mod tests {
         let errors = line_starting(&text, "send errors");
         assert!(errors.ends_with("10 (8 / 2)"));
 
-        let last = text.lines().last().unwrap();
-        assert_eq!(last, format!("warning: {}", report.warnings[0]));
+        // Warnings go to stderr before the report (`run::warn`), never into the summary.
+        assert!(!text.contains(&report.warnings[0]), "{text}");
     }
 
     #[test]

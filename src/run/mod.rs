@@ -375,12 +375,7 @@ pub fn write_outputs(report: &RunReport, outputs: &Outputs, json_append: bool) {
         warn(w);
     }
     let mut text = text_writer(outputs);
-    // The warnings were just printed on stderr; the text report does not repeat them.
-    let shown = RunReport {
-        warnings: Vec::new(),
-        ..report.clone()
-    };
-    let _ = report::write_human(&mut text, &shown);
+    let _ = report::write_human(&mut text, report);
     let _ = text.flush();
     append_csv_rows(outputs, report);
     match &outputs.json {

@@ -254,9 +254,9 @@ impl Receiver {
                         if let Some(stream) = &interval_stream
                             && let Err(e) = stream.write(&format!("{session_id:08x}"), &row)
                         {
-                            eprintln!(
-                                "warning: --intervals-json: {e}: no more interval lines are streamed"
-                            );
+                            crate::run::warn(&format!(
+                                "--intervals-json: {e}: no more interval lines are streamed"
+                            ));
                         }
                     }
                     ServerEvent::Lost { session_id, ranges } => {

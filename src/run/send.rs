@@ -168,17 +168,18 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut text = text_writer(&cfg.outputs);
     let interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
     // Each closed interval goes to the NDJSON stream and to `--flows`' progress line.
-    let publish = |row: &IntervalRow| -> anyhow::Result<()> {
+    let publish = |row: &IntervalRow| {
         if let Some(stream) = &interval_stream
             && let Err(e) = stream.write(&run_id, row)
         {
-            eprintln!("warning: --intervals-json: {e}: no more interval lines are streamed");
+            crate::run::warn(&format!(
+                "--intervals-json: {e}: no more interval lines are streamed"
+            ));
         }
         if let Some(tap) = &cfg.live_rows {
             // The progress printer may have gone (it never goes before the flows end).
             let _ = tap.send((cfg.flow_index, row.clone()));
         }
-        Ok(())
     };
     let impair_log = match &cfg.impair_log {
         Some(path) => {
@@ -264,7 +265,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 report::write_interval_line(&mut text, &row)?;
                 text.flush()?;
             }
-            publish(&row)?;
+            publish(&row);
             keep_interval(&mut intervals, row, &mut intervals_not_kept);
             next_tick += cfg.interval;
         }
@@ -299,7 +300,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         if !cfg.outputs.quiet {
             report::write_interval_line(&mut text, &row)?;
         }
-        publish(&row)?;
+        publish(&row);
         keep_interval(&mut intervals, row, &mut intervals_not_kept);
     }
     text.flush()?;
