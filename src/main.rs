@@ -68,7 +68,7 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
             let checked = run::check_outputs(&cfg.outputs, &logs(&cfg))?;
             let result = if cfg.flows > 1 {
                 run::flows::run(&cfg, stop)
-                    .and_then(|r| run::flows::write_outputs(&r, &cfg.outputs, &cfg.thresholds))
+                    .and_then(|r| run::flows::write_outputs(r, &cfg.outputs, &cfg.thresholds))
             } else {
                 run::send::run(&cfg, stop).map(|r| finish_send(r, &cfg))
             };
@@ -89,7 +89,7 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
             };
             let result = if cfg.flows > 1 {
                 run::loopback::with_receiver(cfg.clone(), rx, stop, run::flows::run)
-                    .and_then(|r| run::flows::write_outputs(&r, &cfg.outputs, &cfg.thresholds))
+                    .and_then(|r| run::flows::write_outputs(r, &cfg.outputs, &cfg.thresholds))
             } else {
                 run::loopback::run(cfg.clone(), rx, stop).map(|r| finish_send(r, &cfg))
             };

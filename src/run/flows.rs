@@ -176,11 +176,10 @@ impl Progress {
 /// verdicts), prints one line per flow and the total, and writes the files. A file that fails
 /// is recorded for the exit code; the others are still written.
 pub fn write_outputs(
-    r: &FlowsReport,
+    mut r: FlowsReport,
     outputs: &Outputs,
     th: &Thresholds,
 ) -> anyhow::Result<Outcome> {
-    let mut r = r.clone();
     let outcome = judge(&mut r, th);
     for f in &r.flows {
         for warning in &f.warnings {

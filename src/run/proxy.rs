@@ -72,6 +72,18 @@ struct DirCounters {
     unauthenticated: AtomicU64,
 }
 
+impl DirCounters {
+    /// Whether `data` may be relayed: always without a key; with one, only when its tag
+    /// verifies (a failure is counted in this direction's `unauthenticated`).
+    fn authentic(&self, key: Option<&Key>, data: &[u8]) -> bool {
+        let ok = key.is_none_or(|k| k.verify(data).is_some());
+        if !ok {
+            self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
 /// One direction's final figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DirectionReport {
@@ -342,8 +354,7 @@ impl Relay {
             let (data, meta) = self.fwd_batch.get(i);
             self.fwd.received.fetch_add(1, Ordering::Relaxed);
             // Checked before admission: a stranger without the key never takes a client slot.
-            if self.key.as_ref().is_some_and(|k| k.verify(data).is_none()) {
-                self.fwd.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            if !self.fwd.authentic(self.key.as_ref(), data) {
                 continue;
             }
             let Some(up) = upstream_for(
@@ -385,8 +396,7 @@ impl Relay {
         for i in 0..n {
             let (data, _) = self.rev_batch.get(i);
             self.rev.received.fetch_add(1, Ordering::Relaxed);
-            if self.key.as_ref().is_some_and(|k| k.verify(data).is_none()) {
-                self.rev.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            if !self.rev.authentic(self.key.as_ref(), data) {
                 continue;
             }
             match &self.reverse_stage {
@@ -466,7 +476,7 @@ pub fn run(cfg: &ProxyConfig, stop: &Stop) -> anyhow::Result<ProxyReport> {
     let listen = net::bind(cfg.listen, &opts).map_err(|e| SetupError(e.to_string()))?;
     if cfg.buffers.is_some() {
         for w in &listen.warnings {
-            eprintln!("warning: {w}");
+            crate::run::warn(w);
         }
     }
     // Upstream sockets' drops are read once, when they close (SO_MEMINFO), so they need no
