@@ -570,6 +570,14 @@ mod tests {
             .unwrap_or_else(|| panic!("no line {label:?} in\n{text}"))
     }
 
+    /// The line starting with `label`, its runs of spaces squeezed to one.
+    fn squeezed_line(text: &str, label: &str) -> String {
+        line_starting(text, label)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Char column where `needle` starts in `line`.
     fn column_of(line: &str, needle: &str) -> usize {
         let byte = line
@@ -720,14 +728,7 @@ mod tests {
         receiver.unauthenticated = Some(7);
         receiver.refused_by_allow = Some(4);
         let text = human(&keyed);
-        let line = |label: &str| {
-            text.lines()
-                .find(|l| l.trim_start().starts_with(label))
-                .unwrap_or_else(|| panic!("no {label:?} line in {text}"))
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let line = |label: &str| squeezed_line(&text, label);
         assert_eq!(
             line("unauthenticated (--key)"),
             "unauthenticated (--key) 0 7"
@@ -743,14 +744,7 @@ mod tests {
         receiver.rcvbuf_drops = Some(30);
         receiver.rcvbuf_drops_shared = true;
         let text = human(&report);
-        let line = |label: &str| {
-            text.lines()
-                .find(|l| l.trim_start().starts_with(label))
-                .unwrap_or_else(|| panic!("no {label:?} line in {text}"))
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let line = |label: &str| squeezed_line(&text, label);
         assert_eq!(line("implausible (far ahead)"), "implausible (far ahead) 2");
         assert_eq!(
             line("rcvbuf drops (SO_RXQ_OVFL)"),
