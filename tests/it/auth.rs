@@ -489,11 +489,7 @@ fn a_keyed_proxy_relays_the_keyed_test_and_strangers_take_no_client_place() {
     assert!(out.status.success(), "{}", stderr_of(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_exact(&v["flows"][0], 3000);
-    // SAFETY: plain kill(2) of our own child.
-    unsafe {
-        libc::kill(proxy.id() as libc::pid_t, libc::SIGINT);
-    }
-    let pout = wait_bounded(proxy, Duration::from_secs(20));
+    let pout = crate::common::stop_proxy(proxy);
     assert_eq!(pout.status.code(), Some(130));
     let p: Value = serde_json::from_str(&std::fs::read_to_string(&pjson).unwrap()).unwrap();
     // Each stranger's datagram was dropped unauthenticated (less any the proxy's own buffer

@@ -258,3 +258,12 @@ pub fn start_proxy(args: &[&str]) -> (Child, String) {
         .to_string();
     (child, addr)
 }
+
+/// Interrupts a `udplab proxy` child (as Ctrl-C would) and waits for its exit and output.
+pub fn stop_proxy(proxy: Child) -> Output {
+    // SAFETY: plain kill(2) of our own child.
+    unsafe {
+        libc::kill(proxy.id() as libc::pid_t, libc::SIGINT);
+    }
+    wait_bounded(proxy, Duration::from_secs(20))
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{RecvChild, run_bounded, start_proxy, wait_bounded};
+use crate::common::{RecvChild, run_bounded, start_proxy, stop_proxy};
 
 /// Sequences the impairment log marks with `fate` (drop, qdrop, dup, hold).
 fn fates(path: &Path, fate: &str) -> BTreeSet<u64> {
@@ -292,11 +292,7 @@ fn proxy_relays_an_unmodified_test_and_its_drops_are_the_loss() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // SAFETY: plain kill(2) of our own child.
-    unsafe {
-        libc::kill(proxy.id() as libc::pid_t, libc::SIGINT);
-    }
-    let pout = wait_bounded(proxy, Duration::from_secs(20));
+    let pout = stop_proxy(proxy);
     assert_eq!(pout.status.code(), Some(130));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let p: Value = serde_json::from_str(&std::fs::read_to_string(&pjson).unwrap()).unwrap();

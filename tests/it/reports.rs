@@ -4,14 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common::{
-    RecvChild, cell, num, read_csv, run_bounded, start_proxy, udplab, wait_bounded,
+    RecvChild, cell, num, read_csv, run_bounded, start_proxy, stop_proxy, udplab, wait_bounded,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -32,14 +32,6 @@ fn stdout_json(out: &std::process::Output) -> Value {
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
-}
-
-fn stop_proxy(proxy: Child) -> std::process::Output {
-    // SAFETY: plain kill(2) of our own child.
-    unsafe {
-        libc::kill(proxy.id() as libc::pid_t, libc::SIGINT);
-    }
-    wait_bounded(proxy, Duration::from_secs(20))
 }
 
 /// Item 8: 30% drop each way through the proxy; the text and the CSV show both directions.
