@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod cpu;
+pub mod marking;
 pub mod poll;
 pub mod snmp;
 pub mod socket;
