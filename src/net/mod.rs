@@ -8,6 +8,7 @@ pub mod marking;
 pub mod poll;
 pub mod snmp;
 pub mod socket;
+pub mod sockopts;
 #[cfg(target_os = "linux")]
 mod sys;
 
