@@ -12,4 +12,5 @@ mod netns;
 mod proxy_limits;
 mod reports;
 mod sim;
+mod sockopts;
 mod stats_numbers;
