@@ -283,3 +283,46 @@ fn marking_options_are_validated_and_documented() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("udplab recv --dscp EF"), "{help}");
 }
+
+/// `recv --dscp` marks what the receiver sends: its answer to a Hello arrives AF41-marked.
+#[test]
+fn recv_dscp_marks_the_receivers_replies() {
+    use udplab::net::RecvBatch;
+    use udplab::net::sockopts::enable_receive_marks;
+    use udplab::wire::{self, Hello, HelloMarking, HelloPattern, Message};
+
+    let _net = network_shared();
+    let recv = RecvChild::start(&["--quiet", "--dscp", "AF41"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(&recv.addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    enable_receive_marks(&client).unwrap();
+    let mut hello = Vec::new();
+    Message::Hello(Hello {
+        session_id: 0x5eed_0001,
+        payload_size: 1200,
+        echo: false,
+        loss_ranges: false,
+        pattern: HelloPattern::Cbr,
+        interval_ns: 1_000_000_000,
+        tmax_ns: 1_000_000_000,
+        count: 10,
+        duration_ns: 0,
+        rate_bps: 0,
+        pps_milli: 10_000,
+        cookie: 0,
+        marking: HelloMarking::default(),
+    })
+    .emit(&mut hello);
+    client.send(&hello).unwrap();
+    let mut batch = RecvBatch::new(1, 2048);
+    let n = batch.recv(&client).expect("the receiver answers the Hello");
+    assert_eq!(n, 1);
+    let (reply, meta) = batch.get(0);
+    assert!(matches!(wire::parse(reply), Ok(Message::HelloAck(_))));
+    assert_eq!(meta.tos, Some(34 << 2), "AF41 on the receiver's reply");
+    // Not --once: ended here (its Drop kills it).
+    drop(recv);
+}
