@@ -166,6 +166,10 @@ pub struct SendConfig {
     pub live_rows: Option<mpsc::Sender<(usize, IntervalRow)>>,
     /// The shared key every datagram is tagged with (`--key`, else `UDPLAB_KEY`); None: no tags.
     pub key: Option<Key>,
+    /// IPv4 TTL / IPv6 hop limit (`--ttl`); also the multicast TTL toward a group.
+    pub ttl: Option<u8>,
+    /// Toward a group: the outgoing interface (`--iface`).
+    pub iface: Option<crate::net::multicast::Iface>,
 }
 
 impl SendConfig {
@@ -288,6 +292,21 @@ impl SendConfig {
                 "--impair-log needs an --impair spec to log".into(),
             ));
         }
+        if addr.ip().is_multicast() {
+            // Nothing comes back from a group: no echoes, no results to carry lost ranges.
+            let refused = [
+                (args.echo, "--echo"),
+                (args.reports.loss_log.is_some(), "--loss-log"),
+                (args.flows > 1, "--flows"),
+            ];
+            if let Some((_, what)) = refused.iter().find(|(given, _)| *given) {
+                return Err(UsageError(format!(
+                    "{what} with a multicast target ({}): group members answer nothing; each \
+                     one reports on its own (udplab recv --join)",
+                    addr.ip()
+                )));
+            }
+        }
         Ok(SendConfig {
             target: target.to_string(),
             addr,
@@ -318,6 +337,8 @@ impl SendConfig {
             },
             live_rows: None,
             key,
+            ttl: args.ttl,
+            iface: args.iface,
         })
     }
 
@@ -356,6 +377,8 @@ pub struct RecvConfig {
     pub key: Option<Key>,
     /// Accept datagrams only from these prefixes (`--allow`); None: from anyone.
     pub allow: Option<AllowList>,
+    /// `--join`: a group member, bound to the group on `bind`'s port.
+    pub multicast: Option<crate::net::multicast::Membership>,
 }
 
 impl RecvConfig {
@@ -379,6 +402,18 @@ impl RecvConfig {
             cpus: args.cpu.into_iter().collect(),
             key: resolve_key(args.key.as_deref())?,
             allow: AllowList::new(args.allow.clone()),
+            multicast: match args.join {
+                None => None,
+                Some(group) => {
+                    let m = crate::net::multicast::Membership {
+                        group,
+                        source: args.source,
+                        iface: args.iface,
+                    };
+                    m.check().map_err(UsageError)?;
+                    Some(m)
+                }
+            },
         })
     }
 }
