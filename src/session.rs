@@ -1075,7 +1075,7 @@ impl ReceiverServer {
                     s.last_activity = now;
                 }
             } else {
-                self.refused += 1;
+                self.foreign += 1;
             }
             return;
         }
@@ -1720,6 +1720,9 @@ struct ResultsEnvelope {
 
 #[cfg(test)]
 mod trust_tests;
+
+#[cfg(test)]
+mod multicast_tests;
 
 #[cfg(test)]
 mod tests {
