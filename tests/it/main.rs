@@ -8,6 +8,7 @@ mod gates;
 mod hostile;
 mod impair;
 mod msrv;
+mod multicast;
 mod netns;
 mod proxy_limits;
 mod reports;
