@@ -502,3 +502,103 @@ fn namespaces_ipv6_any_source_three_members_exact() {
 fn namespaces_ipv6_source_specific_three_members_exact_despite_an_intruder() {
     namespace_case("ff35::8000:71", true, true, 24);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Usage and keys
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn usage_errors_name_what_is_wrong() {
+    use crate::common::run_bounded;
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["send", "239.1.2.3:5210", "--echo"],
+            "--echo with a multicast target",
+        ),
+        (
+            &["send", "239.1.2.3:5210", "--flows", "2"],
+            "--flows with a multicast target",
+        ),
+        (
+            &["send", "239.1.2.3:5210", "--iface", "no-such-if0"],
+            "no network interface named",
+        ),
+        (&["recv", "--join", "192.0.2.1"], "not a multicast group"),
+        (
+            &["recv", "--join", "239.1.2.3", "--source", "2001:db8::1"],
+            "same family",
+        ),
+        (&["recv", "--source", "192.0.2.1"], "--join"),
+    ];
+    for (args, wanted) in cases {
+        let out = run_bounded(args, LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+    }
+    for (cmd, wanted) in [
+        ("recv", "udplab recv --join 232.1.2.3 --source"),
+        ("send", "udplab send 239.1.2.3:5210 --iface eth0"),
+    ] {
+        let out = run_bounded(&[cmd, "--help"], LIMIT);
+        // Wrapped to the terminal's width: compare with the line breaks squeezed out.
+        let help = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(help.contains(wanted), "{cmd} --help: {help}");
+    }
+}
+
+/// With --key, a member measures only the keyed sender's test: an unkeyed sender to the same
+/// group starts nothing.
+#[test]
+fn a_keyed_member_ignores_an_unkeyed_sender() {
+    let _net = network_shared();
+    let group = "239.255.71.4";
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    if let Err(e) = udplab::net::multicast::join(
+        &probe,
+        &udplab::net::multicast::Membership {
+            group: group.parse().unwrap(),
+            source: None,
+            iface: Some(udplab::net::multicast::Iface::parse("lo").unwrap()),
+        },
+    ) {
+        println!("skipped: this kernel does not let a socket join a group on lo ({e})");
+        return;
+    }
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "a shared key of thirty-two bytes\n").unwrap();
+    let key = key.to_str().unwrap();
+    let (member, addr) = Member::start(
+        &[],
+        &[
+            "--join",
+            group,
+            "--iface",
+            "lo",
+            "--bind",
+            "0.0.0.0:0",
+            "--key",
+            key,
+        ],
+        dir.path().join("member.json"),
+    );
+    let port = addr.rsplit(':').next().unwrap();
+    let target = format!("{group}:{port}");
+    let count = COUNT.to_string();
+    let common = [
+        "send", &target, "--iface", "lo", "--count", &count, "--pps", PPS,
+    ];
+    send(&[], &common, &dir.path().join("unkeyed.json"));
+    let impair = ["--impair", "loss=3%,seed=5", "--key", key];
+    let sender = send(
+        &[],
+        &[&common[..], &impair].concat(),
+        &dir.path().join("keyed.json"),
+    );
+    check_members(&sender, None, vec![member]);
+}
