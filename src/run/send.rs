@@ -146,8 +146,11 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         ));
     }
 
-    // Handshake.
-    while !group {
+    // Handshake (none with a group).
+    loop {
+        if group {
+            break;
+        }
         flush_control(&sock, &mut ctl, key);
         match ctl.poll_event() {
             Some(SenderEvent::Accepted { .. }) => break,

@@ -386,16 +386,14 @@ fn unavailable() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root (network namespaces)".into());
     }
-    for tool in ["ip"] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!("needs `{tool}`"));
-        }
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg("command -v ip")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        return Some("needs `ip` (iproute2)".into());
     }
     None
 }
