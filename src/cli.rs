@@ -169,6 +169,14 @@ pub struct RecvArgs {
     /// one the routing table picks. Example: udplab recv --join ff15::1 --iface eth0
     #[arg(long, value_name = "NAME|ADDR", requires = "join", value_parser = Iface::parse)]
     pub iface: Option<Iface>,
+    /// Mark this receiver's echoes and replies with a DSCP (IP_TOS / IPV6_TCLASS): a name (EF,
+    /// AF11..AF43, CS0..CS7, VA) or a number 0..=63. Example: udplab recv --dscp EF
+    #[arg(long, value_name = "NAME|N", conflicts_with = "tos", value_parser = parse_dscp)]
+    pub dscp: Option<u8>,
+    /// Set the whole TOS / traffic-class byte (DSCP and ECN) of this receiver's replies,
+    /// 0..=255 or hex. Example: udplab recv --tos 0xb8
+    #[arg(long, value_name = "N", value_parser = parse_tos)]
+    pub tos: Option<u8>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -177,6 +185,11 @@ pub struct RecvArgs {
 pub struct SendCmd {
     /// Receiver address: HOST:PORT, [IPv6]:PORT, or HOST (port 5210).
     pub target: String,
+    /// Source address (and port) to send from: ADDR or ADDR:PORT, [IPv6]:PORT (multi-homed hosts,
+    /// firewall pinholes). It must be an address of this host, of the target's family.
+    /// Example: udplab send 192.0.2.7 --bind 192.0.2.1:6000
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub bind: Option<String>,
     #[command(flatten)]
     pub opts: SendArgs,
 }
@@ -275,6 +288,15 @@ pub struct SendArgs {
     /// --size (the tag takes their last 16 bytes, so --size must be at least 40).
     #[arg(long, value_name = "FILE|-")]
     pub key: Option<PathBuf>,
+    /// Mark every datagram with this DSCP (IP_TOS / IPV6_TCLASS): a name (EF, AF11..AF43,
+    /// CS0..CS7, VA) or a number 0..=63. The receiver reports how many arrived with it and how
+    /// many were re-marked on the way. Example: udplab send 192.0.2.7 --dscp EF
+    #[arg(long, value_name = "NAME|N", conflicts_with = "tos", value_parser = parse_dscp)]
+    pub dscp: Option<u8>,
+    /// Set the whole TOS / traffic-class byte (DSCP and ECN bits), 0..=255 or hex.
+    /// Example: udplab send 192.0.2.7 --tos 0xb8
+    #[arg(long, value_name = "N", value_parser = parse_tos)]
+    pub tos: Option<u8>,
     /// IPv4 TTL / IPv6 hop limit of every datagram, 1..=255 (also the multicast TTL when the
     /// target is a group). The receiver reports the TTLs it saw. Example: udplab send 192.0.2.7 --ttl 3
     #[arg(long, value_name = "N", value_parser = parse_ttl)]
@@ -283,6 +305,11 @@ pub struct SendArgs {
     /// IPV6_MULTICAST_IF), by name, index or (IPv4) address. Example: udplab send 239.1.2.3:5210 --iface eth0
     #[arg(long, value_name = "NAME|ADDR", value_parser = Iface::parse)]
     pub iface: Option<Iface>,
+    /// Set Don't Fragment (path MTU discovery, IP_PMTUDISC_DO / IPV6_DONTFRAG): datagrams
+    /// larger than the path MTU fail with EMSGSIZE, counted and reported with the MTU the
+    /// kernel learned. Example: udplab send 192.0.2.7 --df --size 1472
+    #[arg(long)]
+    pub df: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
     #[command(flatten)]
@@ -403,6 +430,18 @@ fn parse_client_idle(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_dscp(s: &str) -> Result<u8, String> {
+    crate::net::marking::parse_dscp(s)
+}
+
+fn parse_tos(s: &str) -> Result<u8, String> {
+    crate::net::marking::parse_tos(s)
+}
+
+fn parse_ttl(s: &str) -> Result<u8, String> {
+    crate::net::marking::parse_ttl(s)
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     units::parse_size_bytes(s).map_err(|e| e.to_string())
 }
@@ -455,15 +494,6 @@ fn parse_whole_u64(s: &str) -> Result<u64, String> {
             u64::MAX
         )
     })
-}
-
-fn parse_ttl(s: &str) -> Result<u8, String> {
-    match s.trim().parse::<u8>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!(
-            "\"{s}\" is not a TTL: a whole number from 1 to 255"
-        )),
-    }
 }
 
 fn parse_seed(s: &str) -> Result<u64, String> {

@@ -4,10 +4,12 @@
 
 pub mod batch;
 pub mod cpu;
+pub mod marking;
 pub mod multicast;
 pub mod poll;
 pub mod snmp;
 pub mod socket;
+pub mod sockopts;
 #[cfg(target_os = "linux")]
 mod sys;
 

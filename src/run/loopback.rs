@@ -74,6 +74,8 @@ pub fn with_receiver<T>(
         key: cfg.key.clone(),
         allow: None,
         multicast: None,
+        // Echoes carry the sender's marking, as a receiver given the same --dscp would.
+        tos: cfg.tos,
     };
     let receiver = Receiver::bind(rcfg)?;
     let addr = receiver.local_addr();

@@ -26,6 +26,7 @@ fn params() -> TestParams {
         pps_milli: 1_000_000,
         loss_ranges: true,
         pattern: HelloPattern::Cbr,
+        marking: Default::default(),
     }
 }
 
