@@ -305,6 +305,7 @@ impl SendConfig {
                 (args.echo, "--echo"),
                 (args.reports.loss_log.is_some(), "--loss-log"),
                 (args.flows > 1, "--flows"),
+                (has_thresholds(&args.thresholds), "a --max-* threshold"),
             ];
             if let Some((_, what)) = refused.iter().find(|(given, _)| *given) {
                 return Err(UsageError(format!(
@@ -477,6 +478,16 @@ impl RecvConfig {
 /// The TOS byte `--dscp` or `--tos` asks for (clap keeps them exclusive).
 fn marking_tos(dscp: Option<u8>, tos: Option<u8>) -> Option<u8> {
     dscp.map(crate::net::marking::tos_of_dscp).or(tos)
+}
+
+/// Whether any `--max-*` threshold was given: all of them judge the receiver's figures.
+fn has_thresholds(t: &ThresholdArgs) -> bool {
+    t.max_loss.is_some()
+        || t.max_dup.is_some()
+        || t.max_reorder.is_some()
+        || t.max_jitter.is_some()
+        || t.max_latency_p99.is_some()
+        || t.max_rtt_p99.is_some()
 }
 
 /// `--key FILE|-` when given, else the key in `UDPLAB_KEY`, else none (see [`Key::resolve`]).

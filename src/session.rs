@@ -17,6 +17,10 @@
 //! validated address, control only with its secret; per-test memory is capped and all tests
 //! share a budget; claims a peer makes (Tmax, rate, sequence numbers) are checked before they
 //! cost memory; what is refused or ignored is counted (`foreign`, `implausible`).
+//!
+//! Multicast: a group member (`recv --join`, [`MulticastReceive`]) takes tests from the
+//! sender's announcement (a Hello with the multicast flag) and its Fin, without cookie or
+//! secret, because it never sends anything at all.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -1,5 +1,6 @@
 //! The sender's driver: handshake, the paced data thread, echo/RTT and intervals, then the
-//! end-of-test exchange that brings the receiver's results back.
+//! end-of-test exchange that brings the receiver's results back. Toward a multicast group there
+//! is no handshake and nothing comes back: announcements, the data, a repeated Fin.
 
 use std::io::{self, BufWriter, ErrorKind, Write};
 use std::net::UdpSocket;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{LineWatch, network_shared, wait_bounded};
+use crate::common::{LineWatch, cell, network_shared, num, read_csv, wait_bounded};
 
 const UDPLAB: &str = env!("CARGO_BIN_EXE_udplab");
 /// Bound on each set-up command, each member's start and each run.
@@ -201,9 +201,14 @@ fn three_members_on_loopback_each_report_the_senders_exact_loss() {
     drop(probe);
     let dir = tempfile::tempdir().unwrap();
     let join = ["--join", group, "--iface", "lo"];
+    let csv = dir.path().join("m0.csv");
     let (first, addr) = Member::start(
         &[],
-        &[&join[..], &["--bind", "0.0.0.0:0"]].concat(),
+        &[
+            &join[..],
+            &["--bind", "0.0.0.0:0", "--csv", csv.to_str().unwrap()],
+        ]
+        .concat(),
         dir.path().join("m0.json"),
     );
     let port = addr.rsplit(':').next().unwrap().to_string();
@@ -238,6 +243,17 @@ fn three_members_on_loopback_each_report_the_senders_exact_loss() {
     );
     // The sender's source address is whichever the kernel picked: the members must agree.
     check_members(&sender, None, members);
+    // The member's CSV row carries the sender's total (from its Fin) and the same loss.
+    let (header, rows) = read_csv(&csv);
+    assert_eq!(rows.len(), 1, "one receiver row");
+    assert_eq!(cell(&header, &rows[0], "role"), "receiver");
+    assert_eq!(num(&header, &rows[0], "sent"), COUNT);
+    assert_eq!(
+        num(&header, &rows[0], "lost"),
+        sender["sender"]["impair_counters"]["dropped"]
+            .as_u64()
+            .unwrap()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,7 +524,11 @@ fn namespaces_ipv6_source_specific_three_members_exact_despite_an_intruder() {
 #[test]
 fn usage_errors_name_what_is_wrong() {
     use crate::common::run_bounded;
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["send", "239.1.2.3:5210", "--max-loss", "1%"],
+            "a --max-* threshold with a multicast target",
+        ),
         (
             &["send", "239.1.2.3:5210", "--echo"],
             "--echo with a multicast target",
