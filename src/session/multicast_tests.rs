@@ -312,3 +312,143 @@ fn a_late_joiner_measures_from_the_first_datagram_it_hears() {
     feed(&mut srv, &clock, SENDER, &data(7, 900_000_000));
     assert_eq!(srv.implausible(), 1);
 }
+
+mod never_sends {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FROM: [&str; 3] = [SENDER, OTHER_SENDER, STRANGER];
+
+    /// One datagram a group member may meet: the real messages of a few tests, and garbage.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Announce {
+            from: usize,
+            id: u32,
+        },
+        Data {
+            from: usize,
+            id: u32,
+            seq: u64,
+        },
+        Fin {
+            from: usize,
+            id: u32,
+            total: u64,
+        },
+        UnicastHello {
+            from: usize,
+            id: u32,
+            cookie: u64,
+        },
+        Control {
+            from: usize,
+            id: u32,
+            secret: u64,
+            kind: u8,
+        },
+        Raw {
+            from: usize,
+            bytes: Vec<u8>,
+        },
+        Wait {
+            ms: u16,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let from = 0..FROM.len();
+        let id = 1u32..4;
+        prop_oneof![
+            (from.clone(), id.clone()).prop_map(|(from, id)| Op::Announce { from, id }),
+            (from.clone(), id.clone(), 0u64..5000).prop_map(|(from, id, seq)| Op::Data {
+                from,
+                id,
+                seq
+            }),
+            (from.clone(), id.clone(), 0u64..5000).prop_map(|(from, id, total)| Op::Fin {
+                from,
+                id,
+                total
+            }),
+            (from.clone(), id.clone(), any::<u64>())
+                .prop_map(|(from, id, cookie)| Op::UnicastHello { from, id, cookie }),
+            (from.clone(), id.clone(), any::<u64>(), 0u8..3).prop_map(
+                |(from, id, secret, kind)| Op::Control {
+                    from,
+                    id,
+                    secret,
+                    kind
+                }
+            ),
+            (from, proptest::collection::vec(any::<u8>(), 0..120))
+                .prop_map(|(from, bytes)| Op::Raw { from, bytes }),
+            (0u16..3000).prop_map(|ms| Op::Wait { ms }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever arrives, in any order, a group member sends nothing at all (so it cannot
+        /// amplify or reflect), never panics, and never tracks more than --max-sessions senders.
+        #[test]
+        fn a_group_member_sends_nothing_whatever_arrives(
+            ops in proptest::collection::vec(op(), 1..200)
+        ) {
+            let mut clock = ManualClock::new(0);
+            let mut srv = member(2, None);
+            let mut echo = [0u8; wire::DATA_HEADER_LEN];
+            for op in ops {
+                let (from, bytes) = match op {
+                    Op::Announce { from, id } => (from, multicast_announcement(id, &params())),
+                    Op::Data { from, id, seq } => (from, data(id, seq).to_vec()),
+                    Op::Fin { from, id, total } => (from, multicast_fin(id, total, 0, 0)),
+                    Op::UnicastHello { from, id, cookie } => {
+                        let mut h = params().hello(id);
+                        h.cookie = cookie;
+                        (from, emit(&Message::Hello(h)))
+                    }
+                    Op::Control { from, id, secret, kind } => (
+                        from,
+                        emit(&match kind {
+                            0 => Message::ResultReq { session_id: id, secret },
+                            1 => Message::Abort {
+                                session_id: id,
+                                reason: AbortReason::Interrupted,
+                                secret,
+                            },
+                            _ => Message::Fin(Fin {
+                                session_id: id,
+                                total_sent: 10,
+                                total_bytes: 0,
+                                send_errors: 0,
+                                secret,
+                            }),
+                        }),
+                    ),
+                    Op::Raw { from, bytes } => (from, bytes),
+                    Op::Wait { ms } => {
+                        clock.advance(Duration::from_millis(u64::from(ms)));
+                        srv.handle_timeout(clock.now());
+                        prop_assert_eq!(srv.poll_transmit(), None);
+                        continue;
+                    }
+                };
+                let echoed = srv.handle_datagram(
+                    clock.now(),
+                    clock.wall_ns(),
+                    addr(FROM[from]),
+                    &bytes,
+                    &mut echo,
+                );
+                prop_assert!(!echoed);
+                prop_assert_eq!(srv.poll_transmit(), None);
+                prop_assert!(srv.active_sessions() <= 2);
+            }
+            srv.interrupt_all(clock.now());
+            prop_assert_eq!(srv.poll_transmit(), None, "not even an Abort on Ctrl-C");
+        }
+    }
+}
