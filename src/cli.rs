@@ -157,8 +157,9 @@ pub struct RecvArgs {
     /// Join this multicast group (IPv4 or IPv6) and measure the tests sent to it on --bind's
     /// port. A group member never sends anything: it starts a test from the sender's
     /// announcement, measures each sender on its own (at most --max-sessions senders, the
-    /// others' announcements counted), and reports when the sender's Fin arrives, or Tmax after
-    /// the sender went silent. Example: udplab recv --join 239.1.2.3 --bind 0.0.0.0:5210
+    /// others' announcements counted), and reports Tmax after the sender's Fin, or Tmax + 1 s
+    /// after the sender went silent (it announces itself once a second while it sends).
+    /// Example: udplab recv --join 239.1.2.3 --bind 0.0.0.0:5210
     #[arg(long, value_name = "GROUP")]
     pub join: Option<std::net::IpAddr>,
     /// With --join: source-specific membership (SSM): only this sender's datagrams are
