@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::IpPrefix;
 use crate::impair::ImpairSpec;
+use crate::net::multicast::Iface;
 use crate::pacing::Pattern;
 use crate::units;
 
@@ -21,6 +22,8 @@ Examples:
   udplab send 192.0.2.7 --pps 50000 --size 64 --count 1M --echo --csv runs.csv
   udplab loopback --count 200000 --pps 50000 --impair loss=5%,seed=1
   udplab proxy --listen 127.0.0.1:6000 --to 127.0.0.1:5210 --impair loss=1%,delay=20ms
+  udplab recv --join 239.1.2.3 --bind 0.0.0.0:5210  join a group; each receiver reports its own
+  udplab send 239.1.2.3:5210 --ttl 4 --iface eth0   send to a group (announced, never answered)
 
 Thresholds: percentages need a % sign (--max-loss 0.5% is 5 in 1000; a bare 0.5 is refused).
 A threshold passes only when it was measured: a run that sent nothing, whose receiver results
@@ -95,7 +98,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  udplab recv\n  udplab recv --bind 127.0.0.1:0 --once --csv recv.csv\n  udplab recv --bind [::]:5210 --rcvbuf 4M"
+    after_help = "Examples:\n  udplab recv\n  udplab recv --bind 127.0.0.1:0 --once --csv recv.csv\n  udplab recv --bind [::]:5210 --rcvbuf 4M\n  udplab recv --join 239.1.2.3 --bind 0.0.0.0:5210 --iface eth0\n  udplab recv --join 232.1.2.3 --source 192.0.2.7 --bind 0.0.0.0:5210 --once --csv member.csv\n  udplab recv --join ff3e::8000:1 --source 2001:db8::7 --iface eth0 --bind [::]:5210"
 )]
 pub struct RecvArgs {
     /// Address to listen on; port 0 picks a free port (printed as the first stdout line).
@@ -151,6 +154,22 @@ pub struct RecvArgs {
     /// no receiver at all.
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<IpPrefix>,
+    /// Join this multicast group (IPv4 or IPv6) and measure the tests sent to it on --bind's
+    /// port. A group member never sends anything: it starts a test from the sender's
+    /// announcement, measures each sender on its own (at most --max-sessions senders, the
+    /// others' announcements counted), and reports Tmax after the sender's Fin, or Tmax + 1 s
+    /// after the sender went silent (it announces itself once a second while it sends).
+    /// Example: udplab recv --join 239.1.2.3 --bind 0.0.0.0:5210
+    #[arg(long, value_name = "GROUP")]
+    pub join: Option<std::net::IpAddr>,
+    /// With --join: source-specific membership (SSM): only this sender's datagrams are
+    /// delivered and measured. Example: udplab recv --join 232.1.2.3 --source 192.0.2.7
+    #[arg(long, value_name = "S", requires = "join")]
+    pub source: Option<std::net::IpAddr>,
+    /// With --join: the interface to join on, by name, index or (IPv4) address; default: the
+    /// one the routing table picks. Example: udplab recv --join ff15::1 --iface eth0
+    #[arg(long, value_name = "NAME|ADDR", requires = "join", value_parser = Iface::parse)]
+    pub iface: Option<Iface>,
     /// Mark this receiver's echoes and replies with a DSCP (IP_TOS / IPV6_TCLASS): a name (EF,
     /// AF11..AF43, CS0..CS7, VA) or a number 0..=63. Example: udplab recv --dscp EF
     #[arg(long, value_name = "NAME|N", conflicts_with = "tos", value_parser = parse_dscp)]
@@ -283,6 +302,10 @@ pub struct SendArgs {
     /// target is a group). The receiver reports the TTLs it saw. Example: udplab send 192.0.2.7 --ttl 3
     #[arg(long, value_name = "N", value_parser = parse_ttl)]
     pub ttl: Option<u8>,
+    /// When the target is a multicast group: the interface to send on (IP_MULTICAST_IF /
+    /// IPV6_MULTICAST_IF), by name, index or (IPv4) address. Example: udplab send 239.1.2.3:5210 --iface eth0
+    #[arg(long, value_name = "NAME|ADDR", value_parser = Iface::parse)]
+    pub iface: Option<Iface>,
     /// Set Don't Fragment (path MTU discovery, IP_PMTUDISC_DO / IPV6_DONTFRAG): datagrams
     /// larger than the path MTU fail with EMSGSIZE, counted and reported with the MTU the
     /// kernel learned. Example: udplab send 192.0.2.7 --df --size 1472

@@ -175,6 +175,8 @@ pub struct SendConfig {
     pub df: bool,
     /// Source address to send from (`send --bind`); None: the kernel chooses.
     pub bind: Option<SocketAddr>,
+    /// Toward a group: the outgoing interface (`--iface`).
+    pub iface: Option<crate::net::multicast::Iface>,
 }
 
 impl SendConfig {
@@ -297,6 +299,22 @@ impl SendConfig {
                 "--impair-log needs an --impair spec to log".into(),
             ));
         }
+        if addr.ip().is_multicast() {
+            // Nothing comes back from a group: no echoes, no results to carry lost ranges.
+            let refused = [
+                (args.echo, "--echo"),
+                (args.reports.loss_log.is_some(), "--loss-log"),
+                (args.flows > 1, "--flows"),
+                (has_thresholds(&args.thresholds), "a --max-* threshold"),
+            ];
+            if let Some((_, what)) = refused.iter().find(|(given, _)| *given) {
+                return Err(UsageError(format!(
+                    "{what} with a multicast target ({}): group members answer nothing; each \
+                     one reports on its own (udplab recv --join)",
+                    addr.ip()
+                )));
+            }
+        }
         Ok(SendConfig {
             target: target.to_string(),
             addr,
@@ -331,6 +349,7 @@ impl SendConfig {
             ttl: args.ttl,
             df: args.df,
             bind: None,
+            iface: args.iface,
         })
     }
 
@@ -412,6 +431,8 @@ pub struct RecvConfig {
     pub key: Option<Key>,
     /// Accept datagrams only from these prefixes (`--allow`); None: from anyone.
     pub allow: Option<AllowList>,
+    /// `--join`: a group member, bound to the group on `bind`'s port.
+    pub multicast: Option<crate::net::multicast::Membership>,
     /// The TOS / traffic-class byte of this receiver's replies (`--tos`/`--dscp`).
     pub tos: Option<u8>,
 }
@@ -437,6 +458,18 @@ impl RecvConfig {
             cpus: args.cpu.into_iter().collect(),
             key: resolve_key(args.key.as_deref())?,
             allow: AllowList::new(args.allow.clone()),
+            multicast: match args.join {
+                None => None,
+                Some(group) => {
+                    let m = crate::net::multicast::Membership {
+                        group,
+                        source: args.source,
+                        iface: args.iface,
+                    };
+                    m.check().map_err(UsageError)?;
+                    Some(m)
+                }
+            },
             tos: marking_tos(args.dscp, args.tos),
         })
     }
@@ -445,6 +478,16 @@ impl RecvConfig {
 /// The TOS byte `--dscp` or `--tos` asks for (clap keeps them exclusive).
 fn marking_tos(dscp: Option<u8>, tos: Option<u8>) -> Option<u8> {
     dscp.map(crate::net::marking::tos_of_dscp).or(tos)
+}
+
+/// Whether any `--max-*` threshold was given: all of them judge the receiver's figures.
+fn has_thresholds(t: &ThresholdArgs) -> bool {
+    t.max_loss.is_some()
+        || t.max_dup.is_some()
+        || t.max_reorder.is_some()
+        || t.max_jitter.is_some()
+        || t.max_latency_p99.is_some()
+        || t.max_rtt_p99.is_some()
 }
 
 /// `--key FILE|-` when given, else the key in `UDPLAB_KEY`, else none (see [`Key::resolve`]).

@@ -17,6 +17,10 @@
 //! validated address, control only with its secret; per-test memory is capped and all tests
 //! share a budget; claims a peer makes (Tmax, rate, sequence numbers) are checked before they
 //! cost memory; what is refused or ignored is counted (`foreign`, `implausible`).
+//!
+//! Multicast: a group member (`recv --join`, [`MulticastReceive`]) takes tests from the
+//! sender's announcement (a Hello with the multicast flag) and its Fin, without cookie or
+//! secret, because it never sends anything at all.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -102,6 +106,7 @@ impl TestParams {
             rate_bps: self.rate_bps,
             pps_milli: self.pps_milli,
             cookie: 0,
+            multicast: false,
             marking: self.marking,
         }
     }
@@ -584,6 +589,54 @@ pub struct ServerConfig {
     /// Seed of the receiver's cryptographic RNG (cookie key and test secrets). The driver
     /// draws it from the OS; tests fix it.
     pub rng_seed: [u8; 32],
+    /// `recv --join`: this receiver is a group member. It takes tests from multicast
+    /// announcements only and never sends anything (see [`MulticastReceive`]).
+    pub multicast: Option<MulticastReceive>,
+}
+
+/// How a group member (`recv --join`) takes tests.
+///
+/// A multicast sender cannot run a handshake with every subscriber, so a test starts from the
+/// sender's announcement (a Hello with the multicast flag) without a cookie, and ends with its
+/// Fin (secret 0) or after Tmax plus [`MULTICAST_ANNOUNCE_EVERY`] of silence. This is safe
+/// because a group member answers nothing: no HelloAck, FinAck, Echo, result or version reply,
+/// so a forged source address gains an attacker nothing. Ownership still holds: a test's Data
+/// and Fin count only from the address that announced it, and with `--key` every datagram is
+/// authenticated before it gets here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MulticastReceive {
+    /// `--source`: only this sender's announcements start a test (source-specific multicast;
+    /// the kernel filters too, this is the second look).
+    pub source: Option<IpAddr>,
+}
+
+/// How often a multicast sender repeats its announcement while it sends.
+pub const MULTICAST_ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+
+/// The multicast announcement of a test: a Hello with the multicast flag, never answered.
+pub fn multicast_announcement(session_id: u32, params: &TestParams) -> Vec<u8> {
+    let mut hello = params.hello(session_id);
+    hello.multicast = true;
+    // Nothing comes back to a group sender: no echo, no results carrying lost ranges.
+    hello.echo = false;
+    hello.loss_ranges = false;
+    emit(&Message::Hello(hello))
+}
+
+/// A multicast sender's Fin: its totals, with secret 0 (there is no handshake to agree one).
+pub fn multicast_fin(
+    session_id: u32,
+    total_sent: u64,
+    total_bytes: u64,
+    send_errors: u64,
+) -> Vec<u8> {
+    emit(&Message::Fin(Fin {
+        session_id,
+        total_sent,
+        total_bytes,
+        send_errors,
+        secret: 0,
+    }))
 }
 
 impl Default for ServerConfig {
@@ -598,6 +651,7 @@ impl Default for ServerConfig {
             record_loss_ranges: false,
             max_memory: DEFAULT_MAX_MEMORY,
             rng_seed: [7; 32],
+            multicast: None,
         }
     }
 }
@@ -667,12 +721,17 @@ struct RxSession {
     /// Sequences at or above this are implausible unless a fresh look at the clock allows
     /// them (the bound only grows with time: it is recomputed only when a datagram reaches it).
     plausible_end: u64,
+    /// Added to the plausibility bound: the first sequence a group member saw, when it joined
+    /// a multicast test late (0 otherwise).
+    seq_base: u64,
     /// Whether any Data was counted (a `--once` receiver waits for a test that sent data).
     data_seen: bool,
     /// The receiver's foreign count when the test started: its report gives the difference.
     foreign_at_start: u64,
     /// Another test was running on the socket during this one: the drop count is shared.
     shared_socket: bool,
+    /// Started from a multicast announcement: nothing of it is ever sent anywhere.
+    multicast: bool,
     state: RxState,
     started: Instant,
     last_activity: Instant,
@@ -699,6 +758,17 @@ struct RxSession {
 }
 
 impl RxSession {
+    /// How long a running test may stay silent before the receiver ends it. A multicast sender
+    /// repeats its announcement every [`MULTICAST_ANNOUNCE_EVERY`], so a group member ends its
+    /// test Tmax after that rhythm stops (the Fin may be lost: nothing is retried to it).
+    fn silence_timeout(&self) -> Duration {
+        if self.multicast {
+            self.params.tmax + MULTICAST_ANNOUNCE_EVERY
+        } else {
+            PEER_SILENCE_TIMEOUT
+        }
+    }
+
     /// Whether this session's statistics keep lost ranges (for the driver's log or the sender).
     fn records_loss_ranges(&self, driver_log: bool) -> bool {
         driver_log || self.params.loss_ranges
@@ -785,6 +855,9 @@ pub struct ReceiverServer {
     refused: u64,
     /// Data datagrams with an implausible sequence, all tests together.
     implausible: u64,
+    /// Group member: multicast announcements refused for want of room (`--max-sessions`,
+    /// `--max-memory`) or for bad parameters; each repeat counts.
+    announcements_refused: u64,
 }
 
 impl ReceiverServer {
@@ -808,6 +881,7 @@ impl ReceiverServer {
             retries_sent: 0,
             refused: 0,
             implausible: 0,
+            announcements_refused: 0,
         }
     }
 
@@ -855,9 +929,15 @@ impl ReceiverServer {
             };
             if h.seq >= s.plausible_end {
                 // Cold path: the bound grows with time, look again before refusing.
-                s.plausible_end = s
-                    .params
-                    .plausible_end(now.saturating_duration_since(s.started));
+                if s.multicast && !s.data_seen {
+                    // A late joiner: the sender's sequences started before this member heard
+                    // the announcement. Its bound counts from the first sequence it sees.
+                    s.seq_base = h.seq;
+                }
+                s.plausible_end = s.seq_base.saturating_add(
+                    s.params
+                        .plausible_end(now.saturating_duration_since(s.started)),
+                );
                 if h.seq >= s.plausible_end {
                     stats.on_implausible();
                     s.last_activity = now;
@@ -883,8 +963,11 @@ impl ReceiverServer {
             Ok(msg) => self.handle_control(now, src, buf.len(), msg),
             Err(_) => {
                 self.foreign += 1;
-                // A sender of another version learns ours, in no more bytes than it sent.
-                if let Some(reply) = wire::version_reply(buf) {
+                // A sender of another version learns ours, in no more bytes than it sent (a
+                // group member answers nothing).
+                if self.cfg.multicast.is_none()
+                    && let Some(reply) = wire::version_reply(buf)
+                {
                     self.outbox.push_back((src, reply.to_vec()));
                 }
             }
@@ -905,7 +988,13 @@ impl ReceiverServer {
     }
 
     fn handle_control(&mut self, now: Instant, src: SocketAddr, len: usize, msg: Message<'_>) {
+        if self.cfg.multicast.is_some() {
+            self.handle_group_control(now, src, msg);
+            return;
+        }
         match msg {
+            // An announcement is for group members; a unicast sender never sets the flag.
+            Message::Hello(h) if h.multicast => self.foreign += 1,
             Message::Hello(h) => self.handle_hello(now, src, len, &h),
             Message::Fin(fin) => {
                 let Some(s) = self.owned_session(fin.session_id, src, fin.secret) else {
@@ -983,6 +1072,65 @@ impl ReceiverServer {
             }
             _ => self.foreign += 1,
         }
+    }
+
+    /// A group member's control: announcements start tests, the sender's Fin ends one; nothing
+    /// is ever answered, everything else is foreign.
+    fn handle_group_control(&mut self, now: Instant, src: SocketAddr, msg: Message<'_>) {
+        match msg {
+            Message::Hello(h) if h.multicast => self.handle_announcement(now, src, &h),
+            Message::Fin(fin) if fin.secret == 0 => {
+                let Some(s) = self.owned_session(fin.session_id, src, 0) else {
+                    return;
+                };
+                s.last_activity = now;
+                if matches!(s.state, RxState::Running) {
+                    s.send_errors = fin.send_errors;
+                    s.state = RxState::Draining {
+                        until: now + s.params.tmax,
+                        total_sent: fin.total_sent,
+                    };
+                }
+            }
+            _ => self.foreign += 1,
+        }
+    }
+
+    /// A multicast announcement: a test for its sender, if there is room; never answered.
+    fn handle_announcement(&mut self, now: Instant, src: SocketAddr, h: &Hello) {
+        let wanted_source = self.cfg.multicast.as_ref().and_then(|m| m.source);
+        if wanted_source.is_some_and(|ip| ip.to_canonical() != src.ip().to_canonical()) {
+            self.foreign += 1;
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(&h.session_id) {
+            // The repeats of a known test say nothing new; the same id from another address
+            // is a collision or a stranger, and changes nothing.
+            if s.peer == src {
+                if !matches!(s.state, RxState::Finished { .. }) {
+                    s.last_activity = now;
+                }
+            } else {
+                self.foreign += 1;
+            }
+            return;
+        }
+        let mut params = TestParams::from_hello(h);
+        // Nothing goes back to a group sender.
+        params.echo = false;
+        params.loss_ranges = false;
+        let window_bits = params.window_bits();
+        let needed = ReceiverStats::memory_for(window_bits) as u64;
+        if params.validate().is_err()
+            || self.active_sessions() >= self.cfg.max_sessions
+            || self.memory_in_use().saturating_add(needed) > self.cfg.max_memory
+        {
+            self.refused += 1;
+            self.announcements_refused += 1;
+            return;
+        }
+        self.evict_finished(MAX_FINISHED_KEPT.saturating_sub(1));
+        self.insert_session(now, src, h.session_id, 0, params, true);
     }
 
     /// The address-validation cookie of `src` for `session_id` in time bucket `bucket`: a keyed
@@ -1124,6 +1272,21 @@ impl ReceiverServer {
         };
         ack.secret = secret;
         self.outbox.push_back((src, emit(&Message::HelloAck(ack))));
+        self.insert_session(now, src, h.session_id, secret, params, false);
+    }
+
+    /// Starts measuring a test whose sender is `src`.
+    fn insert_session(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        session_id: u32,
+        secret: u64,
+        params: TestParams,
+        multicast: bool,
+    ) {
+        let window_bits = params.window_bits();
+        let needed = ReceiverStats::memory_for(window_bits) as u64;
         let tmax_ns = params.tmax.as_nanos() as u64;
         let stats = ReceiverStats::new(StatsConfig {
             window_bits,
@@ -1139,7 +1302,7 @@ impl ReceiverServer {
             }
         }
         self.sessions.insert(
-            h.session_id,
+            session_id,
             RxSession {
                 peer: src,
                 secret,
@@ -1147,9 +1310,11 @@ impl ReceiverServer {
                 stats: Some(stats),
                 memory: needed,
                 plausible_end: params.plausible_end(Duration::ZERO),
+                seq_base: 0,
                 data_seen: false,
                 foreign_at_start: self.foreign,
                 shared_socket: shared,
+                multicast,
                 state: RxState::Running,
                 started: now,
                 last_activity: now,
@@ -1169,7 +1334,7 @@ impl ReceiverServer {
             },
         );
         self.events.push_back(ServerEvent::Started {
-            session_id: h.session_id,
+            session_id,
             peer: src,
             params,
         });
@@ -1225,7 +1390,7 @@ impl ReceiverServer {
                 RxState::Running => s
                     .next_interval
                     .min(s.next_tick)
-                    .min(s.last_activity + PEER_SILENCE_TIMEOUT),
+                    .min(s.last_activity + s.silence_timeout()),
                 RxState::Draining { until, .. } => until.min(s.next_interval).min(s.next_tick),
                 RxState::Finished { linger_until, .. } => linger_until,
             })
@@ -1254,7 +1419,7 @@ impl ReceiverServer {
                     self.finish_session(now, id, false);
                     continue;
                 }
-                RxState::Running if now >= s.last_activity + PEER_SILENCE_TIMEOUT => {
+                RxState::Running if now >= s.last_activity + s.silence_timeout() => {
                     self.finish_session(now, id, true);
                     continue;
                 }
@@ -1447,14 +1612,17 @@ impl ReceiverServer {
 
     /// Ctrl-C: ends every running test with what was measured, and tells the peers.
     pub fn interrupt_all(&mut self, now: Instant) {
-        let running: Vec<(u32, SocketAddr, u64)> = self
+        let running: Vec<(u32, SocketAddr, u64, bool)> = self
             .sessions
             .iter()
             .filter(|(_, s)| !matches!(s.state, RxState::Finished { .. }))
-            .map(|(id, s)| (*id, s.peer, s.secret))
+            .map(|(id, s)| (*id, s.peer, s.secret, s.multicast))
             .collect();
-        for (id, peer, secret) in running {
+        for (id, peer, secret, multicast) in running {
             self.finish_session(now, id, true);
+            if multicast {
+                continue; // a group sender is told nothing
+            }
             self.outbox.push_back((
                 peer,
                 emit(&Message::Abort {
@@ -1512,12 +1680,21 @@ impl ReceiverServer {
     /// running, and the sender has stopped asking for results for `quiet` (or never asked and
     /// the results lingered).
     pub fn may_exit_once(&self, now: Instant, quiet: Duration) -> bool {
+        if self.cfg.multicast.is_some() {
+            // Nobody asks a group member for results: its report is out once the test ended.
+            return self.completed_with_data > 0 && self.active_sessions() == 0;
+        }
         self.completed_with_data > 0
             && self.active_sessions() == 0
             && (self.sessions.is_empty()
                 || self
                     .last_result_request
                     .is_some_and(|t| now.saturating_duration_since(t) >= quiet))
+    }
+
+    /// Group member: announcements refused (no room, bad parameters); each repeat counts.
+    pub fn announcements_refused(&self) -> u64 {
+        self.announcements_refused
     }
 
     /// Datagrams that were not udplab's or named no known session.
@@ -1585,6 +1762,9 @@ struct ResultsEnvelope {
 
 #[cfg(test)]
 mod trust_tests;
+
+#[cfg(test)]
+mod multicast_tests;
 
 #[cfg(test)]
 mod tests {

@@ -70,7 +70,7 @@
 //! | offset | size | field          | meaning                                                |
 //! |-------:|-----:|----------------|--------------------------------------------------------|
 //! | 8      | 4    | `payload_size` | size of each Data datagram's UDP payload, bytes        |
-//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
+//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bit 5: multicast announcement (see below); bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
 //! | 16     | 8    | `interval_ns`  | reporting interval, ns                                 |
 //! | 24     | 8    | `tmax_ns`      | waiting time for late datagrams after the end (RFC 7680), ns |
 //! | 32     | 8    | `count`        | datagrams the sender will send, 0 = not fixed          |
@@ -78,6 +78,14 @@
 //! | 48     | 8    | `rate_bps`     | target rate, bit/s of UDP payload, 0 = unpaced         |
 //! | 56     | 8    | `pps_milli`    | target datagrams per second × 1000, 0 = unpaced        |
 //! | 64     | 8    | `cookie`       | 0 in the first Hello; then the cookie of the receiver's retry answer (v2) |
+//!
+//! A Hello with flag bit 5 set is a **multicast announcement**: sent by `udplab send` to a
+//! group address (several times at the start, then about once a second so that late joiners
+//! learn the parameters), never answered. Only a receiver that joined the group (`recv --join`)
+//! takes it: it starts measuring that sender's Data without a cookie or a secret, because it
+//! never sends anything to a multicast sender (nothing can be amplified). The sender's Fin
+//! then carries `secret` 0, repeated; with `--key` the tag authenticates announcement, Data and
+//! Fin. A unicast receiver counts an announcement as foreign.
 //!
 //! Appended fields, read when the Hello is long enough and zero/absent otherwise (a Hello
 //! that needs none of them stays 72 bytes; bytes between the fields present are sent as zero):
@@ -184,6 +192,7 @@ const MARK_FLAG_TTL: u8 = 1 << 1;
 
 const HELLO_FLAG_ECHO: u32 = 1;
 const HELLO_FLAG_LOSS_RANGES: u32 = 1 << 1;
+const HELLO_FLAG_MULTICAST: u32 = 1 << 5;
 const HELLO_PATTERN_SHIFT: u32 = 8;
 const HELLO_BURST_SHIFT: u32 = 16;
 
@@ -373,6 +382,8 @@ pub struct Hello {
     pub pps_milli: u64,
     /// 0 in a first Hello; then the cookie of the receiver's retry answer.
     pub cookie: u64,
+    /// Flag bit 5: a multicast announcement, sent to a group and never answered.
+    pub multicast: bool,
     /// How the sender marks its Data (offsets 104..112), so the receiver can tell how many
     /// arrived re-marked.
     pub marking: HelloMarking,
@@ -609,6 +620,7 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             rate_bps: be_u64(buf, 48),
             pps_milli: be_u64(buf, 56),
             cookie: be_u64(buf, 64),
+            multicast: be_u32(buf, 12) & HELLO_FLAG_MULTICAST != 0,
             marking: match buf.get(HELLO_MARKING_AT..HELLO_MARKING_END) {
                 Some(m) => HelloMarking {
                     tos: (m[0] & MARK_FLAG_TOS != 0).then_some(m[1]),
@@ -824,6 +836,9 @@ impl Message<'_> {
                 if m.loss_ranges {
                     flags |= HELLO_FLAG_LOSS_RANGES;
                 }
+                if m.multicast {
+                    flags |= HELLO_FLAG_MULTICAST;
+                }
                 out.extend_from_slice(&m.payload_size.to_be_bytes());
                 out.extend_from_slice(&flags.to_be_bytes());
                 for field in [
@@ -922,6 +937,7 @@ mod tests {
             rate_bps: 100_000_000,
             pps_milli: 8_928_571,
             cookie: 0x0102_0304_0506_0708,
+            multicast: false,
             marking: HelloMarking::default(),
         }
     }
@@ -1162,6 +1178,24 @@ mod tests {
     }
 
     #[test]
+    fn the_multicast_announcement_is_flag_bit_5_of_a_hello_of_the_usual_size() {
+        let hello = Hello {
+            multicast: true,
+            ..sample_hello()
+        };
+        let bytes = emitted(&Message::Hello(hello));
+        assert_eq!(bytes.len(), HELLO_LEN);
+        assert_eq!(
+            be_u32(&bytes, 12) & 0xff,
+            0b10_0001,
+            "bit 5 and the echo bit"
+        );
+        assert_eq!(parse(&bytes), Ok(Message::Hello(hello)));
+        let plain = emitted(&Message::Hello(sample_hello()));
+        assert_eq!(be_u32(&plain, 12) & (1 << 5), 0);
+    }
+
+    #[test]
     fn unknown_hello_flag_bits_are_ignored() {
         let mut bytes = emitted(&Message::Hello(sample_hello()));
         bytes[12..16].copy_from_slice(&0xFFFF_FFFEu32.to_be_bytes());
@@ -1391,13 +1425,20 @@ mod tests {
         (
             any::<u32>(),
             any::<u32>(),
-            any::<[bool; 2]>(),
+            any::<[bool; 3]>(),
             pattern,
             any::<[u64; 7]>(),
             any::<(Option<u8>, Option<u8>)>(),
         )
             .prop_map(
-                |(session_id, payload_size, [echo, loss_ranges], pattern, v, (tos, ttl))| Hello {
+                |(
+                    session_id,
+                    payload_size,
+                    [echo, loss_ranges, multicast],
+                    pattern,
+                    v,
+                    (tos, ttl),
+                )| Hello {
                     session_id,
                     payload_size,
                     echo,
@@ -1410,6 +1451,7 @@ mod tests {
                     rate_bps: v[4],
                     pps_milli: v[5],
                     cookie: v[6],
+                    multicast,
                     marking: HelloMarking { tos, ttl },
                 },
             )

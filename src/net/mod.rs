@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod cpu;
 pub mod marking;
+pub mod multicast;
 pub mod poll;
 pub mod snmp;
 pub mod socket;
@@ -20,6 +21,6 @@ pub use cpu::{parse_cpu_list, pin_current_thread, tighten_timer_slack};
 pub use poll::{PollSet, is_out_of_fds, socket_drops};
 pub use snmp::{UdpSnmp, udp_snmp, udp6_snmp};
 pub use socket::{
-    BoundSocket, NetError, SocketOptions, bind, bind_listener, is_local_destination, rcvbuf_limit,
-    resolve, shown_addr, unspecified_for,
+    BoundSocket, NetError, SocketOptions, bind, bind_listener, bind_shared, is_local_destination,
+    rcvbuf_limit, resolve, shown_addr, unspecified_for,
 };

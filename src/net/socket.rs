@@ -88,6 +88,20 @@ impl NetError {
 /// warning says the socket is IPv6-only. Options the kernel refuses (timestamps, SO_RXQ_OVFL,
 /// GRO, forced buffers) are not errors: the matching flag stays false and a warning says why.
 pub fn bind(addr: SocketAddr, opts: &SocketOptions) -> Result<BoundSocket, NetError> {
+    bind_socket(addr, opts, false)
+}
+
+/// Binds like [`bind`], but with SO_REUSEADDR: several group members on one host (`recv
+/// --join`) bind the same group address and port, and each gets its own copy of every datagram.
+pub fn bind_shared(addr: SocketAddr, opts: &SocketOptions) -> Result<BoundSocket, NetError> {
+    bind_socket(addr, opts, true)
+}
+
+fn bind_socket(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    shared: bool,
+) -> Result<BoundSocket, NetError> {
     let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| NetError::io(format!("creating an {family} UDP socket"), e))?;
@@ -102,6 +116,11 @@ pub fn bind(addr: SocketAddr, opts: &SocketOptions) -> Result<BoundSocket, NetEr
         ));
     }
 
+    if shared {
+        socket
+            .set_reuse_address(true)
+            .map_err(|e| NetError::io("setting SO_REUSEADDR", e))?;
+    }
     socket.bind(&addr.into()).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => NetError::AddrInUse(addr),
         io::ErrorKind::AddrNotAvailable => NetError::AddrNotAvailable(addr),

@@ -73,6 +73,7 @@ pub fn with_receiver<T>(
         // Both halves share the key: loopback measures what a keyed test costs.
         key: cfg.key.clone(),
         allow: None,
+        multicast: None,
         // Echoes carry the sender's marking, as a receiver given the same --dscp would.
         tos: cfg.tos,
     };

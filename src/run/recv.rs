@@ -11,10 +11,13 @@ use anyhow::Context;
 use crate::auth::{AllowList, Key, TAG_LEN};
 use crate::config::RecvConfig;
 use crate::error::SetupError;
+use crate::net::multicast::{Iface, Membership};
 use crate::net::{self, BoundSocket, RecvBatch, SocketOptions};
 use crate::report;
 use crate::run::{OutputFile, Stop, text_writer, write_outputs};
-use crate::session::{GateTotals, ReceiverServer, ServerConfig, ServerEvent, TestParams};
+use crate::session::{
+    GateTotals, MulticastReceive, ReceiverServer, ServerConfig, ServerEvent, TestParams,
+};
 use crate::summary::{MAX_KEPT_INTERVALS, REPORT_VERSION, ReceiverReport, RunReport};
 use crate::time;
 use crate::wire::{self, HelloPattern};
@@ -44,18 +47,18 @@ impl Receiver {
     /// Binds the socket (so the caller knows the address before any test starts). `[::]` is
     /// dual-stack, or `0.0.0.0` on a host without IPv6 (see [`net::bind_listener`]).
     pub fn bind(cfg: RecvConfig) -> Result<Self, SetupError> {
-        let bound = net::bind_listener(
-            cfg.bind,
-            &SocketOptions {
-                rcvbuf: cfg.rcvbuf,
-                sndbuf: cfg.sndbuf,
-                force_buffers: cfg.force_buf,
-                kernel_timestamps: cfg.kernel_timestamps,
-                rxq_overflow: true,
-                gro: cfg.gro,
-            },
-        )
-        .map_err(|e| SetupError(e.to_string()))?;
+        let opts = SocketOptions {
+            rcvbuf: cfg.rcvbuf,
+            sndbuf: cfg.sndbuf,
+            force_buffers: cfg.force_buf,
+            kernel_timestamps: cfg.kernel_timestamps,
+            rxq_overflow: true,
+            gro: cfg.gro,
+        };
+        let bound = match &cfg.multicast {
+            None => net::bind_listener(cfg.bind, &opts).map_err(|e| SetupError(e.to_string()))?,
+            Some(m) => bind_member(m, cfg.bind.port(), &opts)?,
+        };
         let mut bound = bound;
         // Every test reports the TOS and TTL its Data arrived with; a kernel that will not
         // say is not fatal (the counts then show them as unknown).
@@ -132,7 +135,15 @@ impl Receiver {
                 crate::run::os_random(&mut seed);
                 seed
             },
+            multicast: cfg.multicast.map(|m| MulticastReceive { source: m.source }),
         });
+        if let Some(m) = &cfg.multicast
+            && !cfg.silent
+        {
+            writeln!(text, "{}", describe_membership(m))?;
+            text.flush()?;
+        }
+        let mut announcements_refused = 0;
         let mut batch = RecvBatch::new(64, 65536);
         // The kernel reports the overflow counter only once it is non-zero: start from 0.
         if bound.rxq_overflow {
@@ -234,6 +245,15 @@ impl Receiver {
                 server.interrupt_all(now);
                 outcome.interrupted = true;
             }
+            if server.announcements_refused() > announcements_refused {
+                announcements_refused = server.announcements_refused();
+                crate::run::warn(&format!(
+                    "{announcements_refused} multicast announcements not taken: already measuring \
+                     --max-sessions {} senders (or over --max-memory, or bad parameters)",
+                    cfg.max_sessions
+                ));
+            }
+            // A group member has nothing to send: the session queues nothing for it.
             while let Some((dst, mut msg)) = server.poll_transmit() {
                 if let Some(key) = &gate.key {
                     key.append_tag(&mut msg);
@@ -257,7 +277,12 @@ impl Receiver {
                         } else if !cfg.silent {
                             writeln!(
                                 text,
-                                "test {session_id:08x} from {peer}: {} B datagrams{}, report every {:?}, Tmax {:?}",
+                                "{}test {session_id:08x} from {peer}: {} B datagrams{}, report every {:?}, Tmax {:?}",
+                                if cfg.multicast.is_some() {
+                                    "multicast "
+                                } else {
+                                    ""
+                                },
                                 params.payload_size,
                                 if params.echo { ", echo on" } else { "" },
                                 params.interval,
@@ -326,6 +351,43 @@ impl Receiver {
         }
         Ok(outcome)
     }
+}
+
+/// A group member's socket: bound to the group on `port` (shared, so several members on one
+/// host each get every datagram), then joined.
+fn bind_member(m: &Membership, port: u16, opts: &SocketOptions) -> Result<BoundSocket, SetupError> {
+    let addr = m.bind_addr(port);
+    let bound = net::bind_shared(addr, opts).map_err(|e| SetupError(e.to_string()))?;
+    net::multicast::join(&bound.socket, m).map_err(|e| {
+        SetupError(format!(
+            "joining {}{}: {e}{}",
+            m.group,
+            m.source.map(|s| format!(" from {s}")).unwrap_or_default(),
+            if m.iface.is_none() {
+                " (no route for the group? give the interface with --iface)"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    Ok(bound)
+}
+
+/// The start-up line of a group member.
+fn describe_membership(m: &Membership) -> String {
+    let source = match m.source {
+        Some(s) => format!("source-specific, from {s} only"),
+        None => "any source".into(),
+    };
+    let iface = match m.iface {
+        Some(Iface::Index(i)) => format!(" on interface {i}"),
+        Some(Iface::V4(a)) => format!(" on interface {a}"),
+        None => String::new(),
+    };
+    format!(
+        "joined {} ({source}){iface}: each sender is measured and reported here, nothing is sent back",
+        m.group
+    )
 }
 
 /// Datagrams the receiver's gate dropped, since the socket was bound.

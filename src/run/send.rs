@@ -1,5 +1,6 @@
 //! The sender's driver: handshake, the paced data thread, echo/RTT and intervals, then the
-//! end-of-test exchange that brings the receiver's results back.
+//! end-of-test exchange that brings the receiver's results back. Toward a multicast group there
+//! is no handshake and nothing comes back: announcements, the data, a repeated Fin.
 
 use std::io::{self, BufWriter, ErrorKind, Write};
 use std::net::UdpSocket;
@@ -19,7 +20,10 @@ use crate::pacing::Pacer;
 use crate::pacing::Pattern;
 use crate::report;
 use crate::run::{OutputFile, Stop, text_writer, wait_until};
-use crate::session::{ControlError, SenderControl, SenderEvent, TestParams};
+use crate::session::{
+    ControlError, MULTICAST_ANNOUNCE_EVERY, SenderControl, SenderEvent, TestParams,
+    multicast_announcement, multicast_fin,
+};
 use crate::stats::LatencyHistogram;
 use crate::summary::{
     ImpairCounters, IntervalRow, MAX_KEPT_INTERVALS, REPORT_VERSION, ReceiverReport, RunReport,
@@ -125,6 +129,12 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         crate::run::warn(w);
     }
     let sock = bound.socket;
+    // A group target: announced, never answered (see `session::MulticastReceive`).
+    let group = cfg.addr.ip().is_multicast();
+    if group {
+        net::multicast::configure_sender(&sock, cfg.addr.ip(), cfg.ttl, cfg.iface)
+            .map_err(|e| SetupError(format!("setting up multicast toward {}: {e}", cfg.target)))?;
+    }
     sock.connect(cfg.addr)
         .map_err(|e| SetupError(format!("cannot reach {}: {e}", cfg.target)))?;
 
@@ -150,9 +160,23 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut ctl = SenderControl::new(session_id, params, time::now());
     let key = cfg.key.as_ref();
     let mut replies = Replies::new(session_id, cfg.key.clone());
+    let announcement = multicast_announcement(session_id, &params);
+    if group {
+        // No handshake with a group: the announcement, a few times in case one is lost.
+        send_repeated(&sock, &announcement, key, stop)
+            .map_err(|e| SetupError(format!("sending to {}: {e}", cfg.target)))?;
+        warnings.push(format!(
+            "{} is a multicast group: each receiver (udplab recv --join) reports on its own; \
+             this is the sender's side only",
+            cfg.addr.ip()
+        ));
+    }
 
-    // Handshake.
+    // Handshake (none with a group).
     loop {
+        if group {
+            break;
+        }
         flush_control(&sock, &mut ctl, key);
         match ctl.poll_event() {
             Some(SenderEvent::Accepted { .. }) => break,
@@ -258,6 +282,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut intervals: Vec<IntervalRow> = Vec::new();
     let mut intervals_not_kept = 0u64;
     let mut next_tick = start + cfg.interval;
+    let mut next_announcement = start + MULTICAST_ANNOUNCE_EVERY;
     let mut prev = (0u64, 0u64, 0u64);
     let mut peer_aborted = false;
     if !cfg.outputs.quiet {
@@ -270,6 +295,11 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         let wake = next_tick.min(time::now() + Duration::from_millis(20));
         // ICMP errors (the receiver went away) are the data thread's to count.
         let _ = replies.receive(&sock, Some(wake), &mut ctl);
+        if group && time::now() >= next_announcement {
+            // Late joiners learn the test; members see the sender is alive. Best effort.
+            let _ = send_tagged(&sock, &announcement, key);
+            next_announcement += MULTICAST_ANNOUNCE_EVERY;
+        }
         while let Some(ev) = ctl.poll_event() {
             if let SenderEvent::Failed(ControlError::PeerAborted) = ev {
                 peer_aborted = true;
@@ -335,7 +365,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     // Our receive buffer's drops once the echoes are in, before the result chunks come (a
     // burst a small buffer may drop too, which is not the return path's loss).
     let mut echo_rcvbuf_drops = None;
-    if !peer_aborted {
+    if group {
+        // The totals travel in the Fin, repeated; nobody answers it.
+        let fin = multicast_fin(session_id, result.sent, result.bytes, result.errors());
+        if let Err(e) = send_repeated(&sock, &fin, key, stop) {
+            warnings.push(format!("sending the Fin to the group: {e}"));
+        }
+    } else if !peer_aborted {
         ctl.finish(time::now(), result.sent, result.bytes, result.errors());
         loop {
             if cfg.echo && echo_rcvbuf_drops.is_none() && ctl.requesting_results(time::now()) {
@@ -687,6 +723,37 @@ fn sender_row(
         rtt,
         rate_bps: bytes as f64 * 8.0 / secs,
         pps: sent as f64 / secs,
+    }
+}
+
+/// How many times a multicast sender sends its first announcement and its Fin, and the pause
+/// between two: a receiver misses one only if all are lost.
+const MULTICAST_REPEATS: usize = 3;
+const MULTICAST_REPEAT_GAP: Duration = Duration::from_millis(20);
+
+/// Sends `msg` (tagged when there is a key) [`MULTICAST_REPEATS`] times, paced; the first
+/// failure is returned.
+fn send_repeated(sock: &UdpSocket, msg: &[u8], key: Option<&Key>, stop: &Stop) -> io::Result<()> {
+    for i in 0..MULTICAST_REPEATS {
+        if i > 0 {
+            if stop.abandon() {
+                break;
+            }
+            thread::sleep(MULTICAST_REPEAT_GAP);
+        }
+        send_tagged(sock, msg, key)?;
+    }
+    Ok(())
+}
+
+fn send_tagged(sock: &UdpSocket, msg: &[u8], key: Option<&Key>) -> io::Result<()> {
+    match key {
+        None => sock.send(msg).map(drop),
+        Some(key) => {
+            let mut tagged = msg.to_vec();
+            key.append_tag(&mut tagged);
+            sock.send(&tagged).map(drop)
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod gates;
 mod hostile;
 mod impair;
 mod msrv;
+mod multicast;
 mod netns;
 mod netns_marking;
 mod proxy_limits;
