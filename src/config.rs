@@ -166,6 +166,8 @@ pub struct SendConfig {
     pub live_rows: Option<mpsc::Sender<(usize, IntervalRow)>>,
     /// The shared key every datagram is tagged with (`--key`, else `UDPLAB_KEY`); None: no tags.
     pub key: Option<Key>,
+    /// `-R/--reverse`: the receiver sends, this side measures.
+    pub reverse: bool,
 }
 
 impl SendConfig {
@@ -283,6 +285,21 @@ impl SendConfig {
                 "--impair-log logs one flow's fates: use it without --flows".into(),
             ));
         }
+        if args.reverse {
+            let clash = [
+                (args.echo, "--echo"),
+                (impair.is_some(), "--impair"),
+                (args.flows > 1, "--flows"),
+                (matches!(args.rate, Some(RateArg::Max)), "--rate max"),
+            ];
+            if let Some((_, name)) = clash.iter().find(|(set, _)| *set) {
+                return Err(UsageError(format!(
+                    "--reverse cannot be combined with {name}: the receiver sends a paced, \
+                     unimpaired single flow (impair the path with `udplab proxy \
+                     --reverse-impair` instead)"
+                )));
+            }
+        }
         if args.impair_log.is_some() && impair.is_none() {
             return Err(UsageError(
                 "--impair-log needs an --impair spec to log".into(),
@@ -308,6 +325,7 @@ impl SendConfig {
             send_mode,
             batch: args.batch,
             cpus,
+            reverse: args.reverse,
             flows: args.flows,
             flow_index: 0,
             seed: args.seed,
@@ -356,6 +374,8 @@ pub struct RecvConfig {
     pub key: Option<Key>,
     /// Accept datagrams only from these prefixes (`--allow`); None: from anyone.
     pub allow: Option<AllowList>,
+    /// Most payload bit/s of one reverse test (`--max-reverse-rate`); 0 refuses them.
+    pub max_reverse_bps: u64,
 }
 
 impl RecvConfig {
@@ -379,6 +399,7 @@ impl RecvConfig {
             cpus: args.cpu.into_iter().collect(),
             key: resolve_key(args.key.as_deref())?,
             allow: AllowList::new(args.allow.clone()),
+            max_reverse_bps: args.max_reverse_rate,
         })
     }
 }

@@ -70,7 +70,7 @@
 //! | offset | size | field          | meaning                                                |
 //! |-------:|-----:|----------------|--------------------------------------------------------|
 //! | 8      | 4    | `payload_size` | size of each Data datagram's UDP payload, bytes        |
-//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
+//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bit 3: reverse (the receiver sends the Data, paced as this Hello says, to the validated sender, which measures; the results carry the receiver's sender-side report); bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
 //! | 16     | 8    | `interval_ns`  | reporting interval, ns                                 |
 //! | 24     | 8    | `tmax_ns`      | waiting time for late datagrams after the end (RFC 7680), ns |
 //! | 32     | 8    | `count`        | datagrams the sender will send, 0 = not fixed          |
@@ -168,6 +168,7 @@ const ABORT_LEN: usize = 24;
 
 const HELLO_FLAG_ECHO: u32 = 1;
 const HELLO_FLAG_LOSS_RANGES: u32 = 1 << 1;
+const HELLO_FLAG_REVERSE: u32 = 1 << 3;
 const HELLO_PATTERN_SHIFT: u32 = 8;
 const HELLO_BURST_SHIFT: u32 = 16;
 
@@ -343,6 +344,8 @@ pub struct Hello {
     pub echo: bool,
     /// Flag bit 1: the receiver should carry its lost sequence ranges back in the results.
     pub loss_ranges: bool,
+    /// Flag bit 3: a reverse test (`send -R`): the receiver sends the Data, the sender measures.
+    pub reverse: bool,
     /// Flag bits 8–31: the send pattern, for the receiver's report.
     pub pattern: HelloPattern,
     pub interval_ns: u64,
@@ -400,6 +403,11 @@ pub enum RejectReason {
     Memory = 5,
     /// Another address already runs a test with this session id.
     SessionInUse = 6,
+    /// A reverse test asked for more than `limit` bit/s (`recv --max-reverse-rate`), or for
+    /// an unpaced one.
+    ReverseRate = 7,
+    /// A reverse test must end by itself: a count or a duration of at most `limit` ns.
+    ReverseLength = 8,
 }
 
 impl RejectReason {
@@ -411,6 +419,8 @@ impl RejectReason {
             4 => RejectReason::Window,
             5 => RejectReason::Memory,
             6 => RejectReason::SessionInUse,
+            7 => RejectReason::ReverseRate,
+            8 => RejectReason::ReverseLength,
             _ => RejectReason::Unspecified,
         }
     }
@@ -573,6 +583,7 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             payload_size: be_u32(buf, 8),
             echo: be_u32(buf, 12) & HELLO_FLAG_ECHO != 0,
             loss_ranges: be_u32(buf, 12) & HELLO_FLAG_LOSS_RANGES != 0,
+            reverse: be_u32(buf, 12) & HELLO_FLAG_REVERSE != 0,
             pattern: HelloPattern::from_flags(be_u32(buf, 12)),
             interval_ns: be_u64(buf, 16),
             tmax_ns: be_u64(buf, 24),
@@ -789,6 +800,9 @@ impl Message<'_> {
                 if m.loss_ranges {
                     flags |= HELLO_FLAG_LOSS_RANGES;
                 }
+                if m.reverse {
+                    flags |= HELLO_FLAG_REVERSE;
+                }
                 out.extend_from_slice(&m.payload_size.to_be_bytes());
                 out.extend_from_slice(&flags.to_be_bytes());
                 for field in [
@@ -855,6 +869,7 @@ mod tests {
             payload_size: 1400,
             echo: true,
             loss_ranges: false,
+            reverse: false,
             pattern: HelloPattern::Unknown,
             interval_ns: 1_000_000_000,
             tmax_ns: 2_000_000_000,
@@ -1062,6 +1077,25 @@ mod tests {
             ..sample_hello()
         }));
         assert_eq!(&burst[12..16], &[0x00, 0x40, 0x03, 0x01]);
+    }
+
+    #[test]
+    fn a_reverse_hello_sets_flag_bit_3_and_keeps_its_size() {
+        let hello = Hello {
+            reverse: true,
+            echo: false,
+            pattern: HelloPattern::Cbr,
+            ..sample_hello()
+        };
+        let bytes = emitted(&Message::Hello(hello));
+        assert_eq!(bytes.len(), HELLO_LEN);
+        assert_eq!(&bytes[12..16], &[0x00, 0x00, 0x01, 0x08]);
+        assert_eq!(parse(&bytes), Ok(Message::Hello(hello)));
+        let forward = emitted(&Message::Hello(Hello {
+            reverse: false,
+            ..hello
+        }));
+        assert_eq!(&forward[12..16], &[0x00, 0x00, 0x01, 0x00]);
     }
 
     #[test]
@@ -1294,16 +1328,17 @@ mod tests {
         (
             any::<u32>(),
             any::<u32>(),
-            any::<[bool; 2]>(),
+            any::<[bool; 3]>(),
             pattern,
             any::<[u64; 7]>(),
         )
             .prop_map(
-                |(session_id, payload_size, [echo, loss_ranges], pattern, v)| Hello {
+                |(session_id, payload_size, [echo, loss_ranges, reverse], pattern, v)| Hello {
                     session_id,
                     payload_size,
                     echo,
                     loss_ranges,
+                    reverse,
                     pattern,
                     interval_ns: v[0],
                     tmax_ns: v[1],

@@ -2,7 +2,7 @@
 //! end-of-test exchange that brings the receiver's results back.
 
 use std::io::{self, BufWriter, ErrorKind, Write};
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -30,57 +30,85 @@ use crate::wire::{DataHeader, HelloPattern, Kind};
 
 /// Live counters the data thread publishes for interval lines.
 #[derive(Debug, Default)]
-struct LiveCounters {
-    sent: AtomicU64,
-    bytes: AtomicU64,
-    errors: AtomicU64,
+pub(crate) struct LiveCounters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// What the data thread did.
 #[derive(Debug)]
-struct DataResult {
-    sent: u64,
-    bytes: u64,
-    errors_enobufs: u64,
-    errors_eagain: u64,
+pub(crate) struct DataResult {
+    pub(crate) sent: u64,
+    pub(crate) bytes: u64,
+    pub(crate) errors_enobufs: u64,
+    pub(crate) errors_eagain: u64,
     errors_other: u64,
-    first: Option<Instant>,
-    last: Option<Instant>,
-    lateness: Option<LatencyHistogram>,
-    gaps: LatencyHistogram,
+    pub(crate) first: Option<Instant>,
+    pub(crate) last: Option<Instant>,
+    pub(crate) lateness: Option<LatencyHistogram>,
+    pub(crate) gaps: LatencyHistogram,
     /// How late the impairment's releases left against their planned time.
     release_lateness: LatencyHistogram,
     impair: Option<ImpairCounters>,
-    mode: SendMode,
-    warnings: Vec<String>,
+    pub(crate) mode: SendMode,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl DataResult {
-    fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.errors_enobufs + self.errors_eagain + self.errors_other
     }
 }
 
-/// What the data thread needs, moved into it.
-struct DataPlan {
-    session_id: u32,
-    payload: usize,
-    pps: Option<f64>,
-    pattern: crate::pacing::Pattern,
-    seed: u64,
-    duration: Option<Duration>,
-    count: Option<u64>,
-    batch: usize,
-    mode: SendMode,
-    impair: Option<crate::impair::ImpairSpec>,
-    impair_log: Option<BufWriter<OutputFile>>,
-    cpu: Option<usize>,
+/// What the data thread needs, moved into it: the sender's own test, or (with `dest`) a
+/// receiver's reverse test.
+pub(crate) struct DataPlan {
+    pub(crate) session_id: u32,
+    pub(crate) payload: usize,
+    pub(crate) pps: Option<f64>,
+    pub(crate) pattern: crate::pacing::Pattern,
+    pub(crate) seed: u64,
+    pub(crate) duration: Option<Duration>,
+    pub(crate) count: Option<u64>,
+    pub(crate) batch: usize,
+    pub(crate) mode: SendMode,
+    pub(crate) impair: Option<crate::impair::ImpairSpec>,
+    pub(crate) impair_log: Option<BufWriter<OutputFile>>,
+    pub(crate) cpu: Option<usize>,
     /// Tags every Data datagram (`--key`).
-    key: Option<Key>,
+    pub(crate) key: Option<Key>,
+    /// Where the Data goes from an unconnected socket (a receiver's reverse test: its
+    /// validated peer); None: the connected socket's peer.
+    pub(crate) dest: Option<SocketAddr>,
+}
+
+/// A running data thread, stoppable through `halt`.
+pub(crate) struct DataThread {
+    pub(crate) handle: thread::JoinHandle<DataResult>,
+    pub(crate) halt: Arc<AtomicBool>,
+    pub(crate) live: Arc<LiveCounters>,
+}
+
+/// Starts [`data_loop`] for `plan` on its own thread, sending on `sock`.
+pub(crate) fn spawn_data_thread(sock: UdpSocket, plan: DataPlan) -> io::Result<DataThread> {
+    let live = Arc::new(LiveCounters::default());
+    let halt = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let live = Arc::clone(&live);
+        let halt = Arc::clone(&halt);
+        thread::Builder::new()
+            .name("udplab-send".into())
+            .spawn(move || data_loop(&sock, plan, &halt, &live))?
+    };
+    Ok(DataThread { handle, halt, live })
 }
 
 /// Runs one test against the receiver in `cfg` and returns the whole run's report.
 pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
+    if cfg.reverse {
+        return crate::run::reverse::run(cfg, stop);
+    }
     let started_wall = time::wall_ns();
     let bound = net::bind(
         net::unspecified_for(&cfg.addr),
@@ -109,61 +137,11 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
 
     let session_id = crate::run::session_id();
     let run_id = format!("{session_id:08x}");
-    let params = TestParams {
-        payload_size: cfg.payload_size as u32,
-        echo: cfg.echo,
-        interval: cfg.interval,
-        tmax: cfg.tmax,
-        count: cfg.count.unwrap_or(0),
-        duration: cfg.duration.unwrap_or(Duration::ZERO),
-        rate_bps: cfg.rate_bps.map_or(0, |r| r as u64),
-        pps_milli: cfg.pps().map_or(0, |p| (p * 1000.0) as u64),
-        // The receiver keeps its lost ranges for us only when there is a log to write.
-        loss_ranges: cfg.outputs.loss_log.is_some(),
-        pattern: hello_pattern(cfg),
-    };
+    let params = test_params(cfg);
     let mut ctl = SenderControl::new(session_id, params, time::now());
     let key = cfg.key.as_ref();
     let mut replies = Replies::new(session_id, cfg.key.clone());
-
-    // Handshake.
-    loop {
-        flush_control(&sock, &mut ctl, key);
-        match ctl.poll_event() {
-            Some(SenderEvent::Accepted { .. }) => break,
-            Some(SenderEvent::Failed(e)) => {
-                if key.is_some() && replies.unauthenticated > 0 {
-                    // A receiver without the key answered: it takes our tag for padding and
-                    // may have started the test. End it rather than leave it waiting.
-                    ctl.abort();
-                    flush_control(&sock, &mut ctl, key);
-                }
-                return Err(SetupError(handshake_failure(
-                    &cfg.target,
-                    &e,
-                    key.is_some(),
-                    replies.unauthenticated,
-                ))
-                .into());
-            }
-            _ => {}
-        }
-        if stop.requested() {
-            return Err(SetupError("interrupted before the test started".into()).into());
-        }
-        match replies.receive(&sock, ctl.poll_timeout(), &mut ctl) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                return Err(SetupError(format!(
-                    "{}: nothing is listening there (the host answered port unreachable); start `udplab recv` first",
-                    cfg.target
-                ))
-                .into());
-            }
-            Err(e) => return Err(SetupError(format!("{}: {e}", cfg.target)).into()),
-        }
-        ctl.handle_timeout(time::now());
-    }
+    handshake(&sock, &mut ctl, &mut replies, cfg, stop)?;
 
     let mut text = text_writer(&cfg.outputs);
     let interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
@@ -214,18 +192,14 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         impair_log,
         cpu: (!cfg.cpus.is_empty()).then(|| cfg.cpus[cfg.flow_index % cfg.cpus.len()]),
         key: cfg.key.clone(),
+        dest: None,
     };
-    let live = Arc::new(LiveCounters::default());
-    let halt = Arc::new(AtomicBool::new(false));
     let data_sock = sock.try_clone().context("cloning the socket")?;
-    let data = {
-        let live = Arc::clone(&live);
-        let halt = Arc::clone(&halt);
-        thread::Builder::new()
-            .name("udplab-send".into())
-            .spawn(move || data_loop(&data_sock, plan, &halt, &live))
-            .context("starting the send thread")?
-    };
+    let DataThread {
+        handle: data,
+        halt,
+        live,
+    } = spawn_data_thread(data_sock, plan).context("starting the send thread")?;
 
     // While data flows: echoes, control, interval lines.
     let start = time::now();
@@ -326,7 +300,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                     warnings.push(format!("no results from the receiver: {e}"));
                     break;
                 }
-                Some(SenderEvent::Accepted { .. }) => {}
+                Some(SenderEvent::Accepted { .. } | SenderEvent::SenderResults(_)) => {}
                 None if ctl.is_done() => break,
                 None => {}
             }
@@ -435,6 +409,71 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         strip_loss_ranges(&mut run);
     }
     Ok(run)
+}
+
+/// What the Hello announces: the test as `cfg` describes it.
+pub(crate) fn test_params(cfg: &SendConfig) -> TestParams {
+    TestParams {
+        payload_size: cfg.payload_size as u32,
+        echo: cfg.echo,
+        interval: cfg.interval,
+        tmax: cfg.tmax,
+        count: cfg.count.unwrap_or(0),
+        duration: cfg.duration.unwrap_or(Duration::ZERO),
+        rate_bps: cfg.rate_bps.map_or(0, |r| r as u64),
+        pps_milli: cfg.pps().map_or(0, |p| (p * 1000.0) as u64),
+        // The receiver keeps its lost ranges for us only when there is a log to write.
+        loss_ranges: cfg.outputs.loss_log.is_some(),
+        pattern: hello_pattern(cfg),
+    }
+}
+
+/// Runs the handshake until the receiver accepts (`Ok`) or it fails (the error the user sees).
+pub(crate) fn handshake(
+    sock: &UdpSocket,
+    ctl: &mut SenderControl,
+    replies: &mut Replies,
+    cfg: &SendConfig,
+    stop: &Stop,
+) -> anyhow::Result<()> {
+    let key = cfg.key.as_ref();
+    loop {
+        flush_control(sock, ctl, key);
+        match ctl.poll_event() {
+            Some(SenderEvent::Accepted { .. }) => return Ok(()),
+            Some(SenderEvent::Failed(e)) => {
+                if key.is_some() && replies.unauthenticated > 0 {
+                    // A receiver without the key answered: it takes our tag for padding and
+                    // may have started the test. End it rather than leave it waiting.
+                    ctl.abort();
+                    flush_control(sock, ctl, key);
+                }
+                return Err(SetupError(handshake_failure(
+                    &cfg.target,
+                    &e,
+                    key.is_some(),
+                    replies.unauthenticated,
+                ))
+                .into());
+            }
+            _ => {}
+        }
+        if stop.requested() {
+            return Err(SetupError("interrupted before the test started".into()).into());
+        }
+        match replies.receive(sock, ctl.poll_timeout(), ctl) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                return Err(SetupError(format!(
+                    "{}: nothing is listening there (the host answered port unreachable); start `udplab recv` first",
+                    cfg.target
+                ))
+                .into());
+            }
+            Err(e) => return Err(SetupError(format!("{}: {e}", cfg.target)).into()),
+        }
+        ctl.handle_timeout(time::now());
+    }
 }
 
 /// Writes the lost ranges the receiver carried back for `runs` to `path`.
@@ -552,7 +591,7 @@ fn handshake_failure(target: &str, e: &ControlError, keyed: bool, unauthenticate
 }
 
 /// What comes back from the receiver while and after data flows: echoes (RTT) and control.
-struct Replies {
+pub(crate) struct Replies {
     session_id: u32,
     batch: RecvBatch,
     /// RTT of the echoes received in the current interval.
@@ -561,11 +600,11 @@ struct Replies {
     /// Every reply must carry this key's tag (`--key`).
     key: Option<Key>,
     /// Replies dropped because their tag did not verify.
-    unauthenticated: u64,
+    pub(crate) unauthenticated: u64,
 }
 
 impl Replies {
-    fn new(session_id: u32, key: Option<Key>) -> Self {
+    pub(crate) fn new(session_id: u32, key: Option<Key>) -> Self {
         Replies {
             session_id,
             // Result chunks are the largest replies: 16 + 1200 bytes (+ 16 with a key).
@@ -657,7 +696,7 @@ fn sender_row(
 
 /// Sends queued control datagrams, tagged when there is a key. Failures are retried by the
 /// session's own timers.
-fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl, key: Option<&Key>) {
+pub(crate) fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl, key: Option<&Key>) {
     while let Some(mut msg) = ctl.poll_transmit() {
         if let Some(key) = key {
             key.append_tag(&mut msg);
@@ -678,6 +717,8 @@ fn sign_each(key: &Key, batch: &mut [u8], size: usize) {
 struct DataWriter {
     session_id: u32,
     key: Option<Key>,
+    /// The destination of an unconnected socket (see [`DataPlan::dest`]).
+    dest: Option<SocketAddr>,
 }
 
 impl DataWriter {
@@ -695,8 +736,33 @@ impl DataWriter {
     }
 }
 
+/// Hands `count` datagrams of `seg_size` bytes from `buf` to the kernel: batched on a connected
+/// socket; with `dest` (a shared, unconnected socket) one send_to per datagram. As
+/// [`net::send_batch`]: the number sent, or the error when the first one failed.
+fn send_out(
+    sock: &UdpSocket,
+    dest: Option<SocketAddr>,
+    mode: SendMode,
+    buf: &[u8],
+    seg_size: usize,
+    count: usize,
+) -> io::Result<usize> {
+    let Some(dest) = dest else {
+        return net::send_batch(sock, mode, buf, seg_size, count);
+    };
+    let mut sent = 0;
+    for datagram in buf.chunks_exact(seg_size).take(count) {
+        match sock.send_to(datagram, dest) {
+            Ok(_) => sent += 1,
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(sent)
+}
+
 /// The timed data path: an absolute schedule, batched sends, optional impairment.
-fn data_loop(
+pub(crate) fn data_loop(
     sock: &UdpSocket,
     mut plan: DataPlan,
     halt: &AtomicBool,
@@ -744,6 +810,7 @@ fn data_loop(
     let writer = DataWriter {
         session_id: plan.session_id,
         key: plan.key.take(),
+        dest: plan.dest,
     };
     let mut seq = 0u64;
     let mut scratch = vec![0u8; payload];
@@ -819,8 +886,9 @@ fn data_loop(
                 }
                 let mut off = 0usize;
                 while off < n {
-                    match net::send_batch(
+                    match send_out(
                         sock,
+                        writer.dest,
                         mode,
                         &buf[off * payload..n * payload],
                         payload,
@@ -926,7 +994,11 @@ fn send_one(
     res: &mut DataResult,
 ) {
     writer.write(seq, send_ns, scratch);
-    if let Err(e) = sock.send(scratch) {
+    let sent = match writer.dest {
+        None => sock.send(scratch),
+        Some(dest) => sock.send_to(scratch, dest),
+    };
+    if let Err(e) = sent {
         count_error(res, &e, 1);
     }
 }
@@ -1025,6 +1097,7 @@ mod tests {
         let writer = DataWriter {
             session_id: 9,
             key: Some(key.clone()),
+            dest: None,
         };
         let mut datagram = vec![0u8; 64];
         writer.write(5, 77, &mut datagram);
@@ -1034,6 +1107,7 @@ mod tests {
         let plain = DataWriter {
             session_id: 9,
             key: None,
+            dest: None,
         };
         let mut untagged = vec![0u8; 64];
         plain.write(5, 77, &mut untagged);
