@@ -1828,6 +1828,9 @@ fn reverse_limits(params: &TestParams, max_bps: u64) -> Result<(), (RejectReason
 mod trust_tests;
 
 #[cfg(test)]
+mod reverse_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::time::ManualClock;

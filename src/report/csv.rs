@@ -18,7 +18,7 @@ use crate::summary::{
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 74] = [
+pub const SUMMARY_COLUMNS: [&str; 75] = [
     "run_id",
     "role",
     "target",
@@ -94,6 +94,7 @@ pub const SUMMARY_COLUMNS: [&str; 74] = [
     "refused_by_allow",
     "implausible",
     "rcvbuf_drops_shared",
+    "direction",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -479,6 +480,7 @@ struct SummaryRow {
     refused_by_allow: String,
     implausible: String,
     rcvbuf_drops_shared: String,
+    direction: String,
 }
 
 impl SummaryRow {
@@ -491,6 +493,7 @@ impl SummaryRow {
             started_at: report.started_at.clone(),
             pattern: report.pattern.clone(),
             verdict: report.verdict.as_str().to_string(),
+            direction: report.direction.as_str().to_string(),
             ..Self::default()
         }
     }
@@ -650,6 +653,7 @@ impl SummaryRow {
             self.refused_by_allow,
             self.implausible,
             self.rcvbuf_drops_shared,
+            self.direction,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -879,9 +883,10 @@ mod tests {
     fn implausible_and_a_shared_socket_have_their_columns_at_the_end() {
         let mut report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        let at = headers.iter().position(|h| h == "implausible").unwrap();
         assert_eq!(
-            headers[headers.len() - 2..],
-            ["implausible", "rcvbuf_drops_shared"]
+            headers[at..at + 3],
+            ["implausible", "rcvbuf_drops_shared", "direction"]
         );
         assert_eq!(rows[0]["rcvbuf_drops_shared"], "false");
         assert_eq!(rows[0]["rcvbuf_drops_pct"], "0.0000");
@@ -899,6 +904,19 @@ mod tests {
                 "not a share of this test's 10000 datagrams"
             );
         }
+    }
+
+    #[test]
+    fn the_direction_is_the_last_column_and_names_each_run() {
+        let mut report = fixtures::run_report();
+        let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(headers.last().map(String::as_str), Some("direction"));
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r["direction"] == "forward"));
+        report.direction = crate::summary::Direction::Reverse;
+        let (_, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(rows[0]["role"], "sender");
+        assert!(rows.iter().all(|r| r["direction"] == "reverse"));
     }
 
     #[test]
