@@ -10,7 +10,7 @@ use crate::config::SendConfig;
 use crate::error::SetupError;
 use crate::net::{self, RecvBatch, SocketOptions};
 use crate::report;
-use crate::run::send::{Replies, flush_control, handshake, strip_loss_ranges, test_params};
+use crate::run::send::{HandshakeRx, flush_control, handshake, strip_loss_ranges, test_params};
 use crate::run::{Stop, text_writer};
 use crate::session::{SenderControl, SenderEvent, TestParams};
 use crate::stats::{ReceiverStats, StatsConfig};
@@ -55,9 +55,53 @@ struct Measure {
     /// Datagrams whose `--key` tag did not verify.
     unauthenticated: u64,
     key: Option<Key>,
+    /// Taken out while its datagrams are counted (always back in between).
+    batch: Option<RecvBatch>,
+}
+
+impl HandshakeRx for Measure {
+    fn receive(
+        &mut self,
+        sock: &std::net::UdpSocket,
+        deadline: Option<Instant>,
+        ctl: &mut SenderControl,
+    ) -> std::io::Result<()> {
+        let wait = deadline
+            .map_or(RECV_TICK, |d| d.saturating_duration_since(time::now()))
+            .clamp(Duration::from_micros(100), Duration::from_millis(50));
+        sock.set_read_timeout(Some(wait))?;
+        match self.receive_batch(sock, ctl) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn unauthenticated(&self) -> u64 {
+        self.unauthenticated
+    }
 }
 
 impl Measure {
+    /// Receives one batch: this test's Data to the statistics, the rest to `ctl`.
+    fn receive_batch(
+        &mut self,
+        sock: &std::net::UdpSocket,
+        ctl: &mut SenderControl,
+    ) -> std::io::Result<()> {
+        let Some(mut batch) = self.batch.take() else {
+            return Ok(());
+        };
+        let received = batch.recv(sock);
+        let now = time::now();
+        for i in 0..*received.as_ref().unwrap_or(&0) {
+            let (buf, meta) = batch.get(i);
+            let recv_ns = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
+            self.datagram(now, recv_ns, buf, ctl);
+        }
+        self.batch = Some(batch);
+        received.map(|_| ())
+    }
+
     fn now_ns(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.started).as_nanos() as u64
     }
@@ -176,13 +220,11 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let session_id = crate::run::session_id();
     let run_id = format!("{session_id:08x}");
     let params = test_params(cfg);
-    let mut ctl = SenderControl::with_direction(session_id, params, true, time::now());
-    let mut replies = Replies::new(session_id, cfg.key.clone());
-    handshake(sock, &mut ctl, &mut replies, cfg, stop)?;
-
     let key = cfg.key.as_ref();
+    // The measurement starts with the handshake: the receiver sends from the moment it
+    // accepts, and its accepting answer may be lost (then the Data comes first).
     let start = time::now();
-    ctl.await_reverse_results(start, planned_length(&params));
+    let mut ctl = SenderControl::with_direction(session_id, params, true, start);
     let mut m = Measure {
         session_id,
         stats: ReceiverStats::new(StatsConfig {
@@ -202,14 +244,19 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         foreign: 0,
         unauthenticated: 0,
         key: cfg.key.clone(),
+        batch: Some(RecvBatch::new(
+            64,
+            cfg.payload_size.max(2048) + auth_room(key),
+        )),
     };
+    handshake(sock, &mut ctl, &mut m, cfg, stop)?;
+    ctl.await_reverse_results(time::now(), planned_length(&params));
     let mut text = text_writer(&cfg.outputs);
     let interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
     if !cfg.outputs.quiet {
         report::write_interval_header(&mut text, "receiver")?;
         text.flush()?;
     }
-    let mut batch = RecvBatch::new(64, cfg.payload_size.max(2048) + auth_room(key));
     sock.set_read_timeout(Some(RECV_TICK))?;
     let mut sender: Option<SenderReport> = None;
     // When the totals arrived: late Data still counts for Tmax after it.
@@ -217,15 +264,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut stopping = false;
     let mut failed = false;
     loop {
-        match batch.recv(sock) {
-            Ok(n) => {
-                let now = time::now();
-                for i in 0..n {
-                    let (buf, meta) = batch.get(i);
-                    let recv_ns = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
-                    m.datagram(now, recv_ns, buf, &mut ctl);
-                }
-            }
+        match m.receive_batch(sock, &mut ctl) {
+            Ok(()) => {}
             Err(e)
                 if matches!(
                     e.kind(),
@@ -284,15 +324,14 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     }
     publish(&mut m, cfg, &mut text, interval_stream.as_ref(), &run_id)?;
     text.flush()?;
-    let rcvbuf_drops = if bound.rxq_overflow {
-        batch
+    let rcvbuf_drops = match m.batch.as_mut().filter(|_| bound.rxq_overflow) {
+        Some(batch) => batch
             .refresh_rxq_dropped(sock)
             .ok()
             .flatten()
             .or(batch.rxq_dropped())
-            .or(Some(0))
-    } else {
-        None
+            .or(Some(0)),
+        None => None,
     };
     let stats = m.stats.summary();
     let duration_s = match (stats.first_recv_ns, stats.last_recv_ns) {
@@ -336,7 +375,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         peer: cfg.addr.to_string(),
         loss_ranges: std::mem::take(&mut m.loss_ranges),
         loss_ranges_not_kept: m.loss_ranges_not_kept,
-        unauthenticated: key.map(|_| m.unauthenticated + replies_unauthenticated(&replies)),
+        unauthenticated: key.map(|_| m.unauthenticated),
         refused_by_allow: None,
         stats,
     };
@@ -369,10 +408,6 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
 /// Room for the `--key` tag after the largest datagram.
 fn auth_room(key: Option<&Key>) -> usize {
     key.map_or(0, |_| crate::auth::TAG_LEN)
-}
-
-fn replies_unauthenticated(replies: &Replies) -> u64 {
-    replies.unauthenticated
 }
 
 /// Prints, streams and keeps the rows whose losses are final.

@@ -428,11 +428,40 @@ pub(crate) fn test_params(cfg: &SendConfig) -> TestParams {
     }
 }
 
+/// What the handshake reads the receiver's answers with: the forward sender's [`Replies`], or
+/// a reverse test's measurement (Data can arrive before the accepting answer, if that was lost).
+pub(crate) trait HandshakeRx {
+    /// Receives what has arrived, waiting at most until `deadline`; control goes to `ctl`.
+    fn receive(
+        &mut self,
+        sock: &UdpSocket,
+        deadline: Option<Instant>,
+        ctl: &mut SenderControl,
+    ) -> io::Result<()>;
+    /// Datagrams dropped so far because their `--key` tag did not verify.
+    fn unauthenticated(&self) -> u64;
+}
+
+impl HandshakeRx for Replies {
+    fn receive(
+        &mut self,
+        sock: &UdpSocket,
+        deadline: Option<Instant>,
+        ctl: &mut SenderControl,
+    ) -> io::Result<()> {
+        Replies::receive(self, sock, deadline, ctl)
+    }
+
+    fn unauthenticated(&self) -> u64 {
+        self.unauthenticated
+    }
+}
+
 /// Runs the handshake until the receiver accepts (`Ok`) or it fails (the error the user sees).
 pub(crate) fn handshake(
     sock: &UdpSocket,
     ctl: &mut SenderControl,
-    replies: &mut Replies,
+    replies: &mut impl HandshakeRx,
     cfg: &SendConfig,
     stop: &Stop,
 ) -> anyhow::Result<()> {
@@ -442,7 +471,7 @@ pub(crate) fn handshake(
         match ctl.poll_event() {
             Some(SenderEvent::Accepted { .. }) => return Ok(()),
             Some(SenderEvent::Failed(e)) => {
-                if key.is_some() && replies.unauthenticated > 0 {
+                if key.is_some() && replies.unauthenticated() > 0 {
                     // A receiver without the key answered: it takes our tag for padding and
                     // may have started the test. End it rather than leave it waiting.
                     ctl.abort();
@@ -452,7 +481,7 @@ pub(crate) fn handshake(
                     &cfg.target,
                     &e,
                     key.is_some(),
-                    replies.unauthenticated,
+                    replies.unauthenticated(),
                 ))
                 .into());
             }
@@ -600,7 +629,7 @@ pub(crate) struct Replies {
     /// Every reply must carry this key's tag (`--key`).
     key: Option<Key>,
     /// Replies dropped because their tag did not verify.
-    pub(crate) unauthenticated: u64,
+    unauthenticated: u64,
 }
 
 impl Replies {
