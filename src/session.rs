@@ -264,8 +264,12 @@ pub enum SenderEvent {
     /// The receiver's full report.
     Results(Box<ReceiverReport>),
     /// A reverse test's results: the receiver's report of what it sent (its totals end the
-    /// sender's measurement as a Fin's do the receiver's).
-    SenderResults(Box<SenderReport>),
+    /// sender's measurement as a Fin's do the receiver's); `interrupted` when the receiver was
+    /// stopped (Ctrl-C) before the test's end.
+    SenderResults {
+        report: Box<SenderReport>,
+        interrupted: bool,
+    },
     /// The exchange failed; for failures after data was sent the sender still reports its side.
     Failed(ControlError),
 }
@@ -482,9 +486,10 @@ impl SenderControl {
                     self.phase = SenderPhase::Done;
                     self.next_send = None;
                     self.events.push_back(match env.sender {
-                        Some(sender) if self.reverse => {
-                            SenderEvent::SenderResults(Box::new(sender))
-                        }
+                        Some(sender) if self.reverse => SenderEvent::SenderResults {
+                            report: Box::new(sender),
+                            interrupted: env.interrupted,
+                        },
                         _ => SenderEvent::Results(Box::new(env.report)),
                     });
                 }
@@ -1330,6 +1335,8 @@ impl ReceiverServer {
             version: REPORT_VERSION,
             report: ReceiverReport::default(),
             sender: Some(report),
+            // Pushed at once only when this receiver is being interrupted.
+            interrupted: push,
         });
         s.memory = json_len as u64;
         if push {
@@ -1601,6 +1608,7 @@ impl ReceiverServer {
             version: REPORT_VERSION,
             report: report.clone(),
             sender: None,
+            interrupted: false,
         });
         // The window goes now; the results stay for the sender (bounded by MAX_FINISHED_KEPT).
         s.stats = None;
@@ -1771,6 +1779,9 @@ struct ResultsEnvelope {
     /// test's results are unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sender: Option<SenderReport>,
+    /// A reverse test's receiver was interrupted before the test's end (absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    interrupted: bool,
 }
 
 /// The results as JSON in ResultChunk-sized pieces, and the JSON's length. A ResultChunk counts

@@ -263,6 +263,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut drain_until: Option<Instant> = None;
     let mut stopping = false;
     let mut failed = false;
+    let mut peer_interrupted = false;
     loop {
         match m.receive_batch(sock, &mut ctl) {
             Ok(()) => {}
@@ -281,8 +282,16 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         flush_control(sock, &mut ctl, key);
         while let Some(ev) = ctl.poll_event() {
             match ev {
-                SenderEvent::SenderResults(r) => {
-                    sender = Some(*r);
+                SenderEvent::SenderResults {
+                    report,
+                    interrupted,
+                } => {
+                    if interrupted {
+                        peer_interrupted = true;
+                        warnings
+                            .push("the receiver was interrupted: it stopped sending early".into());
+                    }
+                    sender = Some(*report);
                     drain_until = Some(now + params.tmax);
                 }
                 SenderEvent::Failed(e) => {
@@ -352,7 +361,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             m.intervals_not_kept
         ));
     }
-    let interrupted = stop.requested() || sender.is_none();
+    let interrupted = stop.requested() || peer_interrupted || sender.is_none();
     let receiver = ReceiverReport {
         duration_s,
         rate_achieved_bps: per_s(stats.received_bytes as f64 * 8.0),

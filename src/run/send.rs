@@ -300,7 +300,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                     warnings.push(format!("no results from the receiver: {e}"));
                     break;
                 }
-                Some(SenderEvent::Accepted { .. } | SenderEvent::SenderResults(_)) => {}
+                Some(SenderEvent::Accepted { .. } | SenderEvent::SenderResults { .. }) => {}
                 None if ctl.is_done() => break,
                 None => {}
             }

@@ -256,7 +256,10 @@ fn the_senders_totals_come_back_as_the_results() {
     ctl.handle_timeout(clock.now());
     assert!(pump(&clock, addr(PEER), &mut ctl, &mut srv).is_empty());
     match ctl.poll_event() {
-        Some(SenderEvent::SenderResults(r)) => {
+        Some(SenderEvent::SenderResults {
+            report: r,
+            interrupted: false,
+        }) => {
             assert_eq!((r.sent, r.sent_bytes, r.send_errors), (9_998, 999_800, 2));
         }
         other => panic!("{other:?}"),
@@ -302,7 +305,7 @@ fn the_clients_abort_stops_the_data_and_its_totals_still_come_back() {
     pump(&clock, addr(PEER), &mut ctl, &mut srv);
     assert!(matches!(
         ctl.poll_event(),
-        Some(SenderEvent::SenderResults(r)) if r.sent == 2_000
+        Some(SenderEvent::SenderResults { report: r, interrupted: false }) if r.sent == 2_000
     ));
 }
 
@@ -329,7 +332,7 @@ fn ctrl_c_at_the_receiver_stops_the_data_and_pushes_the_totals_to_the_peer() {
     }
     assert!(matches!(
         ctl.poll_event(),
-        Some(SenderEvent::SenderResults(r)) if r.sent == 1_000
+        Some(SenderEvent::SenderResults { report: r, interrupted: true }) if r.sent == 1_000
     ));
     // interrupt_all on a still-sending reverse test asks the driver to stop it.
     let (_ctl2, id2) = {
@@ -365,6 +368,7 @@ fn a_forward_hello_and_its_results_are_unchanged() {
         version: REPORT_VERSION,
         report: ReceiverReport::default(),
         sender: None,
+        interrupted: false,
     });
     let json: Vec<u8> = chunks.concat();
     assert!(!String::from_utf8(json).unwrap().contains("\"sender\""));

@@ -11,5 +11,6 @@ mod msrv;
 mod netns;
 mod proxy_limits;
 mod reports;
+mod reverse;
 mod sim;
 mod stats_numbers;
