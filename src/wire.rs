@@ -88,7 +88,7 @@
 //! | offset | size | field              | meaning                                            |
 //! |-------:|-----:|--------------------|----------------------------------------------------|
 //! | 8      | 1    | `status`           | 0 = accepted, 1 = busy with other tests, 2 = rejected, 3 = retry: repeat the Hello with `cookie` |
-//! | 9      | 1    | `reason`           | why rejected: 0 not said, 1 payload size, 2 interval, 3 Tmax above `limit` ns, 4 rate × Tmax above `limit` sequences, 5 memory budget (`limit` bytes free), 6 session id in use from another address (v2) |
+//! | 9      | 1    | `reason`           | why rejected: 0 not said, 1 payload size, 2 interval, 3 Tmax above `limit` ns, 4 rate × Tmax above `limit` sequences, 5 memory budget (`limit` bytes free), 6 session id in use from another address (v2), 7 reverse test faster than `limit` bit/s or unpaced, 8 reverse test without a count or duration, or longer than `limit` ns |
 //! | 10     | 2    | `retry_after_s`    | busy: seconds after which a test is likely to have ended (v2) |
 //! | 12     | 8    | `rcvbuf_effective` | receive buffer the kernel granted (SO_RCVBUF read back), bytes |
 //! | 20     | 8    | `cookie`           | retry: the cookie the next Hello carries; else 0 (v2) |
@@ -133,6 +133,16 @@
 //! IPv6 minimum-MTU path. When ready, `count ≥ 1` and `index < count`, else the chunk is
 //! rejected. When not ready, `index`, `count` and `len` should be 0. A `len` larger than the
 //! bytes present is an error; bytes after the data are ignored.
+//!
+//! In a reverse test (Hello flag bit 3) the Data flows receiver → sender, from the receiver's
+//! listening address to the test's validated address, and the sender measures it. The sender
+//! sends ResultReq from acceptance on, every 200 ms: while the receiver sends they are its
+//! keep-alive (unanswered; 10 s without one stops the Data), and once its data thread has
+//! ended the result document is `{"version", "report" (empty), "sender": the receiver's
+//! sender-side report}`; its `sent` ends the sender's measurement as a Fin's `total_sent`
+//! ends the receiver's. A receiver interrupted mid-test sends the chunks unasked, with
+//! `"interrupted": true` in the document. An Abort from the sender stops the Data; the
+//! results follow as usual.
 //!
 //! # Abort (kind 22): either direction, the test ended early
 //!
