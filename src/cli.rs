@@ -156,7 +156,7 @@ pub struct RecvArgs {
     /// reason the client prints; 0 refuses reverse tests. The data goes only to the
     /// client's validated address, and stops when the client goes silent for 10 s.
     /// Example: udplab recv --max-reverse-rate 1G
-    #[arg(long, default_value = "100M", value_parser = parse_reverse_rate)]
+    #[arg(long, default_value = "100M", value_name = "RATE", value_parser = parse_reverse_rate)]
     pub max_reverse_rate: u64,
     #[command(flatten)]
     pub reports: ReportArgs,
