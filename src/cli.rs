@@ -158,6 +158,14 @@ pub struct RecvArgs {
     /// Example: udplab recv --max-reverse-rate 1G
     #[arg(long, default_value = "100M", value_name = "RATE", value_parser = parse_reverse_rate)]
     pub max_reverse_rate: u64,
+    /// Mark this receiver's echoes and replies with a DSCP (IP_TOS / IPV6_TCLASS): a name (EF,
+    /// AF11..AF43, CS0..CS7, VA) or a number 0..=63. Example: udplab recv --dscp EF
+    #[arg(long, value_name = "NAME|N", conflicts_with = "tos", value_parser = parse_dscp)]
+    pub dscp: Option<u8>,
+    /// Set the whole TOS / traffic-class byte (DSCP and ECN) of this receiver's replies,
+    /// 0..=255 or hex. Example: udplab recv --tos 0xb8
+    #[arg(long, value_name = "N", value_parser = parse_tos)]
+    pub tos: Option<u8>,
     #[command(flatten)]
     pub reports: ReportArgs,
 }
@@ -173,6 +181,11 @@ fn parse_reverse_rate(s: &str) -> Result<u64, String> {
 pub struct SendCmd {
     /// Receiver address: HOST:PORT, [IPv6]:PORT, or HOST (port 5210).
     pub target: String,
+    /// Source address (and port) to send from: ADDR or ADDR:PORT, [IPv6]:PORT (multi-homed hosts,
+    /// firewall pinholes). It must be an address of this host, of the target's family.
+    /// Example: udplab send 192.0.2.7 --bind 192.0.2.1:6000
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub bind: Option<String>,
     #[command(flatten)]
     pub opts: SendArgs,
 }
@@ -279,6 +292,24 @@ pub struct SendArgs {
     /// Example: udplab send 192.0.2.7 -R --rate 20M --duration 10s
     #[arg(long, short = 'R')]
     pub reverse: bool,
+    /// Mark every datagram with this DSCP (IP_TOS / IPV6_TCLASS): a name (EF, AF11..AF43,
+    /// CS0..CS7, VA) or a number 0..=63. The receiver reports how many arrived with it and how
+    /// many were re-marked on the way. Example: udplab send 192.0.2.7 --dscp EF
+    #[arg(long, value_name = "NAME|N", conflicts_with = "tos", value_parser = parse_dscp)]
+    pub dscp: Option<u8>,
+    /// Set the whole TOS / traffic-class byte (DSCP and ECN bits), 0..=255 or hex.
+    /// Example: udplab send 192.0.2.7 --tos 0xb8
+    #[arg(long, value_name = "N", value_parser = parse_tos)]
+    pub tos: Option<u8>,
+    /// IPv4 TTL / IPv6 hop limit of every datagram, 1..=255 (also the multicast TTL when the
+    /// target is a group). The receiver reports the TTLs it saw. Example: udplab send 192.0.2.7 --ttl 3
+    #[arg(long, value_name = "N", value_parser = parse_ttl)]
+    pub ttl: Option<u8>,
+    /// Set Don't Fragment (path MTU discovery, IP_PMTUDISC_DO / IPV6_DONTFRAG): datagrams
+    /// larger than the path MTU fail with EMSGSIZE, counted and reported with the MTU the
+    /// kernel learned. Example: udplab send 192.0.2.7 --df --size 1472
+    #[arg(long)]
+    pub df: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
     #[command(flatten)]
@@ -397,6 +428,18 @@ fn parse_client_idle(s: &str) -> Result<Duration, String> {
         Duration::ZERO => Err("must be longer than 0".into()),
         d => Ok(d),
     }
+}
+
+fn parse_dscp(s: &str) -> Result<u8, String> {
+    crate::net::marking::parse_dscp(s)
+}
+
+fn parse_tos(s: &str) -> Result<u8, String> {
+    crate::net::marking::parse_tos(s)
+}
+
+fn parse_ttl(s: &str) -> Result<u8, String> {
+    crate::net::marking::parse_ttl(s)
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

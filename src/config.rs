@@ -168,6 +168,15 @@ pub struct SendConfig {
     pub key: Option<Key>,
     /// `-R/--reverse`: the receiver sends, this side measures.
     pub reverse: bool,
+    /// The TOS / traffic-class byte of every datagram (`--tos`, or `--dscp` shifted into place);
+    /// None: the kernel's default (0), and the receiver judges no marking.
+    pub tos: Option<u8>,
+    /// IPv4 TTL / IPv6 hop limit (`--ttl`); also the multicast TTL toward a group.
+    pub ttl: Option<u8>,
+    /// Don't Fragment / path MTU discovery (`--df`): oversized sends fail with EMSGSIZE.
+    pub df: bool,
+    /// Source address to send from (`send --bind`); None: the kernel chooses.
+    pub bind: Option<SocketAddr>,
 }
 
 impl SendConfig {
@@ -336,7 +345,54 @@ impl SendConfig {
             },
             live_rows: None,
             key,
+            tos: marking_tos(args.dscp, args.tos),
+            ttl: args.ttl,
+            df: args.df,
+            bind: None,
         })
+    }
+
+    /// Sets the source address (`send --bind`), refusing one of the other family or a fixed
+    /// port shared by several flows. Whether it is an address of this host is known only
+    /// when binding (the error then says so).
+    pub fn set_bind(&mut self, text: &str) -> Result<(), UsageError> {
+        let bind = crate::net::resolve(text, 0).map_err(|e| UsageError(format!("--bind: {e}")))?;
+        let mapped_v4 = |a: &SocketAddr| match a.ip() {
+            std::net::IpAddr::V6(ip) => ip.to_ipv4_mapped().is_some(),
+            std::net::IpAddr::V4(_) => true,
+        };
+        if bind.is_ipv4() != self.addr.is_ipv4() && !(mapped_v4(&bind) && mapped_v4(&self.addr)) {
+            let family = |a: &SocketAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+            return Err(UsageError(format!(
+                "--bind {text}: an {} source cannot reach the {} target {}; bind an {} address",
+                family(&bind),
+                family(&self.addr),
+                self.addr,
+                family(&self.addr)
+            )));
+        }
+        if bind.port() != 0 && self.flows > 1 {
+            return Err(UsageError(format!(
+                "--bind {text}: {} flows need a socket each, and only one can have port {}: \
+                 give the address without a port",
+                self.flows,
+                bind.port()
+            )));
+        }
+        // An IPv4-mapped source toward an IPv4 target (or the reverse) is the same address in
+        // the target's family, which is what the sending socket is made of.
+        let bind = match (bind.ip(), self.addr.is_ipv4()) {
+            (std::net::IpAddr::V6(ip), true) => match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(v4.into(), bind.port()),
+                None => bind,
+            },
+            (std::net::IpAddr::V4(ip), false) => {
+                SocketAddr::new(ip.to_ipv6_mapped().into(), bind.port())
+            }
+            _ => bind,
+        };
+        self.bind = Some(bind);
+        Ok(())
     }
 
     /// Target datagrams per second, when paced.
@@ -376,6 +432,8 @@ pub struct RecvConfig {
     pub allow: Option<AllowList>,
     /// Most payload bit/s of one reverse test (`--max-reverse-rate`); 0 refuses them.
     pub max_reverse_bps: u64,
+    /// The TOS / traffic-class byte of this receiver's replies (`--tos`/`--dscp`).
+    pub tos: Option<u8>,
 }
 
 impl RecvConfig {
@@ -400,8 +458,14 @@ impl RecvConfig {
             key: resolve_key(args.key.as_deref())?,
             allow: AllowList::new(args.allow.clone()),
             max_reverse_bps: args.max_reverse_rate,
+            tos: marking_tos(args.dscp, args.tos),
         })
     }
+}
+
+/// The TOS byte `--dscp` or `--tos` asks for (clap keeps them exclusive).
+fn marking_tos(dscp: Option<u8>, tos: Option<u8>) -> Option<u8> {
+    dscp.map(crate::net::marking::tos_of_dscp).or(tos)
 }
 
 /// `--key FILE|-` when given, else the key in `UDPLAB_KEY`, else none (see [`Key::resolve`]).
@@ -491,6 +555,55 @@ mod tests {
         std::fs::write(&short, "too short").unwrap();
         let e = send(&["--key", short.to_str().unwrap()]).unwrap_err();
         assert!(e.0.contains("use at least 16"), "{}", e.0);
+    }
+
+    #[test]
+    fn markings_become_one_tos_byte() {
+        assert_eq!(send(&["--dscp", "EF"]).unwrap().tos, Some(0xb8));
+        assert_eq!(send(&["--dscp", "af41"]).unwrap().tos, Some(34 << 2));
+        assert_eq!(send(&["--tos", "0x01"]).unwrap().tos, Some(1));
+        let c = send(&["--ttl", "7", "--df"]).unwrap();
+        assert_eq!((c.tos, c.ttl, c.df, c.bind), (None, Some(7), true, None));
+        let mut argv = vec![
+            "udplab",
+            "send",
+            "127.0.0.1:5210",
+            "--dscp",
+            "EF",
+            "--tos",
+            "4",
+        ];
+        let e = crate::cli::Cli::try_parse_from(&argv)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be used with"), "{e}");
+        argv.truncate(3);
+        argv.extend(["--dscp", "64"]);
+        let e = crate::cli::Cli::try_parse_from(&argv)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0..=63"), "{e}");
+    }
+
+    #[test]
+    fn bind_must_match_the_target_family() {
+        let mut c = send(&[]).unwrap();
+        c.set_bind("127.0.0.1").unwrap();
+        assert_eq!(c.bind, Some("127.0.0.1:0".parse().unwrap()));
+        c.set_bind("127.0.0.1:6000").unwrap();
+        assert_eq!(c.bind, Some("127.0.0.1:6000".parse().unwrap()));
+        let e = c.set_bind("::1").unwrap_err();
+        assert!(
+            e.0.contains("IPv6 source cannot reach the IPv4 target"),
+            "{}",
+            e.0
+        );
+        c.set_bind("[::ffff:127.0.0.1]:0").unwrap();
+        assert_eq!(c.bind, Some("127.0.0.1:0".parse().unwrap()));
+        let mut c = send(&["--flows", "2"]).unwrap();
+        let e = c.set_bind("127.0.0.1:6000").unwrap_err();
+        assert!(e.0.contains("without a port"), "{}", e.0);
+        assert!(c.set_bind("127.0.0.1").is_ok());
     }
 
     #[test]

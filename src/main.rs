@@ -64,7 +64,11 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
         Command::Send(cmd) => {
             let addr = net::resolve(&cmd.target, DEFAULT_PORT)?;
             config::check_destination(&cmd.target, addr)?;
-            let cfg = SendConfig::from_args(&cmd.target, addr, &cmd.opts, Duration::from_secs(10))?;
+            let mut cfg =
+                SendConfig::from_args(&cmd.target, addr, &cmd.opts, Duration::from_secs(10))?;
+            if let Some(bind) = &cmd.bind {
+                cfg.set_bind(bind)?;
+            }
             let checked = run::check_outputs(&cfg.outputs, &logs(&cfg))?;
             let result = if cfg.flows > 1 {
                 run::flows::run(&cfg, stop)

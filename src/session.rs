@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
+use crate::stats::marking::MarkingCounter;
 use crate::stats::{ReceiverStats, StatsConfig};
 use crate::summary::{
     BufferInfo, IntervalRow, MAX_CARRIED_LOSS_RANGES, REPORT_VERSION, ReceiverReport, SenderReport,
@@ -89,6 +90,8 @@ pub struct TestParams {
     pub loss_ranges: bool,
     /// The send pattern, for the receiver's report.
     pub pattern: HelloPattern,
+    /// The TOS byte and TTL the sender marks its Data with (`--dscp`/`--tos`, `--ttl`).
+    pub marking: wire::HelloMarking,
 }
 
 impl TestParams {
@@ -107,6 +110,7 @@ impl TestParams {
             rate_bps: self.rate_bps,
             pps_milli: self.pps_milli,
             cookie: 0,
+            marking: self.marking,
         }
     }
 
@@ -122,6 +126,7 @@ impl TestParams {
             pps_milli: h.pps_milli,
             loss_ranges: h.loss_ranges,
             pattern: h.pattern,
+            marking: h.marking,
         }
     }
 
@@ -779,6 +784,9 @@ struct RxSession {
     /// Lost ranges kept for the results, when the sender asked for them.
     loss_ranges: Vec<[u64; 2]>,
     loss_ranges_not_kept: u64,
+    /// TOS bytes and TTLs the Data arrived with; None once the test finished (its summary is
+    /// in the results).
+    marks: Option<MarkingCounter>,
 }
 
 impl RxSession {
@@ -805,6 +813,13 @@ impl RxSession {
         }
         ranges
     }
+}
+
+/// The IP marking one datagram arrived with, as the kernel reported it (None: not reported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub tos: Option<u8>,
+    pub ttl: Option<u8>,
 }
 
 /// Hashes session ids with one multiplication: the map is looked up for every datagram, SipHash
@@ -901,6 +916,20 @@ impl ReceiverServer {
         buf: &[u8],
         echo: &mut [u8; wire::DATA_HEADER_LEN],
     ) -> bool {
+        self.handle_datagram_marked(now, recv_ns, src, buf, echo, Marks::default())
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) with the TOS byte and TTL the datagram
+    /// arrived with (from the receive cmsgs), counted for its test's marking report.
+    pub fn handle_datagram_marked(
+        &mut self,
+        now: Instant,
+        recv_ns: u64,
+        src: SocketAddr,
+        buf: &[u8],
+        echo: &mut [u8; wire::DATA_HEADER_LEN],
+        marks: Marks,
+    ) -> bool {
         if let Some(h) = DataHeader::parse_data(buf) {
             let Some(s) = self.sessions.get_mut(&h.session_id) else {
                 self.foreign += 1;
@@ -929,6 +958,9 @@ impl ReceiverServer {
             }
             let now_ns = session_ns(now, s.started);
             stats.on_datagram(h.seq, h.send_ns, recv_ns, now_ns, buf.len());
+            if let Some(m) = s.marks.as_mut() {
+                m.record(marks.tos, marks.ttl);
+            }
             s.last_activity = now;
             s.data_seen = true;
             if s.params.echo {
@@ -1247,6 +1279,7 @@ impl ReceiverServer {
                 echo_sent: 0,
                 loss_ranges: Vec::new(),
                 loss_ranges_not_kept: 0,
+                marks: Some(MarkingCounter::default()),
             },
         );
         self.events.push_back(ServerEvent::Started {
@@ -1292,6 +1325,8 @@ impl ReceiverServer {
                 echo_sent: 0,
                 loss_ranges: Vec::new(),
                 loss_ranges_not_kept: 0,
+                // The client measures a reverse test, and counts what its Data arrived with.
+                marks: None,
             },
         );
         self.events.push_back(ServerEvent::StartSending {
@@ -1602,6 +1637,11 @@ impl ReceiverServer {
                 .gate
                 .refused_by_allow
                 .map(|n| n - s.gate_at_start.refused_by_allow.unwrap_or(0)),
+            marking: s
+                .marks
+                .take()
+                .map(|m| m.summary(s.params.marking))
+                .unwrap_or_default(),
             stats,
         };
         let (json_len, chunks) = result_chunks(ResultsEnvelope {
@@ -1858,6 +1898,7 @@ mod tests {
             pps_milli: 0,
             loss_ranges: false,
             pattern: HelloPattern::Cbr,
+            marking: Default::default(),
         }
     }
 

@@ -263,6 +263,50 @@ pub struct ReceiverReport {
     /// then the socket's count over this test's time, shared with them, not this test's own.
     #[serde(default)]
     pub rcvbuf_drops_shared: bool,
+    /// The TOS bytes and TTLs this test's Data arrived with, against what the sender set.
+    #[serde(default)]
+    pub marking: MarkingSummary,
+}
+
+/// How a test's Data arrived marked (IP_RECVTOS / IP_RECVTTL on the receiver), against the
+/// marking the sender announced in its Hello (`--dscp`/`--tos`, `--ttl`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MarkingSummary {
+    /// The TOS / traffic-class byte the sender set; None: it set none (the kernel sends 0).
+    pub tos_sent: Option<u8>,
+    /// The TTL / hop limit the sender set; None: the route's default.
+    pub ttl_sent: Option<u8>,
+    /// Datagrams whose DSCP is the one sent (0 when the sender set none). ECN bits are not
+    /// compared: routers may set CE on the way.
+    pub dscp_kept: u64,
+    /// Datagrams that arrived with another DSCP: re-marked (or bleached) on the way.
+    pub dscp_remarked: u64,
+    /// Datagrams whose TOS byte the kernel did not report (platform without IP_RECVTOS).
+    pub tos_unknown: u64,
+    /// Received TOS bytes and how many datagrams had each, by value.
+    pub tos_received: Vec<TosCount>,
+    /// Received TTLs / hop limits and how many datagrams had each, by value: more than one
+    /// value means the path changed length during the test (or ran over several paths).
+    pub ttl_received: Vec<TtlCount>,
+    /// Datagrams whose TTL the kernel did not report.
+    pub ttl_unknown: u64,
+}
+
+/// One TOS byte value seen on receive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TosCount {
+    /// The whole byte; `dscp` and `ecn` are its two parts.
+    pub tos: u8,
+    pub dscp: u8,
+    pub ecn: u8,
+    pub count: u64,
+}
+
+/// One TTL / hop-limit value seen on receive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TtlCount {
+    pub ttl: u8,
+    pub count: u64,
 }
 
 /// The sender's view of one test.
@@ -325,6 +369,24 @@ pub struct SenderReport {
     /// key, or a stranger), dropped. None without a key.
     #[serde(default)]
     pub unauthenticated: Option<u64>,
+    /// The TOS / traffic-class byte in force on the data socket (read back with getsockopt)
+    /// when `--dscp`/`--tos` set one.
+    #[serde(default)]
+    pub tos: Option<u8>,
+    /// The TTL / hop limit in force on the data socket when `--ttl` set one.
+    #[serde(default)]
+    pub ttl: Option<u8>,
+    /// Don't Fragment was in force (`--df`).
+    #[serde(default)]
+    pub df: bool,
+    /// Sends refused with EMSGSIZE: larger than the path MTU with `--df` (part of
+    /// `send_errors`; their sequences count as lost).
+    #[serde(default)]
+    pub send_errors_emsgsize: u64,
+    /// The path MTU the kernel held for the receiver at the end of the test (IP_MTU /
+    /// IPV6_MTU), with `--df`: the interface MTU, or what ICMP taught it on the way.
+    #[serde(default)]
+    pub path_mtu: Option<u32>,
 }
 
 /// One interval line, sender or receiver. Fields that do not apply to the role are None/0.

@@ -79,6 +79,16 @@
 //! | 56     | 8    | `pps_milli`    | target datagrams per second × 1000, 0 = unpaced        |
 //! | 64     | 8    | `cookie`       | 0 in the first Hello; then the cookie of the receiver's retry answer (v2) |
 //!
+//! Appended fields, read when the Hello is long enough and zero/absent otherwise (a Hello
+//! that needs none of them stays 72 bytes; bytes between the fields present are sent as zero):
+//!
+//! | offset | size | field          | meaning                                                |
+//! |-------:|-----:|----------------|--------------------------------------------------------|
+//! | 104    | 1    | `mark_flags`   | bit 0: `tos` is set (`--dscp`/`--tos`); bit 1: `ttl` is set (`--ttl`) |
+//! | 105    | 1    | `tos`          | the TOS / traffic-class byte the sender marks its Data with |
+//! | 106    | 1    | `ttl`          | the TTL / hop limit the sender sends with              |
+//! | 107    | 5    | reserved       | zero                                                   |
+//!
 //! The parser checks only the layout; whether the parameters are acceptable (for example
 //! `payload_size` between [`DATA_HEADER_LEN`] and [`MAX_PAYLOAD`]) is the receiver's decision,
 //! answered with a HelloAck status.
@@ -175,6 +185,12 @@ const FIN_LEN: usize = 40;
 const FIN_ACK_LEN: usize = 24;
 const RESULT_REQ_LEN: usize = 16;
 const ABORT_LEN: usize = 24;
+
+/// Where the sender's marking starts in a Hello, and where a Hello carrying it ends.
+const HELLO_MARKING_AT: usize = 104;
+const HELLO_MARKING_END: usize = 112;
+const MARK_FLAG_TOS: u8 = 1;
+const MARK_FLAG_TTL: u8 = 1 << 1;
 
 const HELLO_FLAG_ECHO: u32 = 1;
 const HELLO_FLAG_LOSS_RANGES: u32 = 1 << 1;
@@ -370,6 +386,18 @@ pub struct Hello {
     pub pps_milli: u64,
     /// 0 in a first Hello; then the cookie of the receiver's retry answer.
     pub cookie: u64,
+    /// How the sender marks its Data (offsets 104..112), so the receiver can tell how many
+    /// arrived re-marked.
+    pub marking: HelloMarking,
+}
+
+/// The IP marking a sender sets on its Data, announced in its Hello.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct HelloMarking {
+    /// TOS / traffic-class byte (`--dscp`, `--tos`); None: the sender left the default.
+    pub tos: Option<u8>,
+    /// TTL / hop limit (`--ttl`); None: the route's default.
+    pub ttl: Option<u8>,
 }
 
 /// The receiver's answer to a Hello.
@@ -602,6 +630,13 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             rate_bps: be_u64(buf, 48),
             pps_milli: be_u64(buf, 56),
             cookie: be_u64(buf, 64),
+            marking: match buf.get(HELLO_MARKING_AT..HELLO_MARKING_END) {
+                Some(m) => HelloMarking {
+                    tos: (m[0] & MARK_FLAG_TOS != 0).then_some(m[1]),
+                    ttl: (m[0] & MARK_FLAG_TTL != 0).then_some(m[2]),
+                },
+                None => HelloMarking::default(),
+            },
         }),
         Kind::HelloAck => Message::HelloAck(HelloAck {
             session_id,
@@ -826,6 +861,30 @@ impl Message<'_> {
                 ] {
                     out.extend_from_slice(&field.to_be_bytes());
                 }
+                if m.marking != HelloMarking::default() {
+                    let flags = if m.marking.tos.is_some() {
+                        MARK_FLAG_TOS
+                    } else {
+                        0
+                    } | if m.marking.ttl.is_some() {
+                        MARK_FLAG_TTL
+                    } else {
+                        0
+                    };
+                    // Offsets 72..104 belong to other appended fields: zero when absent.
+                    let start = out.len();
+                    out.resize(start + (HELLO_MARKING_AT - HELLO_LEN), 0);
+                    out.extend_from_slice(&[
+                        flags,
+                        m.marking.tos.unwrap_or(0),
+                        m.marking.ttl.unwrap_or(0),
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                    ]);
+                }
             }
             Message::HelloAck(m) => {
                 out.extend_from_slice(&[m.status as u8, m.reason as u8]);
@@ -888,7 +947,45 @@ mod tests {
             rate_bps: 100_000_000,
             pps_milli: 8_928_571,
             cookie: 0x0102_0304_0506_0708,
+            marking: HelloMarking::default(),
         }
+    }
+
+    #[test]
+    fn hello_carries_the_senders_marking_at_104() {
+        let hello = Hello {
+            marking: HelloMarking {
+                tos: Some(0xb8),
+                ttl: Some(3),
+            },
+            ..sample_hello()
+        };
+        let bytes = emitted(&Message::Hello(hello));
+        assert_eq!(bytes.len(), HELLO_MARKING_END);
+        assert!(bytes[HELLO_LEN..HELLO_MARKING_AT].iter().all(|&b| b == 0));
+        assert_eq!(&bytes[104..112], &[3, 0xb8, 3, 0, 0, 0, 0, 0]);
+        assert_eq!(parse(&bytes), Ok(Message::Hello(hello)));
+        // Only the TTL: the TOS byte stays unset even when its byte is not zero.
+        let mut ttl_only = bytes.clone();
+        ttl_only[104] = MARK_FLAG_TTL;
+        let Ok(Message::Hello(h)) = parse(&ttl_only) else {
+            panic!("must parse")
+        };
+        assert_eq!(
+            h.marking,
+            HelloMarking {
+                tos: None,
+                ttl: Some(3)
+            }
+        );
+        // A Hello cut before the end of the field carries no marking (and still parses).
+        let Ok(Message::Hello(h)) = parse(&bytes[..HELLO_MARKING_END - 1]) else {
+            panic!("must parse")
+        };
+        assert_eq!(h.marking, HelloMarking::default());
+        // Without a marking the Hello keeps its 72 bytes.
+        assert_eq!(emitted(&Message::Hello(sample_hello())).len(), HELLO_LEN);
+        const { assert!(HELLO_ACK_LEN < HELLO_LEN) };
     }
 
     fn ack(status: HelloStatus) -> HelloAck {
@@ -1341,22 +1438,33 @@ mod tests {
             any::<[bool; 3]>(),
             pattern,
             any::<[u64; 7]>(),
+            any::<(Option<u8>, Option<u8>)>(),
         )
             .prop_map(
-                |(session_id, payload_size, [echo, loss_ranges, reverse], pattern, v)| Hello {
+                |(
                     session_id,
                     payload_size,
-                    echo,
-                    loss_ranges,
-                    reverse,
+                    [echo, loss_ranges, reverse],
                     pattern,
-                    interval_ns: v[0],
-                    tmax_ns: v[1],
-                    count: v[2],
-                    duration_ns: v[3],
-                    rate_bps: v[4],
-                    pps_milli: v[5],
-                    cookie: v[6],
+                    v,
+                    (tos, ttl),
+                )| {
+                    Hello {
+                        session_id,
+                        payload_size,
+                        echo,
+                        loss_ranges,
+                        reverse,
+                        pattern,
+                        interval_ns: v[0],
+                        tmax_ns: v[1],
+                        count: v[2],
+                        duration_ns: v[3],
+                        rate_bps: v[4],
+                        pps_milli: v[5],
+                        cookie: v[6],
+                        marking: HelloMarking { tos, ttl },
+                    }
                 },
             )
     }
@@ -1432,7 +1540,8 @@ mod tests {
         #[test]
         fn parse_never_panics_on_valid_prefix(
             kind in 0u8..32,
-            rest in proptest::collection::vec(any::<u8>(), 0..100),
+            // Past 112 bytes so the Hello's appended fields are parsed too.
+            rest in proptest::collection::vec(any::<u8>(), 0..128),
         ) {
             // Random bytes rarely carry the magic; force it so the per-kind code runs.
             let mut bytes = vec![0x55, 0x44, VERSION, kind];
@@ -1446,7 +1555,12 @@ mod tests {
         #[test]
         fn fixed_messages_roundtrip(msg in arb_fixed_message()) {
             let bytes = emitted(&msg);
-            prop_assert_eq!(bytes.len(), msg.kind().min_len());
+            // A Hello that carries a marking grows to the end of its appended field.
+            let want = match &msg {
+                Message::Hello(h) if h.marking != HelloMarking::default() => HELLO_MARKING_END,
+                _ => msg.kind().min_len(),
+            };
+            prop_assert_eq!(bytes.len(), want);
             prop_assert_eq!(parse(&bytes), Ok(msg));
             prop_assert_eq!(session_id_of(&bytes), Some(msg.session_id()));
         }

@@ -29,6 +29,11 @@ pub struct RecvMeta {
     pub kernel_ts_ns: Option<u64>,
     /// The datagram was longer than the buffer and was cut (MSG_TRUNC); `len` is what was kept.
     pub truncated: bool,
+    /// The IPv4 TOS / IPv6 traffic-class byte it arrived with (IP_RECVTOS / IPV6_RECVTCLASS,
+    /// see `sockopts::enable_receive_marks`); None when not asked for or not reported.
+    pub tos: Option<u8>,
+    /// The IPv4 TTL / IPv6 hop limit it arrived with (IP_RECVTTL / IPV6_RECVHOPLIMIT).
+    pub ttl: Option<u8>,
 }
 
 /// One datagram's place in the receive buffers.
@@ -193,6 +198,8 @@ impl RecvBatch {
             src,
             kernel_ts_ns: None,
             truncated: false,
+            tos: None,
+            ttl: None,
         };
         push_segments(&mut self.segments, 0, meta, None);
         Ok(())
@@ -489,9 +496,10 @@ mod linux {
 
     use super::RecvMeta;
 
-    /// Control-message space per datagram: a timespec (32 bytes with header), SO_RXQ_OVFL
-    /// and UDP_GRO (24 each), with room to spare for anything else the kernel adds.
-    const CONTROL_LEN: usize = 128;
+    /// Control-message space per datagram: a timespec (32 bytes with header), SO_RXQ_OVFL,
+    /// UDP_GRO, the TOS and the TTL (24 each), with room to spare for anything else the
+    /// kernel adds (a full buffer silently loses the last messages: MSG_CTRUNC).
+    const CONTROL_LEN: usize = 192;
     /// Datagrams per sendmmsg call; the header arrays live on the stack.
     const MMSG_CHUNK: usize = 64;
 
@@ -602,6 +610,8 @@ mod linux {
                         .unwrap_or_else(unknown_source),
                     kernel_ts_ns: None,
                     truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                    tos: None,
+                    ttl: None,
                 },
                 gro_stride: None,
                 drops: None,
@@ -626,6 +636,17 @@ mod linux {
                         msg.gro_stride = read_cmsg::<libc::c_int>(cmsg)
                             .and_then(|s| usize::try_from(s).ok())
                             .filter(|&s| s > 0);
+                    }
+                    // IPv4 reports the TOS as one byte, the TTL as an int; IPv6 both as ints.
+                    (libc::IPPROTO_IP, libc::IP_TOS) => msg.meta.tos = read_cmsg::<u8>(cmsg),
+                    (libc::IPPROTO_IP, libc::IP_TTL) => {
+                        msg.meta.ttl = read_cmsg::<libc::c_int>(cmsg).and_then(byte);
+                    }
+                    (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => {
+                        msg.meta.tos = read_cmsg::<libc::c_int>(cmsg).and_then(byte);
+                    }
+                    (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
+                        msg.meta.ttl = read_cmsg::<libc::c_int>(cmsg).and_then(byte);
                     }
                     _ => {}
                 }
@@ -654,6 +675,11 @@ mod linux {
         // the buffer; the payload may be unaligned for T, hence read_unaligned. T is one of
         // timespec/u32/c_int, valid for any bit pattern.
         Some(unsafe { ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<T>()) })
+    }
+
+    /// A TOS/TTL control value the kernel gave as an int (always 0..=255 in practice).
+    fn byte(v: libc::c_int) -> Option<u8> {
+        u8::try_from(v).ok()
     }
 
     fn timespec_ns(ts: &libc::timespec) -> Option<u64> {
@@ -1180,12 +1206,52 @@ mod tests {
         )));
     }
 
+    /// Each datagram's TOS byte and TTL arrive with it once asked for, on both families and
+    /// on a dual-stack socket's IPv4 peers, and not at all when not asked for.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn received_tos_and_ttl_come_with_each_datagram() {
+        use crate::net::sockopts::{Marking, apply_marking, enable_receive_marks};
+        let cases: [(IpAddr, IpAddr); 3] = [
+            (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::LOCALHOST.into()),
+            (Ipv6Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()),
+            (Ipv6Addr::UNSPECIFIED.into(), Ipv4Addr::LOCALHOST.into()),
+        ];
+        for (bind_ip, send_ip) in cases {
+            let Ok(rx) = bind(SocketAddr::new(bind_ip, 0), &SocketOptions::default()) else {
+                eprintln!("skipping {bind_ip}: cannot bind");
+                continue;
+            };
+            rx.socket.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+            let to = SocketAddr::new(send_ip, rx.local_addr.port());
+            let tx = connected_sender(to);
+            // Not asked for: nothing reported.
+            tx.send(&[1u8; 40]).unwrap();
+            let mut batch = RecvBatch::new(4, 2048);
+            let (_, metas, _) = receive_all(&rx.socket, &mut batch, 1);
+            assert_eq!((metas[0].tos, metas[0].ttl), (None, None), "{bind_ip}");
+            enable_receive_marks(&rx.socket).unwrap();
+            let marking = Marking {
+                tos: Some(0xb9),
+                ttl: Some(5),
+                ..Marking::default()
+            };
+            apply_marking(&tx, &marking).unwrap();
+            tx.send(&[2u8; 40]).unwrap();
+            let (_, metas, _) = receive_all(&rx.socket, &mut batch, 1);
+            assert_eq!(metas[0].tos, Some(0xb9), "{bind_ip} <- {send_ip}");
+            assert_eq!(metas[0].ttl, Some(5), "{bind_ip} <- {send_ip}");
+        }
+    }
+
     fn meta(len: usize, truncated: bool) -> RecvMeta {
         RecvMeta {
             len,
             src: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 9),
             kernel_ts_ns: Some(42),
             truncated,
+            tos: None,
+            ttl: None,
         }
     }
 

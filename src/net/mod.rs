@@ -4,9 +4,11 @@
 
 pub mod batch;
 pub mod cpu;
+pub mod marking;
 pub mod poll;
 pub mod snmp;
 pub mod socket;
+pub mod sockopts;
 #[cfg(target_os = "linux")]
 mod sys;
 

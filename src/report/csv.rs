@@ -9,6 +9,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{loss_denominator, measured, measured_signed, percent, return_path};
+use crate::net::marking::dscp_of;
 use crate::summary::{
     BufferInfo, IntervalRow, LatencySummary, MAX_CARRIED_LOSS_RANGES, ReceiverReport, RunReport,
     SenderReport, SignedLatencySummary,
@@ -18,7 +19,7 @@ use crate::summary::{
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 75] = [
+pub const SUMMARY_COLUMNS: [&str; 85] = [
     "run_id",
     "role",
     "target",
@@ -94,6 +95,16 @@ pub const SUMMARY_COLUMNS: [&str; 75] = [
     "refused_by_allow",
     "implausible",
     "rcvbuf_drops_shared",
+    "tos_sent",
+    "dscp_sent",
+    "dscp_kept",
+    "dscp_remarked",
+    "tos_received",
+    "ttl_sent",
+    "ttl_received",
+    "df",
+    "emsgsize",
+    "path_mtu",
     "direction",
 ];
 
@@ -480,6 +491,16 @@ struct SummaryRow {
     refused_by_allow: String,
     implausible: String,
     rcvbuf_drops_shared: String,
+    tos_sent: String,
+    dscp_sent: String,
+    dscp_kept: String,
+    dscp_remarked: String,
+    tos_received: String,
+    ttl_sent: String,
+    ttl_received: String,
+    df: String,
+    emsgsize: String,
+    path_mtu: String,
     direction: String,
 }
 
@@ -551,6 +572,17 @@ impl SummaryRow {
         self.foreign_datagrams = receiver.foreign_datagrams.to_string();
         self.tmax_s = seconds(receiver.tmax_s);
         self.refused_by_allow = opt(receiver.refused_by_allow);
+        let m = &receiver.marking;
+        self.tos_sent = opt(m.tos_sent);
+        self.dscp_sent = opt(m.tos_sent.map(dscp_of));
+        // Empty when the receiver saw no TOS at all (not reported), not "0 kept".
+        if m.tos_seen() > 0 {
+            self.dscp_kept = m.dscp_kept.to_string();
+            self.dscp_remarked = m.dscp_remarked.to_string();
+        }
+        self.tos_received = value_counts(m.tos_received.iter().map(|v| (v.tos, v.count)));
+        self.ttl_sent = opt(m.ttl_sent);
+        self.ttl_received = value_counts(m.ttl_received.iter().map(|v| (v.ttl, v.count)));
     }
 
     /// The sender's settings and counts that also explain the receiver's figures.
@@ -567,6 +599,17 @@ impl SummaryRow {
             self.impair_duplicated = counters.duplicated.to_string();
             self.impair_reordered = counters.reordered.to_string();
         }
+        // The sender's own read-back wins over what the receiver was told.
+        if sender.tos.is_some() {
+            self.tos_sent = opt(sender.tos);
+            self.dscp_sent = opt(sender.tos.map(dscp_of));
+        }
+        if sender.ttl.is_some() {
+            self.ttl_sent = opt(sender.ttl);
+        }
+        self.df = sender.df.to_string();
+        self.emsgsize = sender.send_errors_emsgsize.to_string();
+        self.path_mtu = opt(sender.path_mtu);
     }
 
     fn fill_buffers(&mut self, sndbuf: &BufferInfo, rcvbuf: &BufferInfo) {
@@ -653,11 +696,29 @@ impl SummaryRow {
             self.refused_by_allow,
             self.implausible,
             self.rcvbuf_drops_shared,
+            self.tos_sent,
+            self.dscp_sent,
+            self.dscp_kept,
+            self.dscp_remarked,
+            self.tos_received,
+            self.ttl_sent,
+            self.ttl_received,
+            self.df,
+            self.emsgsize,
+            self.path_mtu,
             self.direction,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
     }
+}
+
+/// A histogram cell: `value:count` pairs by value, `;`-separated (`184:995;32:5`).
+fn value_counts(pairs: impl Iterator<Item = (u8, u64)>) -> String {
+    pairs
+        .map(|(v, n)| format!("{v}:{n}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn sender_summary_row(report: &RunReport, sender: &SenderReport) -> SummaryRow {
@@ -880,14 +941,73 @@ mod tests {
     }
 
     #[test]
+    fn markings_have_their_columns_at_the_end() {
+        let mut report = fixtures::run_report();
+        let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(
+            headers[74..84],
+            [
+                "tos_sent",
+                "dscp_sent",
+                "dscp_kept",
+                "dscp_remarked",
+                "tos_received",
+                "ttl_sent",
+                "ttl_received",
+                "df",
+                "emsgsize",
+                "path_mtu"
+            ]
+        );
+        // Nothing set, nothing seen: empty, not zero.
+        assert_eq!(rows[1]["dscp_kept"], "");
+        assert_eq!(rows[1]["tos_sent"], "");
+        let sender = report.sender.as_mut().unwrap();
+        sender.tos = Some(0xb8);
+        sender.ttl = Some(9);
+        sender.df = true;
+        sender.send_errors_emsgsize = 7;
+        sender.path_mtu = Some(1280);
+        let r = report.receiver.as_mut().unwrap();
+        r.marking.tos_sent = Some(0xb8);
+        r.marking.ttl_sent = Some(9);
+        r.marking.dscp_kept = 95;
+        r.marking.dscp_remarked = 5;
+        r.marking.tos_received = vec![
+            crate::summary::TosCount {
+                tos: 0x20,
+                dscp: 8,
+                ecn: 0,
+                count: 5,
+            },
+            crate::summary::TosCount {
+                tos: 0xb8,
+                dscp: 46,
+                ecn: 0,
+                count: 95,
+            },
+        ];
+        r.marking.ttl_received = vec![crate::summary::TtlCount { ttl: 8, count: 100 }];
+        let (_, rows) = parse(&summary_text(&report, Header::Include));
+        for row in &rows {
+            assert_eq!(row["tos_sent"], "184");
+            assert_eq!(row["dscp_sent"], "46");
+            assert_eq!(row["dscp_kept"], "95");
+            assert_eq!(row["dscp_remarked"], "5");
+            assert_eq!(row["tos_received"], "32:5;184:95");
+            assert_eq!(row["ttl_sent"], "9");
+            assert_eq!(row["ttl_received"], "8:100");
+            assert_eq!(row["df"], "true");
+            assert_eq!(row["emsgsize"], "7");
+            assert_eq!(row["path_mtu"], "1280");
+        }
+    }
+
+    #[test]
     fn implausible_and_a_shared_socket_have_their_columns_at_the_end() {
         let mut report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
-        let at = headers.iter().position(|h| h == "implausible").unwrap();
-        assert_eq!(
-            headers[at..at + 3],
-            ["implausible", "rcvbuf_drops_shared", "direction"]
-        );
+        assert_eq!(headers[72..74], ["implausible", "rcvbuf_drops_shared"]);
         assert_eq!(rows[0]["rcvbuf_drops_shared"], "false");
         assert_eq!(rows[0]["rcvbuf_drops_pct"], "0.0000");
         let receiver = report.receiver.as_mut().unwrap();
@@ -911,6 +1031,8 @@ mod tests {
         let mut report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
         assert_eq!(headers.last().map(String::as_str), Some("direction"));
+        // Column 85, after the marking columns 75-84 (results/README.md numbers them from 1).
+        assert_eq!(headers.len(), 85);
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|r| r["direction"] == "forward"));
         report.direction = crate::summary::Direction::Reverse;

@@ -6,6 +6,7 @@
 use std::io::{self, Write};
 
 use super::{loss_denominator, measured, measured_signed, percent, return_path};
+use crate::net::marking::{dscp_label, dscp_name, dscp_of, ecn_name};
 use crate::summary::{
     BufferInfo, Direction, IntervalRow, ReceiverReport, RunReport, SenderReport,
     SignedLatencySummary,
@@ -417,7 +418,64 @@ fn summary_table(report: &RunReport) -> Table {
             .map(|l| format!("{} / {}", fmt_ns(l.p50_ns), fmt_ns(l.p99_ns))),
         None,
     );
+    marking_rows(&mut t, sender, receiver);
     t
+}
+
+/// `--dscp`/`--tos`, `--ttl` and `--df` rows: shown when the sender set the option, or when the
+/// receiver saw something worth saying without it (DSCP re-marked from CS0, several TTLs).
+fn marking_rows(t: &mut Table, sender: Option<&SenderReport>, receiver: Option<&ReceiverReport>) {
+    let marks = receiver.map(|r| &r.marking);
+    let tos_shown = marks.filter(|m| m.tos_sent.is_some() || m.dscp_remarked > 0);
+    t.row(
+        "DSCP kept / re-marked",
+        sender
+            .and_then(|s| s.tos)
+            .map(|tos| format!("{} (TOS 0x{tos:02x})", dscp_label(dscp_of(tos)))),
+        tos_shown.map(|m| format!("{} / {}", m.dscp_kept, m.dscp_remarked)),
+    );
+    t.row(
+        "DSCP/ECN received",
+        None,
+        tos_shown.map(|m| {
+            let cells: Vec<String> = m
+                .tos_received
+                .iter()
+                .map(|v| {
+                    let name = dscp_name(v.dscp).map_or_else(|| v.dscp.to_string(), String::from);
+                    match v.ecn {
+                        0 => format!("{name} {}", v.count),
+                        ecn => format!("{name}+{} {}", ecn_name(ecn), v.count),
+                    }
+                })
+                .collect();
+            cells.join(", ")
+        }),
+    );
+    t.row(
+        "TTL sent / received",
+        sender.and_then(|s| s.ttl).map(|ttl| ttl.to_string()),
+        marks
+            .filter(|m| m.ttl_sent.is_some() || m.ttl_received.len() > 1)
+            .map(|m| {
+                let cells: Vec<String> = m
+                    .ttl_received
+                    .iter()
+                    .map(|v| format!("{} ×{}", v.ttl, v.count))
+                    .collect();
+                cells.join(", ")
+            }),
+    );
+    t.row(
+        "don't fragment: EMSGSIZE / path MTU",
+        sender.filter(|s| s.df).map(|s| {
+            let mtu = s
+                .path_mtu
+                .map_or_else(|| "not reported".to_string(), |m| m.to_string());
+            format!("{} / {mtu}", s.send_errors_emsgsize)
+        }),
+        None,
+    );
 }
 
 /// Reads one figure out of a latency summary.
@@ -565,6 +623,7 @@ fn fmt_pct(pct: f64) -> String {
 mod tests {
     use super::*;
     use crate::report::fixtures;
+    use crate::summary::{TosCount, TtlCount};
 
     fn human(report: &RunReport) -> String {
         let mut out = Vec::new();
@@ -742,6 +801,81 @@ mod tests {
             "unauthenticated (--key) 0 7"
         );
         assert_eq!(line("refused by --allow"), "refused by --allow 4");
+    }
+
+    #[test]
+    fn markings_show_only_when_set_or_changed_on_the_way() {
+        let report = fixtures::run_report();
+        let text = human(&report);
+        for label in ["DSCP", "TTL", "don't fragment"] {
+            assert!(!text.contains(label), "{label}: {text}");
+        }
+        let mut marked = report.clone();
+        let sender = marked.sender.as_mut().unwrap();
+        sender.tos = Some(0xb8);
+        sender.ttl = Some(9);
+        sender.df = true;
+        sender.send_errors_emsgsize = 12;
+        sender.path_mtu = Some(1280);
+        let r = marked.receiver.as_mut().unwrap();
+        r.marking = crate::summary::MarkingSummary {
+            tos_sent: Some(0xb8),
+            ttl_sent: Some(9),
+            dscp_kept: 90,
+            dscp_remarked: 10,
+            tos_received: vec![
+                TosCount {
+                    tos: 0x20,
+                    dscp: 8,
+                    ecn: 0,
+                    count: 10,
+                },
+                TosCount {
+                    tos: 0xbb,
+                    dscp: 46,
+                    ecn: 3,
+                    count: 90,
+                },
+            ],
+            ttl_received: vec![
+                TtlCount { ttl: 7, count: 40 },
+                TtlCount { ttl: 8, count: 60 },
+            ],
+            ..Default::default()
+        };
+        let text = human(&marked);
+        let line = |label: &str| squeezed_line(&text, label);
+        assert_eq!(
+            line("DSCP kept / re-marked"),
+            "DSCP kept / re-marked EF (46) (TOS 0xb8) 90 / 10"
+        );
+        assert_eq!(
+            line("DSCP/ECN received"),
+            "DSCP/ECN received CS1 10, EF+CE 90"
+        );
+        assert_eq!(
+            line("TTL sent / received"),
+            "TTL sent / received 9 7 ×40, 8 ×60"
+        );
+        assert_eq!(
+            line("don't fragment: EMSGSIZE / path MTU"),
+            "don't fragment: EMSGSIZE / path MTU 12 / 1280"
+        );
+        // Bleached on the way although the sender set nothing: still said.
+        let mut bleached = report.clone();
+        let r = bleached.receiver.as_mut().unwrap();
+        r.marking.dscp_remarked = 3;
+        r.marking.tos_received = vec![TosCount {
+            tos: 0x20,
+            dscp: 8,
+            ecn: 0,
+            count: 3,
+        }];
+        let text = human(&bleached);
+        assert_eq!(
+            squeezed_line(&text, "DSCP kept / re-marked"),
+            "DSCP kept / re-marked 0 / 3"
+        );
     }
 
     #[test]

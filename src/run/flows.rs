@@ -322,6 +322,11 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             .filter_map(|s| s.echo_rcvbuf_drops)
             .reduce(|a, b| a + b),
         control_sent: senders.iter().map(|s| s.control_sent).sum(),
+        tos: senders[0].tos,
+        ttl: senders[0].ttl,
+        df: senders[0].df,
+        send_errors_emsgsize: senders.iter().map(|s| s.send_errors_emsgsize).sum(),
+        path_mtu: senders.iter().filter_map(|s| s.path_mtu).min(),
         unauthenticated: senders
             .iter()
             .filter_map(|s| s.unauthenticated)
@@ -388,6 +393,10 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             // The socket's drops, given once (the largest flow's figure covers the others').
             rcvbuf_drops_shared: receivers.len() > 1
                 || receivers.iter().any(|r| r.rcvbuf_drops_shared),
+            marking: receivers.iter().fold(Default::default(), |mut m, r| {
+                m.merge(&r.marking);
+                m
+            }),
         }
     });
     RunReport {

@@ -80,6 +80,8 @@ pub fn with_receiver<T>(
         allow: None,
         // This host's own loopback: the user's rate is the only limit.
         max_reverse_bps: u64::MAX,
+        // Echoes carry the sender's marking, as a receiver given the same --dscp would.
+        tos: cfg.tos,
     };
     let receiver = Receiver::bind(rcfg)?;
     let addr = receiver.local_addr();

@@ -64,6 +64,23 @@ impl Receiver {
             },
         )
         .map_err(|e| SetupError(e.to_string()))?;
+        let mut bound = bound;
+        // Every test reports the TOS and TTL its Data arrived with; a kernel that will not
+        // say is not fatal (the counts then show them as unknown).
+        if let Err(e) = net::sockopts::enable_receive_marks(&bound.socket) {
+            bound.warnings.push(format!(
+                "no received TOS/TTL (the marking report stays empty): {e}"
+            ));
+        }
+        // `--dscp`/`--tos`: echoes and control leave marked; refused is an error, as on send.
+        net::sockopts::apply_marking(
+            &bound.socket,
+            &net::sockopts::Marking {
+                tos: cfg.tos,
+                ..net::sockopts::Marking::default()
+            },
+        )
+        .map_err(|e| SetupError(format!("--dscp/--tos on the receiver's socket: {e}")))?;
         Ok(Receiver { cfg, bound })
     }
 
@@ -180,7 +197,13 @@ impl Receiver {
                             }
                         };
                         let recv_ns = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
-                        if server.handle_datagram(now, recv_ns, meta.src, buf, &mut echo) {
+                        let marks = crate::session::Marks {
+                            tos: meta.tos,
+                            ttl: meta.ttl,
+                        };
+                        if server
+                            .handle_datagram_marked(now, recv_ns, meta.src, buf, &mut echo, marks)
+                        {
                             let reply: &[u8] = match &gate.key {
                                 None => &echo,
                                 Some(key) => {
@@ -581,6 +604,7 @@ fn zero_params() -> TestParams {
         pps_milli: 0,
         loss_ranges: false,
         pattern: HelloPattern::Unknown,
+        marking: Default::default(),
     }
 }
 

@@ -192,7 +192,7 @@ impl Measure {
 pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let started_wall = time::wall_ns();
     let bound = net::bind(
-        net::unspecified_for(&cfg.addr),
+        cfg.bind.unwrap_or_else(|| net::unspecified_for(&cfg.addr)),
         &SocketOptions {
             rcvbuf: cfg.rcvbuf,
             sndbuf: cfg.sndbuf,
@@ -386,6 +386,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         loss_ranges_not_kept: m.loss_ranges_not_kept,
         unauthenticated: key.map(|_| m.unauthenticated),
         refused_by_allow: None,
+        // The reverse client does not read its Data's TOS/TTL: no marking report.
+        marking: Default::default(),
         stats,
     };
     let sender = sender.map(|mut s| {
@@ -460,6 +462,7 @@ mod tests {
             pps_milli,
             loss_ranges: false,
             pattern: HelloPattern::Cbr,
+            marking: Default::default(),
         }
     }
 

@@ -43,6 +43,8 @@ pub(crate) struct DataResult {
     pub(crate) bytes: u64,
     pub(crate) errors_enobufs: u64,
     pub(crate) errors_eagain: u64,
+    /// Larger than the path MTU with `--df` (EMSGSIZE).
+    pub(crate) errors_emsgsize: u64,
     errors_other: u64,
     pub(crate) first: Option<Instant>,
     pub(crate) last: Option<Instant>,
@@ -57,7 +59,7 @@ pub(crate) struct DataResult {
 
 impl DataResult {
     pub(crate) fn errors(&self) -> u64 {
-        self.errors_enobufs + self.errors_eagain + self.errors_other
+        self.errors_enobufs + self.errors_eagain + self.errors_emsgsize + self.errors_other
     }
 }
 
@@ -111,7 +113,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     }
     let started_wall = time::wall_ns();
     let bound = net::bind(
-        net::unspecified_for(&cfg.addr),
+        cfg.bind.unwrap_or_else(|| net::unspecified_for(&cfg.addr)),
         &SocketOptions {
             rcvbuf: cfg.rcvbuf,
             sndbuf: cfg.sndbuf,
@@ -121,7 +123,26 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             ..SocketOptions::default()
         },
     )
-    .map_err(|e| SetupError(e.to_string()))?;
+    .map_err(|e| match cfg.bind {
+        Some(b) => SetupError(format!("--bind {b}: {e}")),
+        None => SetupError(e.to_string()),
+    })?;
+    // Before any datagram leaves (the Hello included): a refused option is an error, never a
+    // test that silently ran unmarked.
+    let marking = net::sockopts::Marking {
+        tos: cfg.tos,
+        ttl: cfg.ttl,
+        multicast: cfg.addr.ip().is_multicast(),
+        df: cfg.df,
+    };
+    net::sockopts::apply_marking(&bound.socket, &marking)
+        .map_err(|e| SetupError(format!("marking the sender's socket: {e}")))?;
+    // What the report shows is what the kernel holds, read back, not what was asked.
+    let in_force = if marking == net::sockopts::Marking::default() {
+        None
+    } else {
+        net::sockopts::marking_in_force(&bound.socket).ok()
+    };
     // Named as the sender's: in loopback the receiver's own socket gets its own warning.
     let mut warnings: Vec<String> = bound
         .warnings
@@ -385,6 +406,16 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         intervals,
         intervals_not_kept,
         unauthenticated: key.map(|_| replies.unauthenticated),
+        tos: cfg.tos.and(in_force.map(|m| m.tos)),
+        ttl: cfg.ttl.and(in_force.map(|m| m.ttl)),
+        df: in_force.is_some_and(|m| m.df),
+        send_errors_emsgsize: result.errors_emsgsize,
+        // What the kernel learned of the path by the end (ICMP "fragmentation needed").
+        path_mtu: if cfg.df {
+            net::sockopts::path_mtu(&sock).ok()
+        } else {
+            None
+        },
     };
     let mut run = RunReport {
         version: REPORT_VERSION,
@@ -425,6 +456,10 @@ pub(crate) fn test_params(cfg: &SendConfig) -> TestParams {
         // The receiver keeps its lost ranges for us only when there is a log to write.
         loss_ranges: cfg.outputs.loss_log.is_some(),
         pattern: hello_pattern(cfg),
+        marking: crate::wire::HelloMarking {
+            tos: cfg.tos,
+            ttl: cfg.ttl,
+        },
     }
 }
 
@@ -825,6 +860,7 @@ pub(crate) fn data_loop(
         bytes: 0,
         errors_enobufs: 0,
         errors_eagain: 0,
+        errors_emsgsize: 0,
         errors_other: 0,
         first: None,
         last: None,
@@ -1055,6 +1091,8 @@ fn count_error(res: &mut DataResult, e: &io::Error, n: u64) {
         res.errors_enobufs += n;
     } else if net::is_eagain(e) {
         res.errors_eagain += n;
+    } else if net::sockopts::is_emsgsize(e) {
+        res.errors_emsgsize += n;
     } else {
         res.errors_other += n;
     }

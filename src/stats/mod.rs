@@ -19,6 +19,7 @@
 
 mod delay;
 mod hist;
+pub mod marking;
 mod reorder;
 mod rows;
 mod window;

@@ -65,12 +65,12 @@ const RANDOM_UDP_LEN: u64 = 8 + RANDOM_PAYLOAD;
 const A_ADDR: &str = "198.18.0.1";
 const R_ADDR_A: &str = "198.18.0.2";
 const R_ADDR_B: &str = "198.18.1.2";
-const B_ADDR: &str = "198.18.1.1";
+pub(crate) const B_ADDR: &str = "198.18.1.1";
 const A_NET: &str = "198.18.0.0/24";
 const B_NET: &str = "198.18.1.0/24";
 
 /// The udplab binary under test, run inside the namespaces through `ip netns exec`.
-const UDPLAB: &str = env!("CARGO_BIN_EXE_udplab");
+pub(crate) const UDPLAB: &str = env!("CARGO_BIN_EXE_udplab");
 /// Bound on each `ip`/`tc`/`cat` command.
 const CMD_LIMIT: Duration = Duration::from_secs(10);
 
@@ -78,19 +78,19 @@ const CMD_LIMIT: Duration = Duration::from_secs(10);
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// The namespaces and processes one test made; all removed on drop, pass or fail.
-struct Lab {
-    a: String,
-    r: String,
-    b: String,
+pub(crate) struct Lab {
+    pub(crate) a: String,
+    pub(crate) r: String,
+    pub(crate) b: String,
     /// R's interface toward A and toward B (the bottleneck); A's and B's own interfaces.
-    if_ra: String,
-    if_rb: String,
-    if_a: String,
-    if_b: String,
+    pub(crate) if_ra: String,
+    pub(crate) if_rb: String,
+    pub(crate) if_a: String,
+    pub(crate) if_b: String,
     /// Namespaces created so far (deleted on drop).
     created: Vec<String>,
     /// Processes started inside the namespaces (killed on drop).
-    children: Vec<Child>,
+    pub(crate) children: Vec<Child>,
 }
 
 impl Lab {
@@ -266,7 +266,7 @@ impl Lab {
 
     /// Starts `udplab recv` in B and returns the address it printed.
     /// `rcvbuf` is the receiver's `--rcvbuf`, forced beyond net.core.rmem_max.
-    fn start_receiver(&mut self, json: &str, rcvbuf: &str) -> String {
+    pub(crate) fn start_receiver(&mut self, json: &str, rcvbuf: &str) -> String {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.b, UDPLAB, "recv"])
             .args(["--bind", &format!("{B_ADDR}:0"), "--once", "--quiet"])
@@ -298,7 +298,7 @@ impl Lab {
     }
 
     /// Waits (bounded) for every started process to exit.
-    fn wait_children(&mut self, limit: Duration) {
+    pub(crate) fn wait_children(&mut self, limit: Duration) {
         for child in &mut self.children {
             let exited = wait_bounded_any(child, limit);
             assert!(
@@ -343,7 +343,7 @@ struct Counters {
 
 /// The receiver's buffer where its own drops should not happen: this large a buffer makes
 /// them rare even on a loaded machine (they are still counted and subtracted when they do).
-const ROOMY_RCVBUF: &str = "8M";
+pub(crate) const ROOMY_RCVBUF: &str = "8M";
 
 /// Comments naming the nftables rules whose counters the random-loss tests read.
 const SEEN: &str = "data-seen";
@@ -370,7 +370,7 @@ fn missing_prerequisite(tools: &[&str]) -> Option<String> {
 }
 
 /// A built lab, or `None` after printing why this test skips here.
-fn lab_or_skip(test: &str, tools: &[&str]) -> Option<Lab> {
+pub(crate) fn lab_or_skip(test: &str, tools: &[&str]) -> Option<Lab> {
     if let Some(why) = missing_prerequisite(tools) {
         eprintln!("netns test {test} skipped: {why}");
         return None;
@@ -384,12 +384,12 @@ fn lab_or_skip(test: &str, tools: &[&str]) -> Option<Lab> {
 }
 
 /// What one `udplab send` in A reported (its JSON), with the receiver's results.
-struct SendOutcome {
-    report: Value,
-    sent: u64,
+pub(crate) struct SendOutcome {
+    pub(crate) report: Value,
+    pub(crate) sent: u64,
     send_errors: u64,
     expected: u64,
-    received: u64,
+    pub(crate) received: u64,
     lost: u64,
     duplicates: u64,
     loss_periods: u64,
@@ -397,7 +397,7 @@ struct SendOutcome {
 }
 
 /// Runs `udplab send` from A to `target` with the given arguments, bounded in time, and reads its JSON.
-fn send_from_a(
+pub(crate) fn send_from_a(
     lab: &Lab,
     target: &str,
     rate_args: &[&str],
@@ -723,7 +723,7 @@ fn explicit_gso_toward_another_host_is_warned_about() {
 }
 
 /// A command from a line of whitespace-separated words (none of ours contains a space).
-fn command(line: &str) -> Command {
+pub(crate) fn command(line: &str) -> Command {
     let mut words = line.split_whitespace();
     let mut cmd = Command::new(words.next().expect("a program"));
     cmd.args(words);
@@ -746,7 +746,7 @@ fn run(cmd: &mut Command) -> std::io::Result<Output> {
 }
 
 /// Runs a command; `Err` describes the command and why it failed.
-fn try_run(cmd: &mut Command) -> Result<String, String> {
+pub(crate) fn try_run(cmd: &mut Command) -> Result<String, String> {
     let shown = format!("{cmd:?}");
     match run(cmd) {
         Err(e) => Err(format!("{shown}: {e}")),
@@ -759,7 +759,7 @@ fn try_run(cmd: &mut Command) -> Result<String, String> {
     }
 }
 
-fn must_run(cmd: &mut Command) -> String {
+pub(crate) fn must_run(cmd: &mut Command) -> String {
     try_run(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -289,6 +289,7 @@ fn a_reverse_request_from_an_unvalidated_address_gets_no_data() {
             rate_bps: 11_200_000,
             pps_milli: 1_000_000,
             cookie,
+            marking: Default::default(),
         };
         let mut bytes = Vec::new();
         Message::Hello(hello).emit(&mut bytes);
