@@ -170,6 +170,13 @@ pub struct RecvArgs {
     /// one the routing table picks. Example: udplab recv --join ff15::1 --iface eth0
     #[arg(long, value_name = "NAME|ADDR", requires = "join", value_parser = Iface::parse)]
     pub iface: Option<Iface>,
+    /// Most payload bit rate (decimal SI, like --rate) one reverse test (`send -R`) may ask this
+    /// receiver to send; a faster, unpaced or longer-than-300 s request is refused with a
+    /// reason the client prints; 0 refuses reverse tests. The data goes only to the
+    /// client's validated address, and stops when the client goes silent for 10 s.
+    /// Example: udplab recv --max-reverse-rate 1G
+    #[arg(long, default_value = "100M", value_name = "RATE", value_parser = parse_reverse_rate)]
+    pub max_reverse_rate: u64,
     /// Mark this receiver's echoes and replies with a DSCP (IP_TOS / IPV6_TCLASS): a name (EF,
     /// AF11..AF43, CS0..CS7, VA) or a number 0..=63. Example: udplab recv --dscp EF
     #[arg(long, value_name = "NAME|N", conflicts_with = "tos", value_parser = parse_dscp)]
@@ -180,6 +187,13 @@ pub struct RecvArgs {
     pub tos: Option<u8>,
     #[command(flatten)]
     pub reports: ReportArgs,
+}
+
+fn parse_reverse_rate(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    units::parse_rate_bps(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +303,14 @@ pub struct SendArgs {
     /// --size (the tag takes their last 16 bytes, so --size must be at least 40).
     #[arg(long, value_name = "FILE|-")]
     pub key: Option<PathBuf>,
+    /// Reverse test, like iperf3 -R: this side opens the test (so NATs and firewalls see a flow
+    /// it started) and measures, the receiver sends the data with these --rate/--pps, --size,
+    /// --count/--duration and --pattern. Both sides' results are shown, the receiver's as the
+    /// sender block (`direction: reverse`). Needs a paced rate within the receiver's
+    /// --max-reverse-rate (default 100M); no --echo, --impair or --flows.
+    /// Example: udplab send 192.0.2.7 -R --rate 20M --duration 10s
+    #[arg(long, short = 'R')]
+    pub reverse: bool,
     /// Mark every datagram with this DSCP (IP_TOS / IPV6_TCLASS): a name (EF, AF11..AF43,
     /// CS0..CS7, VA) or a number 0..=63. The receiver reports how many arrived with it and how
     /// many were re-marked on the way. Example: udplab send 192.0.2.7 --dscp EF

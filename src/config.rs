@@ -166,6 +166,8 @@ pub struct SendConfig {
     pub live_rows: Option<mpsc::Sender<(usize, IntervalRow)>>,
     /// The shared key every datagram is tagged with (`--key`, else `UDPLAB_KEY`); None: no tags.
     pub key: Option<Key>,
+    /// `-R/--reverse`: the receiver sends, this side measures.
+    pub reverse: bool,
     /// The TOS / traffic-class byte of every datagram (`--tos`, or `--dscp` shifted into place);
     /// None: the kernel's default (0), and the receiver judges no marking.
     pub tos: Option<u8>,
@@ -294,6 +296,21 @@ impl SendConfig {
                 "--impair-log logs one flow's fates: use it without --flows".into(),
             ));
         }
+        if args.reverse {
+            let clash = [
+                (args.echo, "--echo"),
+                (impair.is_some(), "--impair"),
+                (args.flows > 1, "--flows"),
+                (matches!(args.rate, Some(RateArg::Max)), "--rate max"),
+            ];
+            if let Some((_, name)) = clash.iter().find(|(set, _)| *set) {
+                return Err(UsageError(format!(
+                    "--reverse cannot be combined with {name}: the receiver sends a paced, \
+                     unimpaired single flow (impair the path with `udplab proxy \
+                     --reverse-impair` instead)"
+                )));
+            }
+        }
         if args.impair_log.is_some() && impair.is_none() {
             return Err(UsageError(
                 "--impair-log needs an --impair spec to log".into(),
@@ -335,6 +352,7 @@ impl SendConfig {
             send_mode,
             batch: args.batch,
             cpus,
+            reverse: args.reverse,
             flows: args.flows,
             flow_index: 0,
             seed: args.seed,
@@ -433,6 +451,8 @@ pub struct RecvConfig {
     pub allow: Option<AllowList>,
     /// `--join`: a group member, bound to the group on `bind`'s port.
     pub multicast: Option<crate::net::multicast::Membership>,
+    /// Most payload bit/s of one reverse test (`--max-reverse-rate`); 0 refuses them.
+    pub max_reverse_bps: u64,
     /// The TOS / traffic-class byte of this receiver's replies (`--tos`/`--dscp`).
     pub tos: Option<u8>,
 }
@@ -470,6 +490,7 @@ impl RecvConfig {
                     Some(m)
                 }
             },
+            max_reverse_bps: args.max_reverse_rate,
             tos: marking_tos(args.dscp, args.tos),
         })
     }

@@ -32,7 +32,8 @@ use rand::{Rng, SeedableRng};
 use crate::stats::marking::MarkingCounter;
 use crate::stats::{ReceiverStats, StatsConfig};
 use crate::summary::{
-    BufferInfo, IntervalRow, MAX_CARRIED_LOSS_RANGES, REPORT_VERSION, ReceiverReport, keep_interval,
+    BufferInfo, IntervalRow, MAX_CARRIED_LOSS_RANGES, REPORT_VERSION, ReceiverReport, SenderReport,
+    keep_interval,
 };
 use crate::wire::{
     self, AbortReason, DataHeader, Fin, FinAck, Hello, HelloAck, HelloPattern, HelloStatus, Kind,
@@ -67,6 +68,12 @@ pub const RESULTS_LINGER: Duration = Duration::from_secs(30);
 /// Longest wait between two looks at due losses while a test runs: an interval row is
 /// published once its losses are final, and this bounds how late after that it appears.
 pub const LOSS_TICK_MAX: Duration = Duration::from_millis(100);
+/// Default most bit/s (UDP payload) a receiver sends in one reverse test
+/// (`recv --max-reverse-rate`).
+pub const DEFAULT_MAX_REVERSE_BPS: u64 = 100_000_000;
+/// Longest reverse test a receiver accepts: what one validated request can make it send is
+/// bounded by this times its rate limit.
+pub const MAX_REVERSE_DURATION: Duration = Duration::from_secs(300);
 
 /// Test parameters the sender announces in its Hello.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,6 +105,7 @@ impl TestParams {
             payload_size: self.payload_size,
             echo: self.echo,
             loss_ranges: self.loss_ranges,
+            reverse: false,
             pattern: self.pattern,
             interval_ns: self.interval.as_nanos() as u64,
             tmax_ns: self.tmax.as_nanos() as u64,
@@ -212,6 +220,14 @@ pub fn reject_text(reason: RejectReason, limit: u64) -> String {
             "the receiver's memory budget (recv --max-memory) has {} KiB left, less than this test needs; retry when its tests have ended, or lower --rate/--pps or --tmax",
             limit / 1024
         ),
+        RejectReason::ReverseRate => format!(
+            "the receiver sends reverse tests at up to {} bit/s (recv --max-reverse-rate), and only paced ones: lower --rate/--pps/--size, or give --rate",
+            limit
+        ),
+        RejectReason::ReverseLength => format!(
+            "the receiver sends reverse tests of at most {} s, limited by --duration or by --count at a paced rate",
+            Duration::from_nanos(limit).as_secs_f64()
+        ),
         RejectReason::SessionInUse => "the receiver already runs a test with this session id from another address (a collision of random ids): run again".into(),
         RejectReason::Unspecified => "the receiver rejected the test parameters".into(),
     }
@@ -257,6 +273,13 @@ pub enum SenderEvent {
     Accepted { rcvbuf_effective: u64 },
     /// The receiver's full report.
     Results(Box<ReceiverReport>),
+    /// A reverse test's results: the receiver's report of what it sent (its totals end the
+    /// sender's measurement as a Fin's do the receiver's); `interrupted` when the receiver was
+    /// stopped (Ctrl-C) before the test's end.
+    SenderResults {
+        report: Box<SenderReport>,
+        interrupted: bool,
+    },
     /// The exchange failed; for failures after data was sent the sender still reports its side.
     Failed(ControlError),
 }
@@ -294,11 +317,24 @@ pub struct SenderControl {
     secret: u64,
     /// Receiver datagrams ignored for a wrong secret.
     ignored: u64,
+    /// A reverse test (`send -R`): the receiver sends, this side measures.
+    reverse: bool,
 }
 
 impl SenderControl {
     /// Starts the handshake at `now`: the first Hello is ready in `poll_transmit`.
     pub fn new(session_id: u32, params: TestParams, now: Instant) -> Self {
+        Self::with_direction(session_id, params, false, now)
+    }
+
+    /// Like [`SenderControl::new`]; with `reverse` the Hello asks the receiver to send the
+    /// data (flag bit 3) and, once accepted, the driver calls [`Self::await_reverse_results`].
+    pub fn with_direction(
+        session_id: u32,
+        params: TestParams,
+        reverse: bool,
+        now: Instant,
+    ) -> Self {
         let mut s = SenderControl {
             session_id,
             params,
@@ -315,6 +351,7 @@ impl SenderControl {
             cookie: 0,
             secret: 0,
             ignored: 0,
+            reverse,
         };
         s.handle_timeout(now);
         s
@@ -333,6 +370,7 @@ impl SenderControl {
     fn hello(&self) -> Vec<u8> {
         let mut hello = self.params.hello(self.session_id);
         hello.cookie = self.cookie;
+        hello.reverse = self.reverse;
         emit(&Message::Hello(hello))
     }
 
@@ -457,8 +495,13 @@ impl SenderControl {
                 Ok(env) if env.version == REPORT_VERSION => {
                     self.phase = SenderPhase::Done;
                     self.next_send = None;
-                    self.events
-                        .push_back(SenderEvent::Results(Box::new(env.report)));
+                    self.events.push_back(match env.sender {
+                        Some(sender) if self.reverse => SenderEvent::SenderResults {
+                            report: Box::new(sender),
+                            interrupted: env.interrupted,
+                        },
+                        _ => SenderEvent::Results(Box::new(env.report)),
+                    });
                 }
                 Ok(env) => self.fail(ControlError::BadResults(format!(
                     "results version {} (this udplab reads {REPORT_VERSION})",
@@ -491,6 +534,35 @@ impl SenderControl {
         self.phase_started = now;
         self.next_send = Some(now);
         self.handle_timeout(now);
+    }
+
+    /// A reverse test was accepted at `now` and the receiver sends for about `planned`: ask
+    /// for its results until they come (each request also tells it we are still here, so it
+    /// keeps sending), giving up `planned` + Tmax + [`RESULTS_GRACE`] from now.
+    pub fn await_reverse_results(&mut self, now: Instant, planned: Duration) {
+        if self.phase != SenderPhase::Running {
+            return;
+        }
+        self.phase = SenderPhase::AwaitingResults;
+        self.phase_started = now;
+        self.results_from = None;
+        self.results_deadline = Some(now + planned + self.params.tmax + RESULTS_GRACE);
+        self.next_send = Some(now);
+    }
+
+    /// Interrupted during a reverse test: ask the receiver to stop sending (Abort) and keep
+    /// asking for its results (its totals) for at most [`RESULTS_GRACE`].
+    pub fn stop_reverse(&mut self, now: Instant) {
+        if self.phase != SenderPhase::AwaitingResults {
+            return;
+        }
+        self.outbox.push_back(emit(&Message::Abort {
+            session_id: self.session_id,
+            reason: AbortReason::Interrupted,
+            secret: self.secret,
+        }));
+        let by = now + RESULTS_GRACE;
+        self.results_deadline = Some(self.results_deadline.map_or(by, |d| d.min(by)));
     }
 
     /// The user interrupted the run: tell the receiver (best effort) and stop.
@@ -592,6 +664,9 @@ pub struct ServerConfig {
     /// `recv --join`: this receiver is a group member. It takes tests from multicast
     /// announcements only and never sends anything (see [`MulticastReceive`]).
     pub multicast: Option<MulticastReceive>,
+    /// Most payload bit/s one reverse test may ask this receiver to send
+    /// (`recv --max-reverse-rate`); 0 refuses reverse tests.
+    pub max_reverse_bps: u64,
 }
 
 /// How a group member (`recv --join`) takes tests.
@@ -652,6 +727,7 @@ impl Default for ServerConfig {
             max_memory: DEFAULT_MAX_MEMORY,
             rng_seed: [7; 32],
             multicast: None,
+            max_reverse_bps: DEFAULT_MAX_REVERSE_BPS,
         }
     }
 }
@@ -685,6 +761,17 @@ pub enum ServerEvent {
         session_id: u32,
         ranges: Vec<std::ops::RangeInclusive<u64>>,
     },
+    /// A reverse test was accepted: the driver sends its Data (paced as `params` say, at
+    /// most [`MAX_REVERSE_DURATION`]) to `peer`, its validated address, and nowhere else, then
+    /// hands its totals to [`ReceiverServer::reverse_done`].
+    StartSending {
+        session_id: u32,
+        peer: SocketAddr,
+        params: TestParams,
+    },
+    /// Stop sending a reverse test's Data at once (its peer aborted or went silent for
+    /// [`PEER_SILENCE_TIMEOUT`]); its totals still go to `reverse_done`.
+    StopSending { session_id: u32 },
     /// A test ended (normally, by the peer's Abort, by silence, or by `interrupt_all`).
     Finished {
         session_id: u32,
@@ -696,6 +783,10 @@ pub enum ServerEvent {
 #[derive(Debug)]
 enum RxState {
     Running,
+    /// A reverse test: the driver sends; `stop_asked` once StopSending went out.
+    Sending {
+        stop_asked: bool,
+    },
     /// Fin received; waiting Tmax for late datagrams.
     Draining {
         until: Instant,
@@ -1022,7 +1113,13 @@ impl ReceiverServer {
                 self.outbox.push_back((peer, reply));
             }
             Message::ResultReq { session_id, secret } => {
-                if self.owned_session(session_id, src, secret).is_none() {
+                let Some(s) = self.owned_session(session_id, src, secret) else {
+                    return;
+                };
+                if matches!(s.state, RxState::Sending { .. }) {
+                    // A reverse test's keep-alive: its results do not exist yet, and an answer
+                    // would only share the measured direction with the Data.
+                    s.last_activity = now;
                     return;
                 }
                 let Some(s) = self.sessions.get(&session_id) else {
@@ -1066,7 +1163,12 @@ impl ReceiverServer {
                 let Some(s) = self.owned_session(session_id, src, secret) else {
                     return;
                 };
-                if !matches!(s.state, RxState::Finished { .. }) {
+                if matches!(s.state, RxState::Sending { .. }) {
+                    // The client stops a reverse test: its results follow once the data
+                    // thread has stopped.
+                    s.last_activity = now;
+                    self.stop_sending(session_id);
+                } else if !matches!(s.state, RxState::Finished { .. }) {
                     self.finish_session(now, session_id, true);
                 }
             }
@@ -1179,7 +1281,7 @@ impl ReceiverServer {
             .sessions
             .values()
             .filter_map(|s| match s.state {
-                RxState::Running => {
+                RxState::Running | RxState::Sending { .. } => {
                     let planned = if s.params.duration > Duration::ZERO {
                         Some(s.params.duration)
                     } else if s.params.count > 0 && s.params.pps_milli > 0 {
@@ -1245,7 +1347,15 @@ impl ReceiverServer {
         let window_bits = params.window_bits();
         let needed = ReceiverStats::memory_for(window_bits) as u64;
         let in_use = self.memory_in_use();
+        // A reverse test keeps no window here: the client measures.
+        let needed = if h.reverse { 0 } else { needed };
         if let Err((reason, limit)) = params.validate() {
+            ack.status = HelloStatus::Rejected;
+            ack.reason = reason;
+            ack.limit = limit;
+        } else if h.reverse
+            && let Err((reason, limit)) = reverse_limits(&params, self.cfg.max_reverse_bps)
+        {
             ack.status = HelloStatus::Rejected;
             ack.reason = reason;
             ack.limit = limit;
@@ -1272,6 +1382,10 @@ impl ReceiverServer {
         };
         ack.secret = secret;
         self.outbox.push_back((src, emit(&Message::HelloAck(ack))));
+        if h.reverse {
+            self.start_sending(now, src, h.session_id, secret, params);
+            return;
+        }
         self.insert_session(now, src, h.session_id, secret, params, false);
     }
 
@@ -1340,6 +1454,119 @@ impl ReceiverServer {
         });
     }
 
+    /// Keeps a reverse test (no statistics: its client measures) and tells the driver to send.
+    fn start_sending(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        session_id: u32,
+        secret: u64,
+        params: TestParams,
+    ) {
+        self.sessions.insert(
+            session_id,
+            RxSession {
+                peer,
+                secret,
+                params,
+                stats: None,
+                memory: 0,
+                plausible_end: 0,
+                data_seen: false,
+                foreign_at_start: self.foreign,
+                shared_socket: false,
+                state: RxState::Sending { stop_asked: false },
+                started: now,
+                last_activity: now,
+                next_interval: now + params.interval,
+                next_tick: now + params.interval.min(LOSS_TICK_MAX),
+                interval_index: 0,
+                row_spans: VecDeque::new(),
+                intervals: Vec::new(),
+                intervals_not_kept: 0,
+                send_errors: 0,
+                rxq_at_start: self.rxq_dropped,
+                gate_at_start: self.gate,
+                echo_sent: 0,
+                loss_ranges: Vec::new(),
+                loss_ranges_not_kept: 0,
+                // The client measures a reverse test, and counts what its Data arrived with.
+                marks: None,
+                multicast: false,
+                seq_base: 0,
+            },
+        );
+        self.events.push_back(ServerEvent::StartSending {
+            session_id,
+            peer,
+            params,
+        });
+    }
+
+    /// Asks the driver (once) to stop a reverse test's data thread.
+    fn stop_sending(&mut self, session_id: u32) {
+        if let Some(s) = self.sessions.get_mut(&session_id)
+            && let RxState::Sending { stop_asked } = &mut s.state
+            && !*stop_asked
+        {
+            *stop_asked = true;
+            self.events
+                .push_back(ServerEvent::StopSending { session_id });
+        }
+    }
+
+    /// A reverse test's data thread stopped: `report`, what it sent, becomes the test's results
+    /// for its client to ask for (as a Fin's totals, they end its measurement). With `push`
+    /// (this receiver is being interrupted and will not wait for the request) they also go to
+    /// the client at once, to its validated address only.
+    pub fn reverse_done(
+        &mut self,
+        now: Instant,
+        session_id: u32,
+        report: SenderReport,
+        push: bool,
+    ) {
+        let Some(s) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if !matches!(s.state, RxState::Sending { .. }) {
+            return;
+        }
+        s.data_seen = report.sent > 0;
+        let (json_len, chunks) = result_chunks(ResultsEnvelope {
+            version: REPORT_VERSION,
+            report: ReceiverReport::default(),
+            sender: Some(report),
+            // Pushed at once only when this receiver is being interrupted.
+            interrupted: push,
+        });
+        s.memory = json_len as u64;
+        if push {
+            let count = chunks.len() as u16;
+            for (i, data) in chunks.iter().enumerate() {
+                self.outbox.push_back((
+                    s.peer,
+                    emit(&Message::ResultChunk(ResultChunk {
+                        session_id,
+                        ready: true,
+                        index: i as u16,
+                        count,
+                        secret: s.secret,
+                        data,
+                    })),
+                ));
+            }
+        }
+        s.state = RxState::Finished {
+            chunks,
+            linger_until: now + RESULTS_LINGER,
+        };
+        self.completed += 1;
+        if s.data_seen {
+            self.completed_with_data += 1;
+        }
+    }
+
     /// Forgets the oldest finished tests (their results) until at most `keep` remain.
     fn evict_finished(&mut self, keep: usize) {
         let mut finished: Vec<(Instant, u32)> = self
@@ -1386,13 +1613,20 @@ impl ReceiverServer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sessions
             .values()
-            .map(|s| match s.state {
-                RxState::Running => s
-                    .next_interval
-                    .min(s.next_tick)
-                    .min(s.last_activity + s.silence_timeout()),
-                RxState::Draining { until, .. } => until.min(s.next_interval).min(s.next_tick),
-                RxState::Finished { linger_until, .. } => linger_until,
+            .filter_map(|s| match s.state {
+                RxState::Running => Some(
+                    s.next_interval
+                        .min(s.next_tick)
+                        .min(s.last_activity + s.silence_timeout()),
+                ),
+                RxState::Sending { stop_asked: false } => {
+                    Some(s.last_activity + PEER_SILENCE_TIMEOUT)
+                }
+                RxState::Sending { stop_asked: true } => None,
+                RxState::Draining { until, .. } => {
+                    Some(until.min(s.next_interval).min(s.next_tick))
+                }
+                RxState::Finished { linger_until, .. } => Some(linger_until),
             })
             .min()
     }
@@ -1421,6 +1655,14 @@ impl ReceiverServer {
                 }
                 RxState::Running if now >= s.last_activity + s.silence_timeout() => {
                     self.finish_session(now, id, true);
+                    continue;
+                }
+                RxState::Sending { stop_asked } => {
+                    // A reverse test's client that went silent (gone, or its path is): stop
+                    // sending toward it.
+                    if !stop_asked && now >= s.last_activity + PEER_SILENCE_TIMEOUT {
+                        self.stop_sending(id);
+                    }
                     continue;
                 }
                 _ => {}
@@ -1569,32 +1811,15 @@ impl ReceiverServer {
                 .unwrap_or_default(),
             stats,
         };
-        let json = serde_json::to_vec(&ResultsEnvelope {
+        let (json_len, chunks) = result_chunks(ResultsEnvelope {
             version: REPORT_VERSION,
             report: report.clone(),
-        })
-        .unwrap_or_default();
-        // A ResultChunk counts in u16: a larger document would wrap. Interval rows are capped so
-        // this cannot happen, but never send a corrupt result if it did.
-        let json = if json.len() > wire::RESULT_CHUNK_DATA * usize::from(u16::MAX) {
-            let mut slim = report.clone();
-            slim.intervals_not_kept += slim.intervals.len() as u64;
-            slim.intervals.clear();
-            serde_json::to_vec(&ResultsEnvelope {
-                version: REPORT_VERSION,
-                report: slim,
-            })
-            .unwrap_or_default()
-        } else {
-            json
-        };
-        let chunks: Vec<Vec<u8>> = json
-            .chunks(wire::RESULT_CHUNK_DATA)
-            .map(<[u8]>::to_vec)
-            .collect();
+            sender: None,
+            interrupted: false,
+        });
         // The window goes now; the results stay for the sender (bounded by MAX_FINISHED_KEPT).
         s.stats = None;
-        s.memory = json.len() as u64;
+        s.memory = json_len as u64;
         s.state = RxState::Finished {
             chunks,
             linger_until: now + RESULTS_LINGER,
@@ -1612,10 +1837,20 @@ impl ReceiverServer {
 
     /// Ctrl-C: ends every running test with what was measured, and tells the peers.
     pub fn interrupt_all(&mut self, now: Instant) {
+        let sending: Vec<u32> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| matches!(s.state, RxState::Sending { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        // Reverse tests end when their data thread has stopped (`reverse_done`).
+        for id in sending {
+            self.stop_sending(id);
+        }
         let running: Vec<(u32, SocketAddr, u64, bool)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| !matches!(s.state, RxState::Finished { .. }))
+            .filter(|(_, s)| !matches!(s.state, RxState::Finished { .. } | RxState::Sending { .. }))
             .map(|(id, s)| (*id, s.peer, s.secret, s.multicast))
             .collect();
         for (id, peer, secret, multicast) in running {
@@ -1754,10 +1989,69 @@ fn session_ns(now: Instant, started: Instant) -> u64 {
 }
 
 /// The results payload carries its version so a mismatched peer fails loudly.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct ResultsEnvelope {
     version: u32,
+    /// The receiver's measurement (empty in a reverse test's results).
     report: ReceiverReport,
+    /// A reverse test's results: what the receiver sent (absent otherwise, so a forward
+    /// test's results are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sender: Option<SenderReport>,
+    /// A reverse test's receiver was interrupted before the test's end (absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    interrupted: bool,
+}
+
+/// The results as JSON in ResultChunk-sized pieces, and the JSON's length. A ResultChunk counts
+/// in u16: a larger document would wrap. Interval rows are capped so this cannot happen, but
+/// never send a corrupt result if it did: the rows are dropped (and counted as not kept).
+fn result_chunks(env: ResultsEnvelope) -> (usize, Vec<Vec<u8>>) {
+    let json = serde_json::to_vec(&env).unwrap_or_default();
+    let json = if json.len() > wire::RESULT_CHUNK_DATA * usize::from(u16::MAX) {
+        let mut slim = env;
+        slim.report.intervals_not_kept += slim.report.intervals.len() as u64;
+        slim.report.intervals.clear();
+        if let Some(sender) = slim.sender.as_mut() {
+            sender.intervals_not_kept += sender.intervals.len() as u64;
+            sender.intervals.clear();
+        }
+        serde_json::to_vec(&slim).unwrap_or_default()
+    } else {
+        json
+    };
+    let chunks = json
+        .chunks(wire::RESULT_CHUNK_DATA)
+        .map(<[u8]>::to_vec)
+        .collect();
+    (json.len(), chunks)
+}
+
+/// Why a receiver refuses to send the reverse test `params` describe, if it does. The rate is
+/// what the pacing makes of the declared datagram rate and size (not the declared bit rate, a
+/// claim), and the test must end by itself within [`MAX_REVERSE_DURATION`].
+fn reverse_limits(params: &TestParams, max_bps: u64) -> Result<(), (RejectReason, u64)> {
+    let bps = params.pps_milli as f64 / 1000.0 * f64::from(params.payload_size) * 8.0;
+    if params.pps_milli == 0 || bps > max_bps as f64 {
+        return Err((RejectReason::ReverseRate, max_bps));
+    }
+    let limit = (
+        RejectReason::ReverseLength,
+        MAX_REVERSE_DURATION.as_nanos() as u64,
+    );
+    let by_count = (params.count > 0).then(|| {
+        Duration::from_secs_f64((params.count as f64 * 1000.0 / params.pps_milli as f64).min(1e9))
+    });
+    let planned = match (params.duration > Duration::ZERO, by_count) {
+        (true, Some(c)) => params.duration.min(c),
+        (true, None) => params.duration,
+        (false, Some(c)) => c,
+        (false, None) => return Err(limit),
+    };
+    if planned > MAX_REVERSE_DURATION {
+        return Err(limit);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1765,6 +2059,9 @@ mod trust_tests;
 
 #[cfg(test)]
 mod multicast_tests;
+
+#[cfg(test)]
+mod reverse_tests;
 
 #[cfg(test)]
 mod tests {

@@ -459,6 +459,35 @@ pub struct RunReport {
     /// The thresholds' outcome, decided before any report is written.
     #[serde(default)]
     pub verdict: Verdict,
+    /// Which way the data went: `forward` (the sender sends, the receiver measures) or
+    /// `reverse` (`send -R`: the receiver sends, the sender measures). Absent in the JSON of a
+    /// forward run, which is unchanged.
+    #[serde(default, skip_serializing_if = "Direction::is_forward")]
+    pub direction: Direction,
+}
+
+/// Which way a test's data went, as the reports name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The command's side sends, the receiver measures.
+    #[default]
+    Forward,
+    /// `-R/--reverse`: the receiver sends, the command's side measures.
+    Reverse,
+}
+
+impl Direction {
+    pub fn is_forward(&self) -> bool {
+        *self == Direction::Forward
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Forward => "forward",
+            Direction::Reverse => "reverse",
+        }
+    }
 }
 
 /// One threshold compared with the run's measurement.

@@ -70,7 +70,7 @@
 //! | offset | size | field          | meaning                                                |
 //! |-------:|-----:|----------------|--------------------------------------------------------|
 //! | 8      | 4    | `payload_size` | size of each Data datagram's UDP payload, bytes        |
-//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bit 5: multicast announcement (see below); bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
+//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bit 3: reverse (the receiver sends the Data, paced as this Hello says, to the validated sender, which measures; the results carry the receiver's sender-side report); bit 5: multicast announcement (see below); bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
 //! | 16     | 8    | `interval_ns`  | reporting interval, ns                                 |
 //! | 24     | 8    | `tmax_ns`      | waiting time for late datagrams after the end (RFC 7680), ns |
 //! | 32     | 8    | `count`        | datagrams the sender will send, 0 = not fixed          |
@@ -106,7 +106,7 @@
 //! | offset | size | field              | meaning                                            |
 //! |-------:|-----:|--------------------|----------------------------------------------------|
 //! | 8      | 1    | `status`           | 0 = accepted, 1 = busy with other tests, 2 = rejected, 3 = retry: repeat the Hello with `cookie` |
-//! | 9      | 1    | `reason`           | why rejected: 0 not said, 1 payload size, 2 interval, 3 Tmax above `limit` ns, 4 rate × Tmax above `limit` sequences, 5 memory budget (`limit` bytes free), 6 session id in use from another address (v2) |
+//! | 9      | 1    | `reason`           | why rejected: 0 not said, 1 payload size, 2 interval, 3 Tmax above `limit` ns, 4 rate × Tmax above `limit` sequences, 5 memory budget (`limit` bytes free), 6 session id in use from another address (v2), 7 reverse test faster than `limit` bit/s or unpaced, 8 reverse test without a count or duration, or longer than `limit` ns |
 //! | 10     | 2    | `retry_after_s`    | busy: seconds after which a test is likely to have ended (v2) |
 //! | 12     | 8    | `rcvbuf_effective` | receive buffer the kernel granted (SO_RCVBUF read back), bytes |
 //! | 20     | 8    | `cookie`           | retry: the cookie the next Hello carries; else 0 (v2) |
@@ -152,6 +152,16 @@
 //! rejected. When not ready, `index`, `count` and `len` should be 0. A `len` larger than the
 //! bytes present is an error; bytes after the data are ignored.
 //!
+//! In a reverse test (Hello flag bit 3) the Data flows receiver → sender, from the receiver's
+//! listening address to the test's validated address, and the sender measures it. The sender
+//! sends ResultReq from acceptance on, every 200 ms: while the receiver sends they are its
+//! keep-alive (unanswered; 10 s without one stops the Data), and once its data thread has
+//! ended the result document is `{"version", "report" (empty), "sender": the receiver's
+//! sender-side report}`; its `sent` ends the sender's measurement as a Fin's `total_sent`
+//! ends the receiver's. A receiver interrupted mid-test sends the chunks unasked, with
+//! `"interrupted": true` in the document. An Abort from the sender stops the Data; the
+//! results follow as usual.
+//!
 //! # Abort (kind 22): either direction, the test ended early
 //!
 //! | offset | size | field    | meaning                         |
@@ -193,6 +203,7 @@ const MARK_FLAG_TTL: u8 = 1 << 1;
 const HELLO_FLAG_ECHO: u32 = 1;
 const HELLO_FLAG_LOSS_RANGES: u32 = 1 << 1;
 const HELLO_FLAG_MULTICAST: u32 = 1 << 5;
+const HELLO_FLAG_REVERSE: u32 = 1 << 3;
 const HELLO_PATTERN_SHIFT: u32 = 8;
 const HELLO_BURST_SHIFT: u32 = 16;
 
@@ -368,6 +379,8 @@ pub struct Hello {
     pub echo: bool,
     /// Flag bit 1: the receiver should carry its lost sequence ranges back in the results.
     pub loss_ranges: bool,
+    /// Flag bit 3: a reverse test (`send -R`): the receiver sends the Data, the sender measures.
+    pub reverse: bool,
     /// Flag bits 8–31: the send pattern, for the receiver's report.
     pub pattern: HelloPattern,
     pub interval_ns: u64,
@@ -439,6 +452,11 @@ pub enum RejectReason {
     Memory = 5,
     /// Another address already runs a test with this session id.
     SessionInUse = 6,
+    /// A reverse test asked for more than `limit` bit/s (`recv --max-reverse-rate`), or for
+    /// an unpaced one.
+    ReverseRate = 7,
+    /// A reverse test must end by itself: a count or a duration of at most `limit` ns.
+    ReverseLength = 8,
 }
 
 impl RejectReason {
@@ -450,6 +468,8 @@ impl RejectReason {
             4 => RejectReason::Window,
             5 => RejectReason::Memory,
             6 => RejectReason::SessionInUse,
+            7 => RejectReason::ReverseRate,
+            8 => RejectReason::ReverseLength,
             _ => RejectReason::Unspecified,
         }
     }
@@ -612,6 +632,7 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             payload_size: be_u32(buf, 8),
             echo: be_u32(buf, 12) & HELLO_FLAG_ECHO != 0,
             loss_ranges: be_u32(buf, 12) & HELLO_FLAG_LOSS_RANGES != 0,
+            reverse: be_u32(buf, 12) & HELLO_FLAG_REVERSE != 0,
             pattern: HelloPattern::from_flags(be_u32(buf, 12)),
             interval_ns: be_u64(buf, 16),
             tmax_ns: be_u64(buf, 24),
@@ -839,6 +860,9 @@ impl Message<'_> {
                 if m.multicast {
                     flags |= HELLO_FLAG_MULTICAST;
                 }
+                if m.reverse {
+                    flags |= HELLO_FLAG_REVERSE;
+                }
                 out.extend_from_slice(&m.payload_size.to_be_bytes());
                 out.extend_from_slice(&flags.to_be_bytes());
                 for field in [
@@ -929,6 +953,7 @@ mod tests {
             payload_size: 1400,
             echo: true,
             loss_ranges: false,
+            reverse: false,
             pattern: HelloPattern::Unknown,
             interval_ns: 1_000_000_000,
             tmax_ns: 2_000_000_000,
@@ -1196,6 +1221,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reverse_hello_sets_flag_bit_3_and_keeps_its_size() {
+        let hello = Hello {
+            reverse: true,
+            echo: false,
+            pattern: HelloPattern::Cbr,
+            ..sample_hello()
+        };
+        let bytes = emitted(&Message::Hello(hello));
+        assert_eq!(bytes.len(), HELLO_LEN);
+        assert_eq!(&bytes[12..16], &[0x00, 0x00, 0x01, 0x08]);
+        assert_eq!(parse(&bytes), Ok(Message::Hello(hello)));
+        let forward = emitted(&Message::Hello(Hello {
+            reverse: false,
+            ..hello
+        }));
+        assert_eq!(&forward[12..16], &[0x00, 0x00, 0x01, 0x00]);
+    }
+
+    #[test]
     fn unknown_hello_flag_bits_are_ignored() {
         let mut bytes = emitted(&Message::Hello(sample_hello()));
         bytes[12..16].copy_from_slice(&0xFFFF_FFFEu32.to_be_bytes());
@@ -1425,7 +1469,7 @@ mod tests {
         (
             any::<u32>(),
             any::<u32>(),
-            any::<[bool; 3]>(),
+            any::<[bool; 4]>(),
             pattern,
             any::<[u64; 7]>(),
             any::<(Option<u8>, Option<u8>)>(),
@@ -1434,25 +1478,28 @@ mod tests {
                 |(
                     session_id,
                     payload_size,
-                    [echo, loss_ranges, multicast],
+                    [echo, loss_ranges, reverse, multicast],
                     pattern,
                     v,
                     (tos, ttl),
-                )| Hello {
-                    session_id,
-                    payload_size,
-                    echo,
-                    loss_ranges,
-                    pattern,
-                    interval_ns: v[0],
-                    tmax_ns: v[1],
-                    count: v[2],
-                    duration_ns: v[3],
-                    rate_bps: v[4],
-                    pps_milli: v[5],
-                    cookie: v[6],
-                    multicast,
-                    marking: HelloMarking { tos, ttl },
+                )| {
+                    Hello {
+                        session_id,
+                        payload_size,
+                        echo,
+                        loss_ranges,
+                        reverse,
+                        multicast,
+                        pattern,
+                        interval_ns: v[0],
+                        tmax_ns: v[1],
+                        count: v[2],
+                        duration_ns: v[3],
+                        rate_bps: v[4],
+                        pps_milli: v[5],
+                        cookie: v[6],
+                        marking: HelloMarking { tos, ttl },
+                    }
                 },
             )
     }

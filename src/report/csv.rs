@@ -19,7 +19,7 @@ use crate::summary::{
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 84] = [
+pub const SUMMARY_COLUMNS: [&str; 85] = [
     "run_id",
     "role",
     "target",
@@ -105,6 +105,7 @@ pub const SUMMARY_COLUMNS: [&str; 84] = [
     "df",
     "emsgsize",
     "path_mtu",
+    "direction",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -500,6 +501,7 @@ struct SummaryRow {
     df: String,
     emsgsize: String,
     path_mtu: String,
+    direction: String,
 }
 
 impl SummaryRow {
@@ -512,6 +514,7 @@ impl SummaryRow {
             started_at: report.started_at.clone(),
             pattern: report.pattern.clone(),
             verdict: report.verdict.as_str().to_string(),
+            direction: report.direction.as_str().to_string(),
             ..Self::default()
         }
     }
@@ -703,6 +706,7 @@ impl SummaryRow {
             self.df,
             self.emsgsize,
             self.path_mtu,
+            self.direction,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -941,7 +945,7 @@ mod tests {
         let mut report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
         assert_eq!(
-            headers[74..],
+            headers[74..84],
             [
                 "tos_sent",
                 "dscp_sent",
@@ -1020,6 +1024,21 @@ mod tests {
                 "not a share of this test's 10000 datagrams"
             );
         }
+    }
+
+    #[test]
+    fn the_direction_is_the_last_column_and_names_each_run() {
+        let mut report = fixtures::run_report();
+        let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(headers.last().map(String::as_str), Some("direction"));
+        // Column 85, after the marking columns 75-84 (results/README.md numbers them from 1).
+        assert_eq!(headers.len(), 85);
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r["direction"] == "forward"));
+        report.direction = crate::summary::Direction::Reverse;
+        let (_, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(rows[0]["role"], "sender");
+        assert!(rows.iter().all(|r| r["direction"] == "reverse"));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::io::{self, Write};
 use super::{loss_denominator, measured, measured_signed, percent, return_path};
 use crate::net::marking::{dscp_label, dscp_name, dscp_of, ecn_name};
 use crate::summary::{
-    BufferInfo, IntervalRow, ReceiverReport, RunReport, SenderReport, SignedLatencySummary,
+    BufferInfo, Direction, IntervalRow, ReceiverReport, RunReport, SenderReport,
+    SignedLatencySummary,
 };
 
 /// Writes the run summary: a header line and the sender/receiver table. Warnings are not part
@@ -24,6 +25,13 @@ pub fn write_human<W: Write>(mut w: W, report: &RunReport) -> io::Result<()> {
         "udplab run {}: target {}, payload {} B, pattern {}, started {}{interrupted}",
         report.run_id, report.target, report.payload_bytes, report.pattern, report.started_at
     )?;
+    if report.direction == Direction::Reverse {
+        // Which host is which column: the receiver sent, the command's side measured.
+        writeln!(
+            w,
+            "direction: reverse (-R): the sender column is `udplab recv`, which sent the data; the receiver column is the side that ran `send -R` and measured"
+        )?;
+    }
     let table = summary_table(report);
     write_table(&mut w, &table)?;
     w.flush()

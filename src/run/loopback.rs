@@ -62,7 +62,12 @@ pub fn with_receiver<T>(
         // `json` only steers the text to stderr when stdout carries JSON; the caller writes
         // the reports.
         outputs: Outputs {
-            loss_log: cfg.outputs.loss_log.take(),
+            // A reverse test's loss is measured (and logged) by the sending half.
+            loss_log: if cfg.reverse {
+                None
+            } else {
+                cfg.outputs.loss_log.take()
+            },
             quiet: cfg.outputs.quiet || cfg.flows > 1,
             json: cfg.outputs.json.clone(),
             intervals_json: cfg.outputs.intervals_json.clone(),
@@ -74,6 +79,8 @@ pub fn with_receiver<T>(
         key: cfg.key.clone(),
         allow: None,
         multicast: None,
+        // This host's own loopback: the user's rate is the only limit.
+        max_reverse_bps: u64::MAX,
         // Echoes carry the sender's marking, as a receiver given the same --dscp would.
         tos: cfg.tos,
     };

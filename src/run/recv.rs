@@ -11,16 +11,24 @@ use anyhow::Context;
 use crate::auth::{AllowList, Key, TAG_LEN};
 use crate::config::RecvConfig;
 use crate::error::SetupError;
+use crate::net::SendMode;
 use crate::net::multicast::{Iface, Membership};
 use crate::net::{self, BoundSocket, RecvBatch, SocketOptions};
+use crate::pacing::Pattern;
 use crate::report;
+use crate::run::send::{DataPlan, DataResult, DataThread};
 use crate::run::{OutputFile, Stop, text_writer, write_outputs};
+use crate::session::MAX_REVERSE_DURATION;
 use crate::session::{
     GateTotals, MulticastReceive, ReceiverServer, ServerConfig, ServerEvent, TestParams,
 };
-use crate::summary::{MAX_KEPT_INTERVALS, REPORT_VERSION, ReceiverReport, RunReport};
+use crate::stats::LatencyHistogram;
+use crate::summary::{
+    Direction, MAX_KEPT_INTERVALS, REPORT_VERSION, ReceiverReport, RunReport, SenderReport,
+};
 use crate::time;
 use crate::wire::{self, HelloPattern};
+use std::sync::atomic::Ordering;
 
 /// How long the receive loop keeps busy-polling after the last datagram before it blocks.
 const BUSY_POLL_AFTER_DATA: Duration = Duration::from_millis(2);
@@ -136,6 +144,7 @@ impl Receiver {
                 seed
             },
             multicast: cfg.multicast.map(|m| MulticastReceive { source: m.source }),
+            max_reverse_bps: cfg.max_reverse_bps,
         });
         if let Some(m) = &cfg.multicast
             && !cfg.silent
@@ -162,6 +171,8 @@ impl Receiver {
             text.flush()?;
         }
         let mut started: HashMap<u32, (u64, TestParams)> = HashMap::new();
+        // Reverse tests whose Data this receiver is sending.
+        let mut sending: HashMap<u32, Sending> = HashMap::new();
         let mut outcome = RecvOutcome::default();
         // A fixed short read timeout: timers (intervals, Tmax) need only millisecond accuracy,
         // and re-arming it per batch would cost a syscall per batch on the hot path.
@@ -241,7 +252,32 @@ impl Receiver {
                 }
                 server.handle_timeout(now);
             }
+            // Reverse tests whose data thread ended: their totals become their results.
+            let done: Vec<u32> = sending
+                .iter()
+                .filter(|(_, s)| s.thread.handle.is_finished())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in done {
+                if let Some(s) = sending.remove(&id) {
+                    let run = s.finish(&mut server, id, &bound, false)?;
+                    if !cfg.silent {
+                        write_outputs(&run, &cfg.outputs, true);
+                    }
+                    outcome.reports.push(run);
+                }
+            }
             if stop.requested() {
+                // Ctrl-C: every reverse test stops sending, and its totals go to its client
+                // at once (it will not get to ask), before the other tests are interrupted.
+                for (id, s) in sending.drain() {
+                    s.thread.halt.store(true, Ordering::Relaxed);
+                    let run = s.finish(&mut server, id, &bound, true)?;
+                    if !cfg.silent {
+                        write_outputs(&run, &cfg.outputs, true);
+                    }
+                    outcome.reports.push(run);
+                }
                 server.interrupt_all(now);
                 outcome.interrupted = true;
             }
@@ -292,6 +328,40 @@ impl Receiver {
                                 report::write_interval_header(&mut text, "receiver")?;
                             }
                             text.flush()?;
+                        }
+                    }
+                    ServerEvent::StartSending {
+                        session_id,
+                        peer,
+                        params,
+                    } => {
+                        let plan = reverse_plan(session_id, &params, peer, gate.key.clone());
+                        let thread = sock
+                            .try_clone()
+                            .and_then(|s| crate::run::send::spawn_data_thread(s, plan))
+                            .context("starting a reverse test's send thread")?;
+                        if !cfg.silent {
+                            writeln!(
+                                text,
+                                "test {session_id:08x} from {}: reverse, sending {} B datagrams at {} datagrams/s to it",
+                                net::shown_addr(peer),
+                                params.payload_size,
+                                params.pps_milli as f64 / 1000.0,
+                            )?;
+                            text.flush()?;
+                        }
+                        sending.insert(
+                            session_id,
+                            Sending {
+                                thread,
+                                started_wall: time::wall_ns(),
+                                params,
+                            },
+                        );
+                    }
+                    ServerEvent::StopSending { session_id } => {
+                        if let Some(s) = sending.get(&session_id) {
+                            s.thread.halt.store(true, Ordering::Relaxed);
                         }
                     }
                     ServerEvent::Interval { session_id, row } => {
@@ -388,6 +458,126 @@ fn describe_membership(m: &Membership) -> String {
         "joined {} ({source}){iface}: each sender is measured and reported here, nothing is sent back",
         m.group
     )
+}
+
+/// A reverse test this receiver sends the Data of.
+struct Sending {
+    thread: DataThread,
+    started_wall: u64,
+    params: TestParams,
+}
+
+impl Sending {
+    /// Waits for the data thread (stopped or done), hands its totals to the session as the
+    /// test's results (`push`: sent to the client at once), and returns this receiver's report
+    /// of the test: its sending side.
+    fn finish(
+        self,
+        server: &mut ReceiverServer,
+        session_id: u32,
+        bound: &BoundSocket,
+        push: bool,
+    ) -> anyhow::Result<RunReport> {
+        let result = self
+            .thread
+            .handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a reverse test's send thread panicked"))?;
+        for w in &result.warnings {
+            crate::run::warn(w);
+        }
+        let report = reverse_sender_report(&result, &self.params, bound);
+        server.reverse_done(time::now(), session_id, report.clone(), push);
+        Ok(RunReport {
+            version: REPORT_VERSION,
+            run_id: format!("{session_id:08x}"),
+            started_at: time::rfc3339(self.started_wall),
+            target: bound.local_addr.to_string(),
+            payload_bytes: self.params.payload_size,
+            pattern: pattern_name(self.params.pattern),
+            echo: false,
+            sender: Some(report),
+            receiver: None,
+            warnings: result.warnings,
+            interrupted: push,
+            direction: Direction::Reverse,
+            ..RunReport::default()
+        })
+    }
+}
+
+/// The data thread's plan for a reverse test: the Hello's size, pace, pattern, count and
+/// duration (at most [`MAX_REVERSE_DURATION`]), to `peer` (the validated address) only.
+fn reverse_plan(
+    session_id: u32,
+    params: &TestParams,
+    peer: SocketAddr,
+    key: Option<Key>,
+) -> DataPlan {
+    let longest = if params.duration.is_zero() {
+        MAX_REVERSE_DURATION
+    } else {
+        params.duration.min(MAX_REVERSE_DURATION)
+    };
+    DataPlan {
+        session_id,
+        payload: params.payload_size as usize,
+        pps: Some(params.pps_milli as f64 / 1000.0),
+        pattern: match params.pattern {
+            HelloPattern::Poisson => Pattern::Poisson,
+            HelloPattern::Burst(n) if n > 0 => Pattern::Burst(u32::from(n)),
+            _ => Pattern::Cbr,
+        },
+        seed: u64::from(session_id),
+        duration: Some(longest),
+        count: (params.count > 0).then_some(params.count),
+        batch: 32,
+        // One send_to per datagram: the socket is shared by every test.
+        mode: SendMode::Plain,
+        impair: None,
+        impair_log: None,
+        cpu: None,
+        key,
+        dest: Some(peer),
+    }
+}
+
+/// What the receiver's data thread sent in a reverse test, as a sender reports it.
+fn reverse_sender_report(
+    result: &DataResult,
+    params: &TestParams,
+    bound: &BoundSocket,
+) -> SenderReport {
+    let duration_s = match (result.first, result.last) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let pps_achieved = if result.sent >= 2 && duration_s > 0.0 {
+        (result.sent - 1) as f64 / duration_s
+    } else {
+        0.0
+    };
+    SenderReport {
+        sent: result.sent,
+        sent_bytes: result.bytes,
+        send_errors: result.errors(),
+        send_errors_enobufs: result.errors_enobufs,
+        send_errors_eagain: result.errors_eagain,
+        duration_s,
+        rate_target_bps: (params.rate_bps > 0).then_some(params.rate_bps as f64),
+        rate_achieved_bps: pps_achieved * f64::from(params.payload_size) * 8.0,
+        pps_target: Some(params.pps_milli as f64 / 1000.0),
+        pps_achieved,
+        schedule_lateness: result.lateness.as_ref().and_then(LatencyHistogram::summary),
+        inter_departure: result.gaps.summary(),
+        sndbuf: bound.sndbuf,
+        rcvbuf: bound.rcvbuf,
+        send_mode: result.mode.to_string(),
+        send_mode_note: Some(
+            "reverse test: one send_to per datagram from the receiver's socket".into(),
+        ),
+        ..SenderReport::default()
+    }
 }
 
 /// Datagrams the receiver's gate dropped, since the socket was bound.

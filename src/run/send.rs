@@ -3,7 +3,7 @@
 //! is no handshake and nothing comes back: announcements, the data, a repeated Fin.
 
 use std::io::{self, BufWriter, ErrorKind, Write};
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -34,59 +34,87 @@ use crate::wire::{DataHeader, HelloPattern, Kind};
 
 /// Live counters the data thread publishes for interval lines.
 #[derive(Debug, Default)]
-struct LiveCounters {
-    sent: AtomicU64,
-    bytes: AtomicU64,
-    errors: AtomicU64,
+pub(crate) struct LiveCounters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// What the data thread did.
 #[derive(Debug)]
-struct DataResult {
-    sent: u64,
-    bytes: u64,
-    errors_enobufs: u64,
-    errors_eagain: u64,
+pub(crate) struct DataResult {
+    pub(crate) sent: u64,
+    pub(crate) bytes: u64,
+    pub(crate) errors_enobufs: u64,
+    pub(crate) errors_eagain: u64,
     /// Larger than the path MTU with `--df` (EMSGSIZE).
-    errors_emsgsize: u64,
+    pub(crate) errors_emsgsize: u64,
     errors_other: u64,
-    first: Option<Instant>,
-    last: Option<Instant>,
-    lateness: Option<LatencyHistogram>,
-    gaps: LatencyHistogram,
+    pub(crate) first: Option<Instant>,
+    pub(crate) last: Option<Instant>,
+    pub(crate) lateness: Option<LatencyHistogram>,
+    pub(crate) gaps: LatencyHistogram,
     /// How late the impairment's releases left against their planned time.
     release_lateness: LatencyHistogram,
     impair: Option<ImpairCounters>,
-    mode: SendMode,
-    warnings: Vec<String>,
+    pub(crate) mode: SendMode,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl DataResult {
-    fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.errors_enobufs + self.errors_eagain + self.errors_emsgsize + self.errors_other
     }
 }
 
-/// What the data thread needs, moved into it.
-struct DataPlan {
-    session_id: u32,
-    payload: usize,
-    pps: Option<f64>,
-    pattern: crate::pacing::Pattern,
-    seed: u64,
-    duration: Option<Duration>,
-    count: Option<u64>,
-    batch: usize,
-    mode: SendMode,
-    impair: Option<crate::impair::ImpairSpec>,
-    impair_log: Option<BufWriter<OutputFile>>,
-    cpu: Option<usize>,
+/// What the data thread needs, moved into it: the sender's own test, or (with `dest`) a
+/// receiver's reverse test.
+pub(crate) struct DataPlan {
+    pub(crate) session_id: u32,
+    pub(crate) payload: usize,
+    pub(crate) pps: Option<f64>,
+    pub(crate) pattern: crate::pacing::Pattern,
+    pub(crate) seed: u64,
+    pub(crate) duration: Option<Duration>,
+    pub(crate) count: Option<u64>,
+    pub(crate) batch: usize,
+    pub(crate) mode: SendMode,
+    pub(crate) impair: Option<crate::impair::ImpairSpec>,
+    pub(crate) impair_log: Option<BufWriter<OutputFile>>,
+    pub(crate) cpu: Option<usize>,
     /// Tags every Data datagram (`--key`).
-    key: Option<Key>,
+    pub(crate) key: Option<Key>,
+    /// Where the Data goes from an unconnected socket (a receiver's reverse test: its
+    /// validated peer); None: the connected socket's peer.
+    pub(crate) dest: Option<SocketAddr>,
+}
+
+/// A running data thread, stoppable through `halt`.
+pub(crate) struct DataThread {
+    pub(crate) handle: thread::JoinHandle<DataResult>,
+    pub(crate) halt: Arc<AtomicBool>,
+    pub(crate) live: Arc<LiveCounters>,
+}
+
+/// Starts [`data_loop`] for `plan` on its own thread, sending on `sock`.
+pub(crate) fn spawn_data_thread(sock: UdpSocket, plan: DataPlan) -> io::Result<DataThread> {
+    let live = Arc::new(LiveCounters::default());
+    let halt = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let live = Arc::clone(&live);
+        let halt = Arc::clone(&halt);
+        thread::Builder::new()
+            .name("udplab-send".into())
+            .spawn(move || data_loop(&sock, plan, &halt, &live))?
+    };
+    Ok(DataThread { handle, halt, live })
 }
 
 /// Runs one test against the receiver in `cfg` and returns the whole run's report.
 pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
+    if cfg.reverse {
+        return crate::run::reverse::run(cfg, stop);
+    }
     let started_wall = time::wall_ns();
     let bound = net::bind(
         cfg.bind.unwrap_or_else(|| net::unspecified_for(&cfg.addr)),
@@ -140,23 +168,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
 
     let session_id = crate::run::session_id();
     let run_id = format!("{session_id:08x}");
-    let params = TestParams {
-        payload_size: cfg.payload_size as u32,
-        echo: cfg.echo,
-        interval: cfg.interval,
-        tmax: cfg.tmax,
-        count: cfg.count.unwrap_or(0),
-        duration: cfg.duration.unwrap_or(Duration::ZERO),
-        rate_bps: cfg.rate_bps.map_or(0, |r| r as u64),
-        pps_milli: cfg.pps().map_or(0, |p| (p * 1000.0) as u64),
-        // The receiver keeps its lost ranges for us only when there is a log to write.
-        loss_ranges: cfg.outputs.loss_log.is_some(),
-        pattern: hello_pattern(cfg),
-        marking: crate::wire::HelloMarking {
-            tos: cfg.tos,
-            ttl: cfg.ttl,
-        },
-    };
+    let params = test_params(cfg);
     let mut ctl = SenderControl::new(session_id, params, time::now());
     let key = cfg.key.as_ref();
     let mut replies = Replies::new(session_id, cfg.key.clone());
@@ -173,45 +185,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     }
 
     // Handshake (none with a group).
-    loop {
-        if group {
-            break;
-        }
-        flush_control(&sock, &mut ctl, key);
-        match ctl.poll_event() {
-            Some(SenderEvent::Accepted { .. }) => break,
-            Some(SenderEvent::Failed(e)) => {
-                if key.is_some() && replies.unauthenticated > 0 {
-                    // A receiver without the key answered: it takes our tag for padding and
-                    // may have started the test. End it rather than leave it waiting.
-                    ctl.abort();
-                    flush_control(&sock, &mut ctl, key);
-                }
-                return Err(SetupError(handshake_failure(
-                    &cfg.target,
-                    &e,
-                    key.is_some(),
-                    replies.unauthenticated,
-                ))
-                .into());
-            }
-            _ => {}
-        }
-        if stop.requested() {
-            return Err(SetupError("interrupted before the test started".into()).into());
-        }
-        match replies.receive(&sock, ctl.poll_timeout(), &mut ctl) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                return Err(SetupError(format!(
-                    "{}: nothing is listening there (the host answered port unreachable); start `udplab recv` first",
-                    cfg.target
-                ))
-                .into());
-            }
-            Err(e) => return Err(SetupError(format!("{}: {e}", cfg.target)).into()),
-        }
-        ctl.handle_timeout(time::now());
+    if !group {
+        handshake(&sock, &mut ctl, &mut replies, cfg, stop)?;
     }
 
     let mut text = text_writer(&cfg.outputs);
@@ -263,18 +238,14 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         impair_log,
         cpu: (!cfg.cpus.is_empty()).then(|| cfg.cpus[cfg.flow_index % cfg.cpus.len()]),
         key: cfg.key.clone(),
+        dest: None,
     };
-    let live = Arc::new(LiveCounters::default());
-    let halt = Arc::new(AtomicBool::new(false));
     let data_sock = sock.try_clone().context("cloning the socket")?;
-    let data = {
-        let live = Arc::clone(&live);
-        let halt = Arc::clone(&halt);
-        thread::Builder::new()
-            .name("udplab-send".into())
-            .spawn(move || data_loop(&data_sock, plan, &halt, &live))
-            .context("starting the send thread")?
-    };
+    let DataThread {
+        handle: data,
+        halt,
+        live,
+    } = spawn_data_thread(data_sock, plan).context("starting the send thread")?;
 
     // While data flows: echoes, control, interval lines.
     let start = time::now();
@@ -387,7 +358,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                     warnings.push(format!("no results from the receiver: {e}"));
                     break;
                 }
-                Some(SenderEvent::Accepted { .. }) => {}
+                Some(SenderEvent::Accepted { .. } | SenderEvent::SenderResults { .. }) => {}
                 None if ctl.is_done() => break,
                 None => {}
             }
@@ -508,6 +479,104 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     Ok(run)
 }
 
+/// What the Hello announces: the test as `cfg` describes it.
+pub(crate) fn test_params(cfg: &SendConfig) -> TestParams {
+    TestParams {
+        payload_size: cfg.payload_size as u32,
+        echo: cfg.echo,
+        interval: cfg.interval,
+        tmax: cfg.tmax,
+        count: cfg.count.unwrap_or(0),
+        duration: cfg.duration.unwrap_or(Duration::ZERO),
+        rate_bps: cfg.rate_bps.map_or(0, |r| r as u64),
+        pps_milli: cfg.pps().map_or(0, |p| (p * 1000.0) as u64),
+        // The receiver keeps its lost ranges for us only when there is a log to write.
+        loss_ranges: cfg.outputs.loss_log.is_some(),
+        pattern: hello_pattern(cfg),
+        marking: crate::wire::HelloMarking {
+            tos: cfg.tos,
+            ttl: cfg.ttl,
+        },
+    }
+}
+
+/// What the handshake reads the receiver's answers with: the forward sender's [`Replies`], or
+/// a reverse test's measurement (Data can arrive before the accepting answer, if that was lost).
+pub(crate) trait HandshakeRx {
+    /// Receives what has arrived, waiting at most until `deadline`; control goes to `ctl`.
+    fn receive(
+        &mut self,
+        sock: &UdpSocket,
+        deadline: Option<Instant>,
+        ctl: &mut SenderControl,
+    ) -> io::Result<()>;
+    /// Datagrams dropped so far because their `--key` tag did not verify.
+    fn unauthenticated(&self) -> u64;
+}
+
+impl HandshakeRx for Replies {
+    fn receive(
+        &mut self,
+        sock: &UdpSocket,
+        deadline: Option<Instant>,
+        ctl: &mut SenderControl,
+    ) -> io::Result<()> {
+        Replies::receive(self, sock, deadline, ctl)
+    }
+
+    fn unauthenticated(&self) -> u64 {
+        self.unauthenticated
+    }
+}
+
+/// Runs the handshake until the receiver accepts (`Ok`) or it fails (the error the user sees).
+pub(crate) fn handshake(
+    sock: &UdpSocket,
+    ctl: &mut SenderControl,
+    replies: &mut impl HandshakeRx,
+    cfg: &SendConfig,
+    stop: &Stop,
+) -> anyhow::Result<()> {
+    let key = cfg.key.as_ref();
+    loop {
+        flush_control(sock, ctl, key);
+        match ctl.poll_event() {
+            Some(SenderEvent::Accepted { .. }) => return Ok(()),
+            Some(SenderEvent::Failed(e)) => {
+                if key.is_some() && replies.unauthenticated() > 0 {
+                    // A receiver without the key answered: it takes our tag for padding and
+                    // may have started the test. End it rather than leave it waiting.
+                    ctl.abort();
+                    flush_control(sock, ctl, key);
+                }
+                return Err(SetupError(handshake_failure(
+                    &cfg.target,
+                    &e,
+                    key.is_some(),
+                    replies.unauthenticated(),
+                ))
+                .into());
+            }
+            _ => {}
+        }
+        if stop.requested() {
+            return Err(SetupError("interrupted before the test started".into()).into());
+        }
+        match replies.receive(sock, ctl.poll_timeout(), ctl) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                return Err(SetupError(format!(
+                    "{}: nothing is listening there (the host answered port unreachable); start `udplab recv` first",
+                    cfg.target
+                ))
+                .into());
+            }
+            Err(e) => return Err(SetupError(format!("{}: {e}", cfg.target)).into()),
+        }
+        ctl.handle_timeout(time::now());
+    }
+}
+
 /// Writes the lost ranges the receiver carried back for `runs` to `path`.
 /// A failed write is recorded for the exit code (the other outputs are still written).
 pub fn write_loss_log_file(path: &std::path::Path, runs: &[&RunReport]) {
@@ -623,7 +692,7 @@ fn handshake_failure(target: &str, e: &ControlError, keyed: bool, unauthenticate
 }
 
 /// What comes back from the receiver while and after data flows: echoes (RTT) and control.
-struct Replies {
+pub(crate) struct Replies {
     session_id: u32,
     batch: RecvBatch,
     /// RTT of the echoes received in the current interval.
@@ -636,7 +705,7 @@ struct Replies {
 }
 
 impl Replies {
-    fn new(session_id: u32, key: Option<Key>) -> Self {
+    pub(crate) fn new(session_id: u32, key: Option<Key>) -> Self {
         Replies {
             session_id,
             // Result chunks are the largest replies: 16 + 1200 bytes (+ 16 with a key).
@@ -759,7 +828,7 @@ fn send_tagged(sock: &UdpSocket, msg: &[u8], key: Option<&Key>) -> io::Result<()
 
 /// Sends queued control datagrams, tagged when there is a key. Failures are retried by the
 /// session's own timers.
-fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl, key: Option<&Key>) {
+pub(crate) fn flush_control(sock: &UdpSocket, ctl: &mut SenderControl, key: Option<&Key>) {
     while let Some(mut msg) = ctl.poll_transmit() {
         if let Some(key) = key {
             key.append_tag(&mut msg);
@@ -780,6 +849,8 @@ fn sign_each(key: &Key, batch: &mut [u8], size: usize) {
 struct DataWriter {
     session_id: u32,
     key: Option<Key>,
+    /// The destination of an unconnected socket (see [`DataPlan::dest`]).
+    dest: Option<SocketAddr>,
 }
 
 impl DataWriter {
@@ -797,8 +868,33 @@ impl DataWriter {
     }
 }
 
+/// Hands `count` datagrams of `seg_size` bytes from `buf` to the kernel: batched on a connected
+/// socket; with `dest` (a shared, unconnected socket) one send_to per datagram. As
+/// [`net::send_batch`]: the number sent, or the error when the first one failed.
+fn send_out(
+    sock: &UdpSocket,
+    dest: Option<SocketAddr>,
+    mode: SendMode,
+    buf: &[u8],
+    seg_size: usize,
+    count: usize,
+) -> io::Result<usize> {
+    let Some(dest) = dest else {
+        return net::send_batch(sock, mode, buf, seg_size, count);
+    };
+    let mut sent = 0;
+    for datagram in buf.chunks_exact(seg_size).take(count) {
+        match sock.send_to(datagram, dest) {
+            Ok(_) => sent += 1,
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(sent)
+}
+
 /// The timed data path: an absolute schedule, batched sends, optional impairment.
-fn data_loop(
+pub(crate) fn data_loop(
     sock: &UdpSocket,
     mut plan: DataPlan,
     halt: &AtomicBool,
@@ -847,6 +943,7 @@ fn data_loop(
     let writer = DataWriter {
         session_id: plan.session_id,
         key: plan.key.take(),
+        dest: plan.dest,
     };
     let mut seq = 0u64;
     let mut scratch = vec![0u8; payload];
@@ -922,8 +1019,9 @@ fn data_loop(
                 }
                 let mut off = 0usize;
                 while off < n {
-                    match net::send_batch(
+                    match send_out(
                         sock,
+                        writer.dest,
                         mode,
                         &buf[off * payload..n * payload],
                         payload,
@@ -1029,7 +1127,11 @@ fn send_one(
     res: &mut DataResult,
 ) {
     writer.write(seq, send_ns, scratch);
-    if let Err(e) = sock.send(scratch) {
+    let sent = match writer.dest {
+        None => sock.send(scratch),
+        Some(dest) => sock.send_to(scratch, dest),
+    };
+    if let Err(e) = sent {
         count_error(res, &e, 1);
     }
 }
@@ -1130,6 +1232,7 @@ mod tests {
         let writer = DataWriter {
             session_id: 9,
             key: Some(key.clone()),
+            dest: None,
         };
         let mut datagram = vec![0u8; 64];
         writer.write(5, 77, &mut datagram);
@@ -1139,6 +1242,7 @@ mod tests {
         let plain = DataWriter {
             session_id: 9,
             key: None,
+            dest: None,
         };
         let mut untagged = vec![0u8; 64];
         plain.write(5, 77, &mut untagged);

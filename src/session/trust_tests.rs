@@ -864,6 +864,8 @@ impl ReceiverServer {
                 ServerEvent::Interval { .. } => "interval",
                 ServerEvent::Lost { .. } => "lost",
                 ServerEvent::Finished { .. } => "finished",
+                ServerEvent::StartSending { .. } => "start sending",
+                ServerEvent::StopSending { .. } => "stop sending",
             })
             .collect()
     }

@@ -13,6 +13,7 @@ mod netns;
 mod netns_marking;
 mod proxy_limits;
 mod reports;
+mod reverse;
 mod sim;
 mod sockopts;
 mod stats_numbers;

@@ -90,6 +90,8 @@ fn run_session(deliveries: &[Delivery], total_sent: u64) -> (ReceiverReport, Vec
                     SenderEvent::Results(r) => *results = Some(*r),
                     SenderEvent::Failed(e) => panic!("control failed: {e}"),
                     SenderEvent::Accepted { .. } => {}
+                    // Forward tests only: a reverse test's results.
+                    SenderEvent::SenderResults { .. } => panic!("not a reverse test"),
                 }
             }
             if !moved {

@@ -305,6 +305,8 @@ fn recv_dscp_marks_the_receivers_replies() {
         payload_size: 1200,
         echo: false,
         loss_ranges: false,
+        reverse: false,
+        multicast: false,
         pattern: HelloPattern::Cbr,
         interval_ns: 1_000_000_000,
         tmax_ns: 1_000_000_000,

@@ -104,6 +104,8 @@ impl Sim {
                     SenderEvent::Results(r) => self.results = Some(*r),
                     SenderEvent::Failed(e) => panic!("control failed: {e}"),
                     SenderEvent::Accepted { .. } => {}
+                    // Forward tests only: a reverse test's results.
+                    SenderEvent::SenderResults { .. } => panic!("not a reverse test"),
                 }
             }
             if !moved {
