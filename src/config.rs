@@ -166,6 +166,8 @@ pub struct SendConfig {
     pub live_rows: Option<mpsc::Sender<(usize, IntervalRow)>>,
     /// The shared key every datagram is tagged with (`--key`, else `UDPLAB_KEY`); None: no tags.
     pub key: Option<Key>,
+    /// `--label KEY=VALUE` tags carried into the reports (a later value of a key wins).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl SendConfig {
@@ -318,6 +320,7 @@ impl SendConfig {
             },
             live_rows: None,
             key,
+            labels: args.label.iter().cloned().collect(),
         })
     }
 
