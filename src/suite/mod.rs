@@ -440,13 +440,9 @@ fn suite_outcome(doc: &SuiteDocument, interrupted: bool) -> Outcome {
             .filter(|c| c.verdict == ChangeVerdict::Regressed)
         {
             failed.push(format!(
-                "scenario {}: {} regressed: {} -> {} ({}, tolerance +{})",
+                "scenario {}: {}",
                 s.name,
-                c.metric,
-                compare::format_value(&c.unit, c.a),
-                compare::format_value(&c.unit, c.b),
-                compare::format_change(c),
-                c.tolerance
+                compare::describe_regression(c)
             ));
         }
         if let Some(e) = &s.error {
@@ -551,12 +547,8 @@ pub fn compare_text(
             .filter(|c| c.verdict == ChangeVerdict::Regressed)
         {
             regressions.push(format!(
-                "scenario {name}: {} regressed: {} -> {} ({}, tolerance +{})",
-                c.metric,
-                compare::format_value(&c.unit, c.a),
-                compare::format_value(&c.unit, c.b),
-                compare::format_change(c),
-                c.tolerance
+                "scenario {name}: {}",
+                compare::describe_regression(c)
             ));
         }
     }
@@ -645,7 +637,7 @@ mod tests {
             unit: "pct".into(),
             a: spread(0.0),
             b: spread(5.0),
-            tolerance: compare::Tolerance::Points(0.1),
+            tolerance: Some(compare::Tolerance::Points(0.1)),
             verdict: ChangeVerdict::Regressed,
         });
         assert_eq!(scenario_verdict(&s), Verdict::Fail);
