@@ -409,6 +409,8 @@ pub fn format_change(c: &MetricChange) -> String {
     let d = b.median - a.median;
     if c.unit == "pct" {
         format!("{d:+.3}pp")
+    } else if c.unit == "count" {
+        format!("{d:+}")
     } else if a.median != 0.0 {
         format!("{:+.1}%", 100.0 * d / a.median.abs())
     } else if d == 0.0 {

@@ -13,3 +13,4 @@ mod proxy_limits;
 mod reports;
 mod sim;
 mod stats_numbers;
+mod suite;
