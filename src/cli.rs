@@ -395,17 +395,19 @@ pub struct SuiteArgs {
     /// verdicts), e.g. --json suite.json.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Append one row per scenario repeat to this CSV file (the `--csv` summary columns of the
-    /// sender row, then `scenario` and `repeat`), e.g. --csv suite.csv.
+    /// Write one row per scenario repeat to this CSV file, replacing it (the `--csv` summary
+    /// columns of the sender row, then `scenario` and `repeat`), e.g. --csv suite.csv.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
     /// Compare each scenario with the same-named scenario of an earlier suite JSON (or a run
     /// JSON), e.g. --baseline main.json.
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
-    /// Tolerated change per metric against the baseline, in absolute percentage points (pp,
-    /// for loss and reorder) or relative (%), e.g. loss=+0.1pp,latency_p99=+20%. Metrics:
-    /// loss, reorder, duplicates, jitter, latency_p50, latency_p99, rtt_p50, rtt_p99, rate.
+    /// Tolerated change per metric against the baseline: absolute percentage points (pp, for
+    /// loss and reorder), datagrams (duplicates=+5) or relative (%), e.g.
+    /// loss=+0.1pp,latency_p99=+20%. Metrics: loss, reorder, duplicates, jitter, latency_p50,
+    /// latency_p99, rtt_p50, rtt_p99, rate. Default: loss=+0.1pp,reorder=+0.1pp,duplicates=+0;
+    /// the others are shown, and judged only when given here.
     #[arg(long, value_name = "METRIC=TOL,...", requires = "baseline")]
     pub max_regression: Option<String>,
     /// Tag every scenario's report with KEY=VALUE (repeat for several), e.g. --label host=ci.

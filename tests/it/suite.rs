@@ -399,3 +399,40 @@ fn labels_reach_the_run_json_and_csv() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn an_unmeasurable_threshold_is_a_junit_error_and_exit_3() {
+    let _net = network_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rtt.toml");
+    // RTT needs --echo: the threshold cannot be measured, which is not a failure.
+    std::fs::write(
+        &file,
+        "[[scenario]]\nname = \"no-echo\"\ncount = 50\npps = 5000\ntmax = \"100ms\"\nmax-rtt-p99 = \"10ms\"\n",
+    )
+    .unwrap();
+    let junit = dir.path().join("r.xml");
+    let out = run_bounded(
+        &[
+            "suite",
+            file.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("scenario no-echo: threshold not judged: --max-rtt-p99"),
+        "{stderr}"
+    );
+    validate_junit(&junit);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let (failures, errors, cases) = junit_cases(&xml);
+    assert_eq!((failures, errors), (0, 1), "{xml}");
+    assert_eq!(cases.len(), 1);
+    let (element, kind, message) = &cases[0].1[0];
+    assert_eq!((element.as_str(), kind.as_str()), ("error", "incomplete"));
+    assert!(message.contains("no RTT samples (use --echo)"), "{message}");
+}
