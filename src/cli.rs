@@ -381,7 +381,7 @@ pub struct ProxyArgs {
 /// `udplab suite FILE`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  udplab suite ci/udp.toml\n  udplab suite ci/udp.toml --junit report.xml --json suite.json --csv suite.csv\n  udplab suite ci/udp.toml --baseline main.json --max-regression loss=+0.1pp,latency_p99=+20%\n  udplab suite ci/udp.toml --label commit=3f2a9c1 --label host=ci\n\nThe suite file format is explained in ci/udp.toml (an example under version control).\n\nExit codes: 0 every scenario passed; 1 a threshold failed or a metric regressed against the\nbaseline; 2 usage error (bad suite file, unwritable report); 3 a threshold could not be\nmeasured (and none failed); 130 interrupted."
+    after_help = "Examples:\n  udplab suite ci/udp.toml\n  udplab suite ci/udp.toml --junit report.xml --json suite.json --csv suite.csv\n  udplab suite ci/udp.toml --baseline main.json --max-regression loss=+0.1pp,latency_p99=+20%\n  udplab suite ci/udp.toml --label commit=3f2a9c1 --label host=ci\n\nThe suite file format is explained in ci/udp.toml (an example under version control).\n\nExit codes: 0 every scenario passed; 1 a threshold failed or a metric regressed against the\nbaseline; 2 usage error (bad suite file, unwritable report); 3 a threshold could not be\nmeasured or a scenario could not run (and none failed); 130 interrupted."
 )]
 pub struct SuiteArgs {
     /// The suite file (TOML): `[[scenario]]` tables, each with a `name` and `udplab loopback`

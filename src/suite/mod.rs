@@ -406,7 +406,9 @@ fn scenario_verdict(s: &ScenarioResult) -> Verdict {
 pub fn summary_text(doc: &SuiteDocument) -> String {
     let mut t = String::new();
     use std::fmt::Write as _;
-    let _ = writeln!(t, "\nsuite {}: {} scenarios", doc.file, doc.scenarios.len());
+    let n = doc.scenarios.len();
+    let plural = if n == 1 { "" } else { "s" };
+    let _ = writeln!(t, "\nsuite {}: {n} scenario{plural}", doc.file);
     for s in &doc.scenarios {
         let verdict = if s.error.is_some() {
             "error"

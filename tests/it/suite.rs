@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{network_shared, run_bounded};
+use crate::common::{RecvChild, network_shared, run_bounded};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -435,4 +435,71 @@ fn an_unmeasurable_threshold_is_a_junit_error_and_exit_3() {
     let (element, kind, message) = &cases[0].1[0];
     assert_eq!((element.as_str(), kind.as_str()), ("error", "incomplete"));
     assert!(message.contains("no RTT samples (use --echo)"), "{message}");
+}
+
+#[test]
+fn send_scenarios_reach_a_receiver_and_one_that_cannot_run_is_a_junit_error() {
+    let _net = network_shared();
+    let receiver = RecvChild::start(&["--once"]);
+    // A port nothing listens on: the loopback host answers port unreachable at once.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("send.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[scenario]]\nname = \"remote\"\ntarget = \"{}\"\ncount = 200\npps = 5000\n\
+             tmax = \"100ms\"\nmax-loss = \"1%\"\n\n\
+             [[scenario]]\nname = \"nobody\"\ntarget = \"{closed}\"\ncount = 10\n\
+             max-loss = \"1%\"\n",
+            receiver.addr
+        ),
+    )
+    .unwrap();
+    let (junit, json) = (dir.path().join("r.xml"), dir.path().join("s.json"));
+    let out = run_bounded(
+        &[
+            "suite",
+            file.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = text(&out.stderr);
+    // Nothing failed, but one scenario could not run: incomplete.
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}\n{stderr}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains("scenario nobody: could not run: "),
+        "{stderr}"
+    );
+    let (status, _) = receiver.finish(Duration::from_secs(30));
+    assert!(status.success());
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let remote = &doc["scenarios"][0];
+    assert_eq!(remote["verdict"], "pass");
+    assert_eq!(remote["runs"][0]["sender"]["sent"], 200);
+    assert_eq!(remote["runs"][0]["receiver"]["stats"]["expected"], 200);
+    assert_eq!(doc["scenarios"][1]["verdict"], "incomplete");
+    validate_junit(&junit);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let (failures, errors, cases) = junit_cases(&xml);
+    assert_eq!((failures, errors), (0, 1), "{xml}");
+    assert!(cases[0].1.is_empty(), "{xml}");
+    assert_eq!(cases[1].1.len(), 1, "{xml}");
+    assert_eq!(
+        (cases[1].1[0].0.as_str(), cases[1].1[0].1.as_str()),
+        ("error", "setup")
+    );
 }
