@@ -156,11 +156,15 @@ fn the_example_suite_passes_with_valid_reports_and_a_regressed_copy_fails() {
     assert_eq!(labels["commit"], "abc123");
     assert_eq!(labels["path"], "emulated");
     assert_eq!(labels["scenario"], "impaired");
-    // The impairment is seeded: the same datagrams are lost on every machine.
+    // The impairment is seeded: the same datagrams are lost on every machine. Each drop is a
+    // counted loss or a warm-up datagram (`omit`) that never arrived.
     let impaired = &doc["scenarios"][1]["runs"][0];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    let rx = &impaired["receiver"];
+    assert_eq!(n(&rx["omitted_sequences"]), 400);
     assert_eq!(
-        impaired["sender"]["impair_counters"]["dropped"],
-        impaired["receiver"]["stats"]["lost"]
+        n(&impaired["sender"]["impair_counters"]["dropped"]),
+        n(&rx["stats"]["lost"]) + 400 - n(&rx["omitted"])
     );
 
     let csv_text = std::fs::read_to_string(&csv).unwrap();
