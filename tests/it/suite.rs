@@ -456,7 +456,7 @@ fn send_scenarios_reach_a_receiver_and_one_that_cannot_run_is_a_junit_error() {
         &file,
         format!(
             "[[scenario]]\nname = \"remote\"\ntarget = \"{}\"\ncount = 200\npps = 5000\n\
-             tmax = \"100ms\"\nmax-loss = \"1%\"\n\n\
+             size = 100\ntmax = \"100ms\"\nmax-dup = 0\n\n\
              [[scenario]]\nname = \"nobody\"\ntarget = \"{closed}\"\ncount = 10\n\
              max-loss = \"1%\"\n",
             receiver.addr
@@ -522,6 +522,8 @@ fn omit_leaves_the_warm_up_out_of_both_sides_statistics_exactly() {
             "600",
             "--pps",
             "1000",
+            "--size",
+            "100",
             "--omit",
             "200ms",
             "--tmax",
