@@ -179,6 +179,10 @@ pub struct SendConfig {
     pub bind: Option<SocketAddr>,
     /// Toward a group: the outgoing interface (`--iface`).
     pub iface: Option<crate::net::multicast::Iface>,
+    /// `--label KEY=VALUE` tags carried into the reports (a later value of a key wins).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--omit`: the warm-up left out of the statistics (zero: none).
+    pub omit: Duration,
 }
 
 impl SendConfig {
@@ -332,6 +336,35 @@ impl SendConfig {
                 )));
             }
         }
+        let omit = args.omit.unwrap_or(Duration::ZERO);
+        if !omit.is_zero() {
+            if args.reverse {
+                return Err(UsageError(
+                    "--omit with -R/--reverse: the reverse measurement does not leave a warm-up \
+                     out yet; run without --omit"
+                        .into(),
+                ));
+            }
+            if rate == Rate::Max || args.pattern == Pattern::Poisson {
+                return Err(UsageError(
+                    "--omit needs a schedule fixed in advance, so both sides know which \
+                     datagrams are the warm-up: a paced --pattern cbr or burst=N"
+                        .into(),
+                ));
+            }
+            if duration.is_some_and(|d| omit >= d) {
+                return Err(UsageError(
+                    "--omit: the warm-up must be shorter than --duration".into(),
+                ));
+            }
+            if let (Some(count), Rate::Pps(pps)) = (args.count, rate)
+                && omit.as_secs_f64() * pps >= count as f64
+            {
+                return Err(UsageError(format!(
+                    "--omit: the warm-up would take all {count} datagrams of --count"
+                )));
+            }
+        }
         Ok(SendConfig {
             target: target.to_string(),
             addr,
@@ -368,6 +401,8 @@ impl SendConfig {
             df: args.df,
             bind: None,
             iface: args.iface,
+            labels: args.label.iter().cloned().collect(),
+            omit,
         })
     }
 
@@ -663,6 +698,19 @@ mod tests {
             (&["--send-mode", "warp"], "--send-mode warp"),
             (&["--flows", "0"], "--flows"),
             (&["--impair-log", "x.csv"], "--impair-log"),
+            (
+                &["--omit", "1s", "--rate", "max"],
+                "--omit needs a schedule",
+            ),
+            (
+                &["--omit", "1s", "--pattern", "poisson"],
+                "--omit needs a schedule",
+            ),
+            (&["--omit", "10s"], "shorter than --duration"),
+            (
+                &["--omit", "1s", "--pps", "100", "--count", "100"],
+                "all 100 datagrams",
+            ),
         ] {
             let e = send(args).expect_err(needle);
             assert!(e.0.contains(needle), "{args:?}: {}", e.0);

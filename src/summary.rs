@@ -266,6 +266,16 @@ pub struct ReceiverReport {
     /// The TOS bytes and TTLs this test's Data arrived with, against what the sender set.
     #[serde(default)]
     pub marking: MarkingSummary,
+    /// The `--omit` warm-up the sender asked for, seconds (0: none).
+    #[serde(default)]
+    pub omit_s: f64,
+    /// Sequences `0..omitted_sequences` were the warm-up: in no statistic (`stats.expected`
+    /// counts the rest).
+    #[serde(default)]
+    pub omitted_sequences: u64,
+    /// Warm-up datagrams that arrived (duplicates included), not counted.
+    #[serde(default)]
+    pub omitted: u64,
 }
 
 /// How a test's Data arrived marked (IP_RECVTOS / IP_RECVTTL on the receiver), against the
@@ -332,6 +342,13 @@ pub struct SenderReport {
     pub inter_departure: Option<LatencySummary>,
     /// Round-trip times from `--echo` replies.
     pub rtt: Option<LatencySummary>,
+    /// The `--omit` warm-up, seconds (0: none).
+    #[serde(default)]
+    pub omit_s: f64,
+    /// Datagrams sent in the warm-up (sequences `0..omitted_sequences`): in `sent`, but in no
+    /// statistic on either side.
+    #[serde(default)]
+    pub omitted_sequences: u64,
     pub echo_replies: u64,
     /// Datagrams the sender's own receive buffer dropped (SO_MEMINFO) with `--echo`: echo
     /// replies that reached this host but not udplab, so part of the return path's loss is
@@ -464,6 +481,9 @@ pub struct RunReport {
     /// forward run, which is unchanged.
     #[serde(default, skip_serializing_if = "Direction::is_forward")]
     pub direction: Direction,
+    /// `--label KEY=VALUE` tags (a CI job's commit, host, scenario), by key.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Which way a test's data went, as the reports name it.

@@ -78,6 +78,8 @@
 //! | 48     | 8    | `rate_bps`     | target rate, bit/s of UDP payload, 0 = unpaced         |
 //! | 56     | 8    | `pps_milli`    | target datagrams per second × 1000, 0 = unpaced        |
 //! | 64     | 8    | `cookie`       | 0 in the first Hello; then the cookie of the receiver's retry answer (v2) |
+//! | 72     | 24   | reserved       | zero (reliable-mode parameters)                        |
+//! | 96     | 8    | `omit_ns`      | warm-up excluded from the statistics (`--omit`), ns; the Hello is 104 bytes when it is not 0, else it ends at 72 (absent reads as 0) |
 //!
 //! A Hello with flag bit 5 set is a **multicast announcement**: sent by `udplab send` to a
 //! group address (several times at the start, then about once a second so that late joiners
@@ -187,6 +189,10 @@ pub const RESULT_CHUNK_HEADER_LEN: usize = 24;
 
 /// Length of a Hello: every answer to it (a HelloAck, or the other-version prefix) is shorter.
 pub const HELLO_LEN: usize = 72;
+/// Offset of a Hello's `omit_ns`, after the 24 bytes reserved for reliable-mode parameters.
+pub const HELLO_OMIT_OFFSET: usize = 96;
+/// Length of a Hello that carries `omit_ns`.
+pub const HELLO_OMIT_LEN: usize = HELLO_OMIT_OFFSET + 8;
 /// Length of a HelloAck.
 pub const HELLO_ACK_LEN: usize = 44;
 const FIN_LEN: usize = 40;
@@ -400,6 +406,9 @@ pub struct Hello {
     /// How the sender marks its Data (offsets 104..112), so the receiver can tell how many
     /// arrived re-marked.
     pub marking: HelloMarking,
+    /// Warm-up excluded from the statistics (`--omit`), ns; 0 = none. Sent only when not 0
+    /// (the Hello then grows to [`HELLO_OMIT_LEN`] bytes).
+    pub omit_ns: u64,
 }
 
 /// The IP marking a sender sets on its Data, announced in its Hello.
@@ -649,6 +658,12 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
                 },
                 None => HelloMarking::default(),
             },
+            // An appended field: absent in a shorter Hello (older sender, or no --omit).
+            omit_ns: if buf.len() >= HELLO_OMIT_LEN {
+                be_u64(buf, HELLO_OMIT_OFFSET)
+            } else {
+                0
+            },
         }),
         Kind::HelloAck => Message::HelloAck(HelloAck {
             session_id,
@@ -842,6 +857,8 @@ impl Message<'_> {
     /// If a ResultChunk's data is longer than 65535 bytes (its `len` field is 16 bits; chunks
     /// are meant to be [`RESULT_CHUNK_DATA`] bytes).
     pub fn emit(&self, out: &mut Vec<u8>) {
+        // Where this message starts: `out` may already hold earlier bytes.
+        let start = out.len();
         out.extend_from_slice(&prefix_word(self.kind()).to_be_bytes());
         out.extend_from_slice(&self.session_id().to_be_bytes());
         match self {
@@ -876,7 +893,14 @@ impl Message<'_> {
                 ] {
                     out.extend_from_slice(&field.to_be_bytes());
                 }
-                if m.marking != HelloMarking::default() {
+                let has_marking = m.marking != HelloMarking::default();
+                if m.omit_ns != 0 || has_marking {
+                    // Appended fields in offset order; 72..96 (reserved) and an absent omit
+                    // are zero.
+                    out.resize(start + HELLO_OMIT_OFFSET, 0);
+                    out.extend_from_slice(&m.omit_ns.to_be_bytes());
+                }
+                if has_marking {
                     let flags = if m.marking.tos.is_some() {
                         MARK_FLAG_TOS
                     } else {
@@ -886,9 +910,7 @@ impl Message<'_> {
                     } else {
                         0
                     };
-                    // Offsets 72..104 belong to other appended fields: zero when absent.
-                    let start = out.len();
-                    out.resize(start + (HELLO_MARKING_AT - HELLO_LEN), 0);
+                    debug_assert_eq!(out.len(), start + HELLO_MARKING_AT);
                     out.extend_from_slice(&[
                         flags,
                         m.marking.tos.unwrap_or(0),
@@ -964,6 +986,7 @@ mod tests {
             cookie: 0x0102_0304_0506_0708,
             multicast: false,
             marking: HelloMarking::default(),
+            omit_ns: 0,
         }
     }
 
@@ -1176,6 +1199,33 @@ mod tests {
                 _ => assert_eq!(parsed, msg),
             }
         }
+    }
+
+    #[test]
+    fn hello_appends_omit_only_when_set_and_reads_it_only_when_present() {
+        let plain = emitted(&Message::Hello(sample_hello()));
+        assert_eq!(plain.len(), HELLO_LEN);
+        let hello = Hello {
+            omit_ns: 500_000_000,
+            ..sample_hello()
+        };
+        // Emitted after other bytes: the offsets are the message's own.
+        let mut out = vec![0xAA; 3];
+        Message::Hello(hello).emit(&mut out);
+        let bytes = &out[3..];
+        assert_eq!(bytes.len(), HELLO_OMIT_LEN);
+        assert!(bytes[HELLO_LEN..HELLO_OMIT_OFFSET].iter().all(|&b| b == 0));
+        assert_eq!(parse(bytes), Ok(Message::Hello(hello)));
+        // Cut before the field: it reads as absent, the rest is intact.
+        assert_eq!(
+            parse(&bytes[..HELLO_OMIT_LEN - 1]),
+            Ok(Message::Hello(Hello {
+                omit_ns: 0,
+                ..hello
+            }))
+        );
+        // Every answer to the longer Hello is still smaller.
+        const { assert!(HELLO_ACK_LEN < HELLO_OMIT_LEN) };
     }
 
     #[test]
@@ -1473,6 +1523,7 @@ mod tests {
             pattern,
             any::<[u64; 7]>(),
             any::<(Option<u8>, Option<u8>)>(),
+            prop_oneof![Just(0u64), any::<u64>()],
         )
             .prop_map(
                 |(
@@ -1482,6 +1533,7 @@ mod tests {
                     pattern,
                     v,
                     (tos, ttl),
+                    omit_ns,
                 )| {
                     Hello {
                         session_id,
@@ -1499,6 +1551,7 @@ mod tests {
                         pps_milli: v[5],
                         cookie: v[6],
                         marking: HelloMarking { tos, ttl },
+                        omit_ns,
                     }
                 },
             )
@@ -1590,9 +1643,11 @@ mod tests {
         #[test]
         fn fixed_messages_roundtrip(msg in arb_fixed_message()) {
             let bytes = emitted(&msg);
-            // A Hello that carries a marking grows to the end of its appended field.
+            // A Hello grows to the end of its last appended field: the marking (104..112),
+            // else the omit (96..104).
             let want = match &msg {
                 Message::Hello(h) if h.marking != HelloMarking::default() => HELLO_MARKING_END,
+                Message::Hello(h) if h.omit_ns != 0 => HELLO_OMIT_LEN,
                 _ => msg.kind().min_len(),
             };
             prop_assert_eq!(bytes.len(), want);

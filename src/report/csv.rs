@@ -19,7 +19,7 @@ use crate::summary::{
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 85] = [
+pub const SUMMARY_COLUMNS: [&str; 86] = [
     "run_id",
     "role",
     "target",
@@ -106,6 +106,7 @@ pub const SUMMARY_COLUMNS: [&str; 85] = [
     "emsgsize",
     "path_mtu",
     "direction",
+    "labels",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -502,6 +503,7 @@ struct SummaryRow {
     emsgsize: String,
     path_mtu: String,
     direction: String,
+    labels: String,
 }
 
 impl SummaryRow {
@@ -515,6 +517,7 @@ impl SummaryRow {
             pattern: report.pattern.clone(),
             verdict: report.verdict.as_str().to_string(),
             direction: report.direction.as_str().to_string(),
+            labels: labels_cell(&report.labels),
             ..Self::default()
         }
     }
@@ -707,6 +710,7 @@ impl SummaryRow {
             self.emsgsize,
             self.path_mtu,
             self.direction,
+            self.labels,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
@@ -717,6 +721,15 @@ impl SummaryRow {
 fn value_counts(pairs: impl Iterator<Item = (u8, u64)>) -> String {
     pairs
         .map(|(v, n)| format!("{v}:{n}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The `labels` cell: `key=value` pairs by key, joined with `;` (empty without labels).
+pub fn labels_cell(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(";")
 }
@@ -1007,6 +1020,7 @@ mod tests {
     fn implausible_and_a_shared_socket_have_their_columns_at_the_end() {
         let mut report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        // Columns 73 and 74 (later columns, such as `labels`, come after them).
         assert_eq!(headers[72..74], ["implausible", "rcvbuf_drops_shared"]);
         assert_eq!(rows[0]["rcvbuf_drops_shared"], "false");
         assert_eq!(rows[0]["rcvbuf_drops_pct"], "0.0000");
@@ -1027,12 +1041,14 @@ mod tests {
     }
 
     #[test]
-    fn the_direction_is_the_last_column_and_names_each_run() {
+    fn the_direction_has_column_85_and_names_each_run() {
         let mut report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
-        assert_eq!(headers.last().map(String::as_str), Some("direction"));
-        // Column 85, after the marking columns 75-84 (results/README.md numbers them from 1).
-        assert_eq!(headers.len(), 85);
+        // Column 85, after the marking columns 75-84 (results/README.md numbers them from 1);
+        // `labels` (86) came later.
+        assert_eq!(headers[84], "direction");
+        assert_eq!(headers[85], "labels");
+        assert_eq!(headers.len(), SUMMARY_COLUMNS.len());
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|r| r["direction"] == "forward"));
         report.direction = crate::summary::Direction::Reverse;

@@ -338,6 +338,8 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             .iter()
             .filter_map(|s| s.impair_counters)
             .reduce(add_counters),
+        omit_s: senders[0].omit_s,
+        omitted_sequences: senders.iter().map(|s| s.omitted_sequences).sum(),
         ..SenderReport::default()
     });
     let receiver = (receivers.len() == flows.len() && !receivers.is_empty()).then(|| {
@@ -397,6 +399,9 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
                 m.merge(&r.marking);
                 m
             }),
+            omit_s: receivers[0].omit_s,
+            omitted_sequences: receivers.iter().map(|r| r.omitted_sequences).sum(),
+            omitted: receivers.iter().map(|r| r.omitted).sum(),
         }
     });
     RunReport {
@@ -411,6 +416,7 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
         receiver,
         warnings: Vec::new(),
         interrupted: flows.iter().any(|f| f.interrupted),
+        labels: first.labels,
         ..RunReport::default()
     }
 }

@@ -667,6 +667,7 @@ fn zero_params() -> TestParams {
         loss_ranges: false,
         pattern: HelloPattern::Unknown,
         marking: Default::default(),
+        omit: Duration::ZERO,
     }
 }
 

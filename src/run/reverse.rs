@@ -388,6 +388,10 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         refused_by_allow: None,
         // The reverse client does not read its Data's TOS/TTL: no marking report.
         marking: Default::default(),
+        // --omit is refused with -R.
+        omit_s: 0.0,
+        omitted_sequences: 0,
+        omitted: 0,
         stats,
     };
     let sender = sender.map(|mut s| {
@@ -463,6 +467,7 @@ mod tests {
             loss_ranges: false,
             pattern: HelloPattern::Cbr,
             marking: Default::default(),
+            omit: Duration::ZERO,
         }
     }
 

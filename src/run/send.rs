@@ -172,6 +172,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut ctl = SenderControl::new(session_id, params, time::now());
     let key = cfg.key.as_ref();
     let mut replies = Replies::new(session_id, cfg.key.clone());
+    // Echoes of warm-up datagrams (`--omit`) give no RTT sample, as the receiver counts none.
+    replies.warmup = params.warmup_sequences();
     let announcement = multicast_announcement(session_id, &params);
     if group {
         // No handshake with a group: the announcement, a few times in case one is lost.
@@ -430,6 +432,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         schedule_lateness: result.lateness.as_ref().and_then(LatencyHistogram::summary),
         inter_departure: result.gaps.summary(),
         rtt: rtt_total.summary(),
+        omit_s: cfg.omit.as_secs_f64(),
+        omitted_sequences: params.warmup_sequences().min(result.sent),
         echo_replies: replies.echoes,
         echo_rcvbuf_drops,
         control_sent: ctl.control_sent(),
@@ -469,6 +473,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         receiver,
         warnings,
         interrupted: stop.requested() || peer_aborted,
+        labels: cfg.labels.clone(),
         ..RunReport::default()
     };
     // One flow writes its loss log here; `--flows` writes every flow's into one file.
@@ -493,6 +498,7 @@ pub(crate) fn test_params(cfg: &SendConfig) -> TestParams {
         // The receiver keeps its lost ranges for us only when there is a log to write.
         loss_ranges: cfg.outputs.loss_log.is_some(),
         pattern: hello_pattern(cfg),
+        omit: cfg.omit,
         marking: crate::wire::HelloMarking {
             tos: cfg.tos,
             ttl: cfg.ttl,
@@ -698,6 +704,8 @@ pub(crate) struct Replies {
     /// RTT of the echoes received in the current interval.
     rtt: LatencyHistogram,
     echoes: u64,
+    /// Sequences `0..warmup` are the `--omit` warm-up: their echoes give no RTT sample.
+    warmup: u64,
     /// Every reply must carry this key's tag (`--key`).
     key: Option<Key>,
     /// Replies dropped because their tag did not verify.
@@ -712,6 +720,7 @@ impl Replies {
             batch: RecvBatch::new(32, 2048),
             rtt: LatencyHistogram::new(),
             echoes: 0,
+            warmup: 0,
             key,
             unauthenticated: 0,
         }
@@ -753,7 +762,9 @@ impl Replies {
                     // The kernel's arrival time: the RTT of the path, not of this thread's
                     // scheduling (it shares a core with the spinning send thread).
                     let arrival = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
-                    self.rtt.record(arrival.saturating_sub(h.send_ns));
+                    if h.seq >= self.warmup {
+                        self.rtt.record(arrival.saturating_sub(h.send_ns));
+                    }
                     self.echoes += 1;
                 }
                 Some(_) => {}

@@ -27,6 +27,7 @@ fn params() -> TestParams {
         loss_ranges: true,
         pattern: HelloPattern::Cbr,
         marking: Default::default(),
+        omit: Duration::ZERO,
     }
 }
 

@@ -26,6 +26,7 @@ fn params() -> TestParams {
         loss_ranges: false,
         pattern: HelloPattern::Cbr,
         marking: Default::default(),
+        omit: Duration::ZERO,
     }
 }
 

@@ -17,3 +17,4 @@ mod reverse;
 mod sim;
 mod sockopts;
 mod stats_numbers;
+mod suite;

@@ -291,6 +291,7 @@ fn a_reverse_request_from_an_unvalidated_address_gets_no_data() {
             pps_milli: 1_000_000,
             cookie,
             marking: Default::default(),
+            omit_ns: 0,
         };
         let mut bytes = Vec::new();
         Message::Hello(hello).emit(&mut bytes);

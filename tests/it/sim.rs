@@ -32,6 +32,7 @@ fn params(tmax: Duration) -> TestParams {
         loss_ranges: false,
         pattern: udplab::wire::HelloPattern::Cbr,
         marking: Default::default(),
+        omit: Duration::ZERO,
     }
 }
 

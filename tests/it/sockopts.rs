@@ -316,6 +316,7 @@ fn recv_dscp_marks_the_receivers_replies() {
         pps_milli: 10_000,
         cookie: 0,
         marking: HelloMarking::default(),
+        omit_ns: 0,
     })
     .emit(&mut hello);
     client.send(&hello).unwrap();

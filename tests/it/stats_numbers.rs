@@ -47,6 +47,7 @@ impl Sim {
             loss_ranges: false,
             pattern: udplab::wire::HelloPattern::Cbr,
             marking: Default::default(),
+            omit: Duration::ZERO,
         };
         let server = ReceiverServer::new(ServerConfig {
             max_sessions: 1,
