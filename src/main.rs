@@ -148,6 +148,22 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
                 Outcome::Passed
             })
         }
+        Command::Plot(args) => {
+            run::plot::run(&args)?;
+            Ok(Outcome::Passed)
+        }
+        Command::Completions(args) => {
+            let mut out = run::Stdout;
+            udplab::cli::write_completions(args.shell, &mut out);
+            out.flush()?;
+            Ok(Outcome::Passed)
+        }
+        Command::Man => {
+            let mut out = run::Stdout;
+            udplab::cli::write_man(&mut out)?;
+            out.flush()?;
+            Ok(Outcome::Passed)
+        }
     }
 }
 

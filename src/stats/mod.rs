@@ -388,6 +388,7 @@ impl ReceiverStats {
         }
         let mut summary = self.build_summary(&tally, &latency, &ipdv, expected);
         summary.implausible = self.implausible_closed + self.implausible_interval;
+        summary.latency_percentiles = latency.percentile_points();
         summary
     }
 
@@ -424,6 +425,7 @@ impl ReceiverStats {
             negative_delays: a.negative_delays,
             first_recv_ns: counted.then_some(a.first_recv_ns),
             last_recv_ns: counted.then_some(a.last_recv_ns),
+            latency_percentiles: Vec::new(),
         }
     }
 
