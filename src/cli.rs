@@ -334,6 +334,12 @@ pub struct SendArgs {
     pub thresholds: ThresholdArgs,
     #[command(flatten)]
     pub reports: ReportArgs,
+    /// Write the one-way latency (tag `latency`; from `loopback`, whose receiver is in this
+    /// process) and RTT (tag `rtt`, with --echo) histograms of every interval to FILE in
+    /// HdrHistogram's interval-log format, for HistogramLogAnalyzer or hdr-plot. Values in ns.
+    /// Example: udplab loopback --echo --hdr-log run.hlog
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
 }
 
 /// `--rate` is a bit rate or `max`.

@@ -15,6 +15,7 @@ use crate::error::UsageError;
 use crate::impair::ImpairSpec;
 use crate::net::SendMode;
 use crate::pacing::Pattern;
+use crate::report::hdrlog::HdrLog;
 use crate::summary::IntervalRow;
 use crate::wire;
 
@@ -166,6 +167,8 @@ pub struct SendConfig {
     pub live_rows: Option<mpsc::Sender<(usize, IntervalRow)>>,
     /// The shared key every datagram is tagged with (`--key`, else `UDPLAB_KEY`); None: no tags.
     pub key: Option<Key>,
+    /// `--hdr-log FILE`: the interval histograms being collected, written to FILE at the end.
+    pub hdr_log: Option<(PathBuf, HdrLog)>,
 }
 
 impl SendConfig {
@@ -278,6 +281,11 @@ impl SendConfig {
                 .map_err(|e| UsageError(format!("--cpu {list}: {e}")))?,
         };
         let impair = args.impair.filter(|s| !s.is_noop());
+        if args.hdr_log.is_some() && args.flows > 1 {
+            return Err(UsageError(
+                "--hdr-log logs one flow's histograms: use it without --flows".into(),
+            ));
+        }
         if args.impair_log.is_some() && args.flows > 1 {
             return Err(UsageError(
                 "--impair-log logs one flow's fates: use it without --flows".into(),
@@ -318,6 +326,7 @@ impl SendConfig {
             },
             live_rows: None,
             key,
+            hdr_log: args.hdr_log.clone().map(|p| (p, HdrLog::new())),
         })
     }
 
@@ -356,6 +365,9 @@ pub struct RecvConfig {
     pub key: Option<Key>,
     /// Accept datagrams only from these prefixes (`--allow`); None: from anyone.
     pub allow: Option<AllowList>,
+    /// Where each interval's one-way latency histogram goes (the loopback receiver, sharing
+    /// the sender's `--hdr-log`).
+    pub hdr_log: Option<HdrLog>,
 }
 
 impl RecvConfig {
@@ -379,6 +391,7 @@ impl RecvConfig {
             cpus: args.cpu.into_iter().collect(),
             key: resolve_key(args.key.as_deref())?,
             allow: AllowList::new(args.allow.clone()),
+            hdr_log: None,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! two outputs can never disagree.
 
 pub mod csv;
+pub mod hdrlog;
 pub mod human;
 pub mod json;
 pub mod plot;

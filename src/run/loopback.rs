@@ -73,6 +73,7 @@ pub fn with_receiver<T>(
         // Both halves share the key: loopback measures what a keyed test costs.
         key: cfg.key.clone(),
         allow: None,
+        hdr_log: cfg.hdr_log.as_ref().map(|(_, log)| log.clone()),
     };
     let receiver = Receiver::bind(rcfg)?;
     let addr = receiver.local_addr();

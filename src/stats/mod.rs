@@ -322,6 +322,12 @@ impl ReceiverStats {
         self.interval_ipdv.reset();
     }
 
+    /// The open interval's one-way latency as an `hdrhistogram::Histogram` (what
+    /// `close_interval` is about to close; negative delays count as 0).
+    pub fn interval_latency_hdr(&self) -> hdrhistogram::Histogram<u64> {
+        self.interval_latency.to_non_negative_hdrhistogram()
+    }
+
     /// The oldest closed interval row whose figures are final, in order: every datagram sent
     /// in it has been received or declared lost (always, after `finish`). Its `lost`,
     /// `loss_periods` and `loss_period_max` count the datagrams *sent* in it (a loss period in

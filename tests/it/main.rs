@@ -9,6 +9,7 @@ mod hostile;
 mod impair;
 mod msrv;
 mod netns;
+mod plot;
 mod proxy_limits;
 mod reports;
 mod sim;
