@@ -21,6 +21,10 @@ Examples:
   udplab send 192.0.2.7 --pps 50000 --size 64 --count 1M --echo --csv runs.csv
   udplab loopback --count 200000 --pps 50000 --impair loss=5%,seed=1
   udplab proxy --listen 127.0.0.1:6000 --to 127.0.0.1:5210 --impair loss=1%,delay=20ms
+  udplab loopback --count 10k --label commit=$GITHUB_SHA --label host=ci --json run.json
+  udplab suite ci/udp.toml --junit report.xml --json suite.json --csv suite.csv
+  udplab suite ci/udp.toml --baseline main.json --max-regression loss=+0.1pp,latency_p99=+20%
+  udplab compare main.json pr.json                 side by side; exit 1 on a regression
 
 Thresholds: percentages need a % sign (--max-loss 0.5% is 5 in 1000; a bare 0.5 is refused).
 A threshold passes only when it was measured: a run that sent nothing, whose receiver results
@@ -101,6 +105,13 @@ pub enum Command {
     /// Print the manual page (roff) to stdout.
     #[command(after_help = "Example:\n  udplab man > udplab.1 && man ./udplab.1")]
     Man,
+    /// Run the named scenarios of a suite file (TOML) one after another, each a loopback test
+    /// or a `send` with any of their options, and judge each against its thresholds (and a
+    /// baseline): JUnit, JSON and CSV reports for CI.
+    Suite(SuiteArgs),
+    /// Compare two runs or two suites (their JSON reports) metric by metric: a side-by-side
+    /// table, exit 1 when B regressed beyond the tolerances.
+    Compare(CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +351,10 @@ pub struct SendArgs {
     /// Example: udplab loopback --echo --hdr-log run.hlog
     #[arg(long, value_name = "FILE")]
     pub hdr_log: Option<PathBuf>,
+    /// Tag the report with KEY=VALUE (repeat for several), e.g. --label commit=3f2a9c1: a
+    /// `labels` object in the JSON and a `labels` column (`k=v;k2=v2`) in the CSV.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
 }
 
 /// `--rate` is a bit rate or `max`.
@@ -440,6 +455,73 @@ pub struct ProxyArgs {
     /// set. Without a key the proxy relays any UDP traffic.
     #[arg(long, value_name = "FILE|-")]
     pub key: Option<PathBuf>,
+}
+
+/// `udplab suite FILE`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  udplab suite ci/udp.toml\n  udplab suite ci/udp.toml --junit report.xml --json suite.json --csv suite.csv\n  udplab suite ci/udp.toml --baseline main.json --max-regression loss=+0.1pp,latency_p99=+20%\n  udplab suite ci/udp.toml --label commit=3f2a9c1 --label host=ci\n\nThe suite file format is explained in ci/udp.toml (an example under version control).\n\nExit codes: 0 every scenario passed; 1 a threshold failed or a metric regressed against the\nbaseline; 2 usage error (bad suite file, unwritable report); 3 a threshold could not be\nmeasured (and none failed); 130 interrupted."
+)]
+pub struct SuiteArgs {
+    /// The suite file (TOML): `[[scenario]]` tables, each with a `name` and `udplab loopback`
+    /// or `udplab send` options as keys.
+    pub file: PathBuf,
+    /// Write a JUnit XML report to FILE: one testcase per scenario, one failure per failed
+    /// threshold or regression; an incomplete measurement is an error, e.g. --junit report.xml.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the suite as JSON to FILE (every repeat's run report, the median and spread, the
+    /// verdicts), e.g. --json suite.json.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Append one row per scenario repeat to this CSV file (the `--csv` summary columns of the
+    /// sender row, then `scenario` and `repeat`), e.g. --csv suite.csv.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Compare each scenario with the same-named scenario of an earlier suite JSON (or a run
+    /// JSON), e.g. --baseline main.json.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Tolerated change per metric against the baseline, in absolute percentage points (pp,
+    /// for loss and reorder) or relative (%), e.g. loss=+0.1pp,latency_p99=+20%. Metrics:
+    /// loss, reorder, duplicates, jitter, latency_p50, latency_p99, rtt_p50, rtt_p99, rate.
+    #[arg(long, value_name = "METRIC=TOL,...", requires = "baseline")]
+    pub max_regression: Option<String>,
+    /// Tag every scenario's report with KEY=VALUE (repeat for several), e.g. --label host=ci.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+}
+
+/// `udplab compare A B`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  udplab compare main.json pr.json\n  udplab compare main.json pr.json --max-regression loss=+0.5pp,latency_p99=+50%\n\nExit codes: 0 no regression beyond the tolerances; 1 a regression; 2 unreadable input."
+)]
+pub struct CompareArgs {
+    /// The reference: a suite JSON (`udplab suite --json`) or a run JSON (`--json`).
+    pub a: PathBuf,
+    /// The one judged against it (same kind of document).
+    pub b: PathBuf,
+    /// Tolerated change per metric (see `udplab suite --help`), e.g. loss=+0.1pp,latency_p99=+20%.
+    #[arg(long, value_name = "METRIC=TOL,...")]
+    pub max_regression: Option<String>,
+}
+
+/// `KEY=VALUE` of `--label`: a non-empty key of letters, digits, `_`, `-`, `.`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("\"{s}\": expected KEY=VALUE, like commit=3f2a9c1"))?;
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(format!(
+            "\"{key}\": a label key is letters, digits, '_', '-' or '.', like commit"
+        ));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 fn parse_max_clients(s: &str) -> Result<usize, String> {

@@ -169,6 +169,8 @@ pub struct SendConfig {
     pub key: Option<Key>,
     /// `--hdr-log FILE`: the interval histograms being collected, written to FILE at the end.
     pub hdr_log: Option<(PathBuf, HdrLog)>,
+    /// `--label KEY=VALUE` tags carried into the reports (a later value of a key wins).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl SendConfig {
@@ -327,6 +329,7 @@ impl SendConfig {
             live_rows: None,
             key,
             hdr_log: args.hdr_log.clone().map(|p| (p, HdrLog::new())),
+            labels: args.label.iter().cloned().collect(),
         })
     }
 

@@ -15,6 +15,7 @@ pub mod report;
 pub mod run;
 pub mod session;
 pub mod stats;
+pub mod suite;
 pub mod summary;
 pub mod time;
 pub mod units;

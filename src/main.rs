@@ -172,6 +172,8 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
             out.flush()?;
             Ok(Outcome::Passed)
         }
+        Command::Suite(args) => udplab::suite::run_suite(&args, stop),
+        Command::Compare(args) => udplab::suite::compare_files(&args),
     }
 }
 

@@ -426,6 +426,9 @@ pub struct RunReport {
     /// The thresholds' outcome, decided before any report is written.
     #[serde(default)]
     pub verdict: Verdict,
+    /// `--label KEY=VALUE` tags (a CI job's commit, host, scenario), by key.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// One threshold compared with the run's measurement.

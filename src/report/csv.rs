@@ -18,7 +18,7 @@ use crate::summary::{
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 74] = [
+pub const SUMMARY_COLUMNS: [&str; 75] = [
     "run_id",
     "role",
     "target",
@@ -94,6 +94,7 @@ pub const SUMMARY_COLUMNS: [&str; 74] = [
     "refused_by_allow",
     "implausible",
     "rcvbuf_drops_shared",
+    "labels",
 ];
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
@@ -479,6 +480,7 @@ struct SummaryRow {
     refused_by_allow: String,
     implausible: String,
     rcvbuf_drops_shared: String,
+    labels: String,
 }
 
 impl SummaryRow {
@@ -491,6 +493,7 @@ impl SummaryRow {
             started_at: report.started_at.clone(),
             pattern: report.pattern.clone(),
             verdict: report.verdict.as_str().to_string(),
+            labels: labels_cell(&report.labels),
             ..Self::default()
         }
     }
@@ -650,10 +653,20 @@ impl SummaryRow {
             self.refused_by_allow,
             self.implausible,
             self.rcvbuf_drops_shared,
+            self.labels,
         ];
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
     }
+}
+
+/// The `labels` cell: `key=value` pairs by key, joined with `;` (empty without labels).
+pub fn labels_cell(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn sender_summary_row(report: &RunReport, sender: &SenderReport) -> SummaryRow {

@@ -402,6 +402,7 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
         receiver,
         warnings: Vec::new(),
         interrupted: flows.iter().any(|f| f.interrupted),
+        labels: first.labels,
         ..RunReport::default()
     }
 }

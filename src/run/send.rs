@@ -444,6 +444,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         receiver,
         warnings,
         interrupted: stop.requested() || peer_aborted,
+        labels: cfg.labels.clone(),
         ..RunReport::default()
     };
     // One flow writes its loss log here; `--flows` writes every flow's into one file.
