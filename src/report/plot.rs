@@ -3,9 +3,11 @@
 //!
 //! Plots see only the report documents, like every other writer; drawing is in `report::svg`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::report::svg::{COLOURS, Canvas, Frame, nice_ticks, short_number};
+use crate::suite::compare::Spread;
 use crate::summary::{
     IntervalRow, LADDER_DECADES, PercentilePoint, ReceiverReport, ReportDocument, RunReport,
 };
@@ -435,55 +437,27 @@ pub fn loss_ranges_from_log(csv_text: &str, run_id: &str) -> Result<LossRanges, 
     Ok(ranges)
 }
 
-/// One scenario's key metrics, from a run's total or a suite's scenario.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ScenarioMetrics {
-    pub name: String,
-    pub loss_pct: Option<f64>,
-    pub latency_p99_ns: Option<f64>,
-    pub jitter_ns: Option<f64>,
-    pub rate_bps: Option<f64>,
-}
+/// One scenario's metrics: median and spread over its repeats, by metric name (the names of
+/// `suite::compare::METRICS`: `loss` in %, `latency_p99` and `jitter` in ns, `rate` in bit/s).
+pub type ScenarioMetrics = (String, BTreeMap<String, Spread>);
 
-impl ScenarioMetrics {
-    /// The key metrics of a run (its total), named `name`.
-    pub fn of_run(name: &str, run: &RunReport) -> Self {
-        let receiver = run.receiver.as_ref();
-        ScenarioMetrics {
-            name: name.to_string(),
-            loss_pct: crate::report::loss_denominator(run).and_then(|d| {
-                crate::report::percent(receiver.map_or(0, |r| r.stats.lost), d)
-                    .filter(|_| receiver.is_some())
-            }),
-            latency_p99_ns: receiver
-                .and_then(|r| r.stats.latency)
-                .filter(|l| l.count > 0)
-                .map(|l| l.p99_ns as f64),
-            jitter_ns: receiver
-                .filter(|r| r.stats.received > 1)
-                .map(|r| r.stats.jitter_ns),
-            rate_bps: receiver.map(|r| r.rate_achieved_bps),
-        }
-    }
-}
-
-/// One metric panel of a comparison: title, axis unit and how to read it from a scenario.
+/// One metric panel of a comparison: title, metric name and axis unit.
 struct MetricPanel {
     title: &'static str,
-    get: fn(&ScenarioMetrics) -> Option<f64>,
-    /// Divisor and unit name for the axis, from the largest value.
+    metric: &'static str,
+    /// Divisor and axis title for the largest value.
     unit: fn(f64) -> (f64, String),
 }
 
 const COMPARISON_PANELS: [MetricPanel; 4] = [
     MetricPanel {
         title: "Loss",
-        get: |m| m.loss_pct,
+        metric: "loss",
         unit: |_| (1.0, "loss (%)".into()),
     },
     MetricPanel {
         title: "One-way latency p99",
-        get: |m| m.latency_p99_ns,
+        metric: "latency_p99",
         unit: |max| {
             let u = time_unit(max);
             (u.per_ns, format!("latency p99 ({})", u.name))
@@ -491,7 +465,7 @@ const COMPARISON_PANELS: [MetricPanel; 4] = [
     },
     MetricPanel {
         title: "Jitter (RFC 3550)",
-        get: |m| m.jitter_ns,
+        metric: "jitter",
         unit: |max| {
             let u = time_unit(max);
             (u.per_ns, format!("jitter ({})", u.name))
@@ -499,7 +473,7 @@ const COMPARISON_PANELS: [MetricPanel; 4] = [
     },
     MetricPanel {
         title: "Received payload rate",
-        get: |m| m.rate_bps,
+        metric: "rate",
         unit: |max| {
             let (per, name) = rate_unit(max);
             (per, format!("rate ({name})"))
@@ -507,77 +481,112 @@ const COMPARISON_PANELS: [MetricPanel; 4] = [
     },
 ];
 
-/// The SVG of scenarios against a baseline: one panel per key metric, a pair of bars per
-/// scenario (baseline, current). A scenario missing on one side has only the other's bar.
+/// Bar width and offsets within a scenario's slot (1 data unit wide).
+const BAR_WIDTH: f64 = 0.35;
+const BASELINE_OFFSET: f64 = 0.15;
+const CURRENT_OFFSET: f64 = 0.5;
+
+/// The SVG of scenarios against a baseline (or alone, with no baseline): one panel per key
+/// metric, per scenario a bar at the median of the baseline and of the current run, with a
+/// whisker over the repeats' min..max when there were several. A scenario missing on one side
+/// (or a metric not measured) has only the other's bar. When both sides hold one scenario they
+/// are paired whatever their names.
 pub fn comparison_svg(
     current: &[ScenarioMetrics],
     baseline: &[ScenarioMetrics],
     caption: &str,
 ) -> String {
     let mut canvas = Canvas::new(WIDTH);
-    let title = "udplab: scenarios against the baseline";
+    let title = if baseline.is_empty() {
+        "udplab: scenarios"
+    } else {
+        "udplab: scenarios against the baseline"
+    };
     canvas.text(20.0, 30.0, 20.0, "start", "title", title);
     let y = canvas.wrapped_text(20.0, 52.0, 12.0, CAPTION_CHARS, caption);
-    let mut names: Vec<&str> = current.iter().map(|m| m.name.as_str()).collect();
-    for b in baseline {
-        if !names.contains(&b.name.as_str()) {
-            names.push(&b.name);
+    let paired = current.len() == 1 && baseline.len() == 1;
+    let mut names: Vec<&str> = current.iter().map(|m| m.0.as_str()).collect();
+    if !paired {
+        for b in baseline {
+            if !names.contains(&b.0.as_str()) {
+                names.push(&b.0);
+            }
         }
     }
-    let find = |set: &'_ [ScenarioMetrics], name: &str| -> Option<ScenarioMetrics> {
-        set.iter().find(|m| m.name == name).cloned()
+    let lookup = |set: &[ScenarioMetrics], i: usize, metric: &str| -> Option<Spread> {
+        let found = if paired {
+            set.first()
+        } else {
+            set.iter().find(|m| m.0 == names[i])
+        };
+        found.and_then(|m| m.1.get(metric).copied())
     };
     let mut top = y + 45.0;
     let slots = names.len().max(1) as f64;
     for panel in &COMPARISON_PANELS {
-        let values = |set: &[ScenarioMetrics]| -> Vec<Option<f64>> {
-            names
-                .iter()
-                .map(|n| find(set, n).and_then(|m| (panel.get)(&m)))
-                .collect()
+        let values = |set: &[ScenarioMetrics]| -> Vec<Option<Spread>> {
+            (0..names.len()).map(|i| lookup(set, i, panel.metric)).collect()
         };
         let (before, after) = (values(baseline), values(current));
         let max = before
             .iter()
             .chain(&after)
             .flatten()
-            .copied()
+            .map(|s| s.max.max(s.median))
             .fold(0.0, f64::max);
         let (per, y_title) = (panel.unit)(max);
-        let (y_ticks, y_top) = nice_ticks(0.0, (max / per * 1.1).max(f64::MIN_POSITIVE));
+        let (y_ticks, y_top) = nice_ticks(0.0, (max / per * 1.15).max(f64::MIN_POSITIVE));
         let f = frame(top, (0.0, slots), (0.0, y_top), false);
         let x_ticks: Vec<(f64, String)> = names
             .iter()
             .enumerate()
             .map(|(i, n)| (i as f64 + 0.5, (*n).to_string()))
             .collect();
-        canvas.axes(
-            &f,
-            panel.title,
-            "scenario",
-            &y_title,
-            &x_ticks,
-            &y_ticks,
-        );
-        let bars = |values: &[Option<f64>], offset: f64| -> Vec<(f64, f64, f64, f64)> {
-            values
+        canvas.axes(&f, panel.title, "scenario", &y_title, &x_ticks, &y_ticks);
+        for (series_name, colour, offset, set) in [
+            (series::BASELINE, BASELINE_COLOUR, BASELINE_OFFSET, &before),
+            (series::CURRENT, COLOURS[0], CURRENT_OFFSET, &after),
+        ] {
+            let bars: Vec<(f64, f64, f64, f64)> = set
                 .iter()
                 .enumerate()
                 .filter_map(|(i, v)| {
-                    v.map(|v| {
-                        let x0 = i as f64 + offset;
-                        (x0, 0.0, x0 + 0.35, v / per)
-                    })
+                    let x0 = i as f64 + offset;
+                    v.map(|v| (x0, 0.0, x0 + BAR_WIDTH, v.median / per))
                 })
-                .collect()
-        };
-        canvas.rects(&f, series::BASELINE, "#999999", &bars(&before, 0.15));
-        canvas.rects(&f, series::CURRENT, COLOURS[0], &bars(&after, 0.5));
-        canvas.legend(&f, &[("baseline", "#999999"), ("current", COLOURS[0])]);
+                .collect();
+            if !bars.is_empty() {
+                canvas.rects(&f, series_name, colour, &bars);
+            }
+            for (i, v) in set.iter().enumerate() {
+                let Some(v) = v else { continue };
+                let x = i as f64 + offset + BAR_WIDTH / 2.0;
+                if v.n > 1 && v.max > v.min {
+                    canvas.whisker(&f, series_name, x, v.min / per, v.max / per);
+                }
+                let label = short_number(v.median / per);
+                canvas.text(
+                    f.px(x),
+                    f.py(v.median.max(v.max) / per) - 5.0,
+                    11.0,
+                    "middle",
+                    "bar-value",
+                    &label,
+                );
+            }
+        }
+        let mut legend = Vec::new();
+        if !baseline.is_empty() {
+            legend.push(("baseline", BASELINE_COLOUR));
+        }
+        legend.push(("current", COLOURS[0]));
+        canvas.legend(&f, &legend);
         top += PANEL_PITCH;
     }
     canvas.finish(title)
 }
+
+const BASELINE_COLOUR: &str = "#999999";
 
 #[cfg(test)]
 mod tests {

@@ -240,6 +240,18 @@ impl Canvas {
         self.body.push_str("</g>\n");
     }
 
+    /// A vertical whisker from `lo` to `hi` at data `x` (a spread over repeats), capped.
+    pub fn whisker(&mut self, f: &Frame, series: &str, x: f64, lo: f64, hi: f64) {
+        let (px, top, bottom) = (f.px(x), f.py(hi), f.py(lo));
+        let _ = writeln!(
+            self.body,
+            r##"<path data-series="{}-spread" d="M{px:.1},{bottom:.1}V{top:.1}M{:.1},{top:.1}h10M{:.1},{bottom:.1}h10" stroke="#222222" stroke-width="1.5" fill="none"/>"##,
+            escape(series),
+            px - 5.0,
+            px - 5.0
+        );
+    }
+
     /// A dashed horizontal line across the frame at data `y`, labelled at its right end.
     pub fn marker_line(&mut self, f: &Frame, series: &str, y: f64, label: &str) {
         let py = f.py(y);

@@ -327,26 +327,71 @@ fn loopback_json(dir: &Path, name: &str, impair: &str) -> (PathBuf, PathBuf) {
     (json, loss)
 }
 
+/// Runs a two-scenario suite (two repeats each) with the given impairment loss and returns
+/// its JSON.
+fn suite_json(dir: &Path, name: &str, loss: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "[[scenario]]\nname = \"small\"\nrepeat = 2\ncount = 1500\npps = 5000\nsize = 200\n\
+             tmax = \"100ms\"\nimpair = \"loss={loss},seed=1\"\n\n\
+             [[scenario]]\nname = \"large\"\nrepeat = 2\ncount = 1500\npps = 5000\nsize = 1400\n\
+             tmax = \"100ms\"\nimpair = \"loss={loss},seed=2\"\n"
+        ),
+    )
+    .unwrap();
+    let json = dir.join(format!("{name}.json"));
+    let out = run_bounded(
+        &[
+            "suite",
+            file.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert!(
+        json.exists(),
+        "suite: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json
+}
+
 #[test]
 fn loopback_plots_render_to_png() {
     let _net = network_shared();
     let dir = tempfile::tempdir().unwrap();
-    let (main, _) = loopback_json(dir.path(), "main", "loss=1%,seed=3");
     let (pr, pr_loss) = loopback_json(dir.path(), "pr", "loss=ge:p=0.5%,r=20%,seed=7");
+    let main_suite = suite_json(dir.path(), "main", "1%");
+    let pr_suite = suite_json(dir.path(), "pr-suite", "3%");
     let run_svg = plot(&[
         pr.to_str().unwrap(),
         "--loss-log",
         pr_loss.to_str().unwrap(),
     ]);
     let diff_svg = plot(&[
-        pr.to_str().unwrap(),
+        pr_suite.to_str().unwrap(),
         "--baseline",
-        main.to_str().unwrap(),
+        main_suite.to_str().unwrap(),
     ]);
     // A real run: 6000 datagrams resolve the ladder to 99.9 %, every interval has its point.
     let doc = roxmltree::Document::parse(&run_svg).unwrap();
     assert!(polyline_points(&doc, "latency").len() >= 16);
     assert!(polyline_points(&doc, "received-rate").len() >= 10);
+    // The suites: two scenarios on each side, each metric panel a bar per scenario and side.
+    let doc = roxmltree::Document::parse(&diff_svg).unwrap();
+    for name in ["baseline", "current"] {
+        let groups: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.attribute("data-series") == Some(name))
+            .collect();
+        assert_eq!(groups.len(), 4, "{name}");
+        assert!(groups.iter().all(|g| g.children().filter(|n| n.has_tag_name("rect")).count() == 2));
+    }
+    let scenarios = texts(&doc, "x-tick");
+    assert!(scenarios.contains(&"small") && scenarios.contains(&"large"), "{scenarios:?}");
     let pngs = [
         ("plot-run.png", render_png(&run_svg)),
         ("plot-baseline.png", render_png(&diff_svg)),
@@ -356,9 +401,90 @@ fn loopback_plots_render_to_png() {
         for (name, png) in &pngs {
             std::fs::write(results.join(name), png).unwrap();
         }
-        std::fs::write(results.join("plot-run.svg"), &run_svg).unwrap();
-        std::fs::write(results.join("plot-baseline.svg"), &diff_svg).unwrap();
     }
+}
+
+/// A suite document with the given scenarios: (name, loss % of each repeat).
+fn suite_doc(scenarios: &[(&str, &[f64])]) -> udplab::suite::SuiteDocument {
+    use udplab::suite::compare::spread;
+    udplab::suite::SuiteDocument {
+        header: DocumentHeader {
+            version: 1,
+            schema: udplab::suite::SUITE_SCHEMA.into(),
+            tool: "udplab".into(),
+            tool_version: "0.1.0".into(),
+            command: "udplab suite ci/udp.toml".into(),
+        },
+        scenarios: scenarios
+            .iter()
+            .map(|(name, losses)| udplab::suite::ScenarioResult {
+                name: (*name).into(),
+                repeat: losses.len() as u32,
+                metrics: [("loss".to_string(), spread(losses).unwrap())]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_suite_plot_pairs_scenarios_by_name_with_whiskers_over_the_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, doc: &udplab::suite::SuiteDocument| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, serde_json::to_vec(doc).unwrap()).unwrap();
+        path
+    };
+    let current = write(
+        "pr.json",
+        &suite_doc(&[("a", &[1.0, 2.0, 3.0]), ("b", &[4.0]), ("new", &[1.0])]),
+    );
+    let baseline = write("main.json", &suite_doc(&[("b", &[2.0]), ("a", &[1.0, 1.0])]));
+    let svg = plot(&[
+        current.to_str().unwrap(),
+        "--baseline",
+        baseline.to_str().unwrap(),
+    ]);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let loss_panel = |name: &str| -> Vec<f64> {
+        let g = doc
+            .descendants()
+            .find(|n| n.attribute("data-series") == Some(name))
+            .unwrap();
+        g.children()
+            .filter(|n| n.has_tag_name("rect"))
+            .map(|r| r.attribute("height").unwrap().parse().unwrap())
+            .collect()
+    };
+    // Scenarios in the current suite's order; the baseline has no "new".
+    assert_eq!(&texts(&doc, "x-tick")[..3], ["a", "b", "new"]);
+    let (before, after) = (loss_panel("baseline"), loss_panel("current"));
+    assert_eq!((before.len(), after.len()), (2, 3));
+    // Medians: a 2 % vs 1 %, b 4 % vs 2 %: twice as tall each.
+    assert!((after[0] / before[0] - 2.0).abs() < 0.02);
+    assert!((after[1] / before[1] - 2.0).abs() < 0.02);
+    // One whisker: scenario a's three current repeats (1..3 %); equal repeats draw none.
+    let whiskers = doc
+        .descendants()
+        .filter(|n| n.attribute("data-series") == Some("current-spread"))
+        .count();
+    assert_eq!(whiskers, 1);
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.attribute("data-series") == Some("baseline-spread"))
+            .count(),
+        0
+    );
+    // A suite alone draws its scenarios without a baseline.
+    let alone = plot(&[current.to_str().unwrap()]);
+    let doc = roxmltree::Document::parse(&alone).unwrap();
+    assert!(
+        !doc.descendants()
+            .any(|n| n.attribute("data-series") == Some("baseline"))
+    );
 }
 
 #[test]
