@@ -27,6 +27,31 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// `text` in lines of at most `width` characters, broken at spaces where possible.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let fits = line.chars().count() + 1 + word.chars().count() <= width;
+        if !line.is_empty() && !fits {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+        while line.chars().count() > width {
+            let head: String = line.chars().take(width).collect();
+            line = line.chars().skip(width).collect();
+            lines.push(head);
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 /// Series colours, colour-blind safe (Okabe–Ito).
 pub const COLOURS: [&str; 6] = [
     "#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9",
@@ -137,11 +162,10 @@ impl Canvas {
         );
     }
 
-    /// Lines of a caption, wrapped at `chars` characters; returns the y after them.
+    /// Lines of a caption, wrapped at spaces before `chars` characters (a longer word is cut);
+    /// returns the y after them.
     pub fn wrapped_text(&mut self, x: f64, mut y: f64, size: f64, chars: usize, text: &str) -> f64 {
-        let chars_of: Vec<char> = text.chars().collect();
-        for line in chars_of.chunks(chars.max(1)) {
-            let line: String = line.iter().collect();
+        for line in wrap(text, chars.max(1)) {
             self.text(x, y, size, "start", "caption", &line);
             y += size * 1.3;
         }
@@ -325,6 +349,13 @@ mod tests {
         assert_eq!(top, 1.0);
         assert_eq!(ticks.first(), Some(&0.0));
         assert_eq!(nice_ticks(0.0, 480.0).1, 500.0);
+    }
+
+    #[test]
+    fn captions_wrap_at_spaces_and_cut_long_words() {
+        assert_eq!(wrap("ab cd ef", 5), vec!["ab cd", "ef"]);
+        assert_eq!(wrap("abcdefgh x", 3), vec!["abc", "def", "gh", "x"]);
+        assert_eq!(wrap("", 4), vec![""]);
     }
 
     #[test]
