@@ -195,7 +195,11 @@ fn serve(cfg: RecvConfig, stop: &Stop) -> anyhow::Result<Outcome> {
 /// The log files a sender writes besides the report outputs.
 fn logs(cfg: &SendConfig) -> Vec<&Path> {
     let hdr_log = cfg.hdr_log.as_ref().map(|(path, _)| path.as_path());
-    cfg.impair_log.as_deref().into_iter().chain(hdr_log).collect()
+    cfg.impair_log
+        .as_deref()
+        .into_iter()
+        .chain(hdr_log)
+        .collect()
 }
 
 /// Judges the thresholds (so the files carry the verdict), then writes the report.

@@ -94,12 +94,18 @@ impl HdrLog {
 
     /// Sets the test start the interval times count from (wall clock, ns since the epoch).
     pub fn set_start(&self, start_wall_ns: u64) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).start_wall_ns = start_wall_ns;
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .start_wall_ns = start_wall_ns;
     }
 
     /// Histograms beyond `MAX_LOGGED_PER_TAG`, not in the log.
     pub fn not_kept(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).not_kept
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .not_kept
     }
 
     /// Writes the log: header (start time = the test start, see `set_start`), then every

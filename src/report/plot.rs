@@ -350,12 +350,7 @@ fn merge_for_pixels(ranges: &[[u64; 2]], per_px: f64) -> Vec<[u64; 2]> {
     merged
 }
 
-fn loss_pattern_panel(
-    canvas: &mut Canvas,
-    top: f64,
-    run: &RunReport,
-    ranges: Option<&LossRanges>,
-) {
+fn loss_pattern_panel(canvas: &mut Canvas, top: f64, run: &RunReport, ranges: Option<&LossRanges>) {
     let expected = run
         .receiver
         .as_ref()
@@ -429,7 +424,10 @@ pub fn loss_ranges_from_log(csv_text: &str, run_id: &str) -> Result<LossRanges, 
         };
         let (first, last) = (field(1)?, field(2)?);
         if last < first {
-            return Err(format!("line {}: last_seq {last} < first_seq {first}", i + 2));
+            return Err(format!(
+                "line {}: last_seq {last} < first_seq {first}",
+                i + 2
+            ));
         }
         ranges.push([first, last]);
     }
@@ -525,7 +523,9 @@ pub fn comparison_svg(
     let slots = names.len().max(1) as f64;
     for panel in &COMPARISON_PANELS {
         let values = |set: &[ScenarioMetrics]| -> Vec<Option<Spread>> {
-            (0..names.len()).map(|i| lookup(set, i, panel.metric)).collect()
+            (0..names.len())
+                .map(|i| lookup(set, i, panel.metric))
+                .collect()
         };
         let (before, after) = (values(baseline), values(current));
         let max = before

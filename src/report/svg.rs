@@ -74,7 +74,11 @@ pub fn short_number(v: f64) -> String {
 /// Ticks for a linear axis from 0 (or `lo`) to at least `hi`: a 1-2-5 step giving about five
 /// ticks. Returns (ticks, the axis top).
 pub fn nice_ticks(lo: f64, hi: f64) -> (Vec<f64>, f64) {
-    let hi = if hi.is_finite() && hi > lo { hi } else { lo + 1.0 };
+    let hi = if hi.is_finite() && hi > lo {
+        hi
+    } else {
+        lo + 1.0
+    };
     let raw = (hi - lo) / 5.0;
     let magnitude = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0]
@@ -196,14 +200,7 @@ impl Canvas {
                 f.top,
                 f.top + f.height
             );
-            self.text(
-                px,
-                f.top + f.height + 16.0,
-                11.0,
-                "middle",
-                "x-tick",
-                label,
-            );
+            self.text(px, f.top + f.height + 16.0, 11.0, "middle", "x-tick", label);
         }
         for &y in y_ticks {
             let py = f.py(y);
@@ -213,7 +210,14 @@ impl Canvas {
                 f.left,
                 f.left + f.width
             );
-            self.text(f.left - 6.0, py + 4.0, 11.0, "end", "y-tick", &short_number(y));
+            self.text(
+                f.left - 6.0,
+                py + 4.0,
+                11.0,
+                "end",
+                "y-tick",
+                &short_number(y),
+            );
         }
         self.text(
             f.left + f.width / 2.0,
@@ -223,7 +227,13 @@ impl Canvas {
             "x-title",
             x_title,
         );
-        self.vertical_text(f.left - 48.0, f.top + f.height / 2.0, 12.0, "y-title", y_title);
+        self.vertical_text(
+            f.left - 48.0,
+            f.top + f.height / 2.0,
+            12.0,
+            "y-title",
+            y_title,
+        );
     }
 
     /// A polyline series of data points.
@@ -286,7 +296,14 @@ impl Canvas {
             f.left,
             f.left + f.width
         );
-        self.text(f.left + f.width - 4.0, py - 4.0, 11.0, "end", "marker", label);
+        self.text(
+            f.left + f.width - 4.0,
+            py - 4.0,
+            11.0,
+            "end",
+            "marker",
+            label,
+        );
     }
 
     /// A legend row at the top right of a frame.
@@ -344,7 +361,10 @@ mod tests {
 
     #[test]
     fn ticks_step_by_one_two_or_five() {
-        assert_eq!(nice_ticks(0.0, 9.0), (vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0], 10.0));
+        assert_eq!(
+            nice_ticks(0.0, 9.0),
+            (vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0], 10.0)
+        );
         let (ticks, top) = nice_ticks(0.0, 0.0);
         assert_eq!(top, 1.0);
         assert_eq!(ticks.first(), Some(&0.0));

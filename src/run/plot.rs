@@ -14,8 +14,8 @@ use crate::summary::{REPORT_SCHEMA, ReportDocument};
 
 /// The `schema` of a JSON document file.
 fn schema_of(path: &Path) -> anyhow::Result<(String, Value)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| UsageError(format!("{}: not JSON: {e}", path.display())))?;
     let schema = value
@@ -33,7 +33,10 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
     let (schema, value) = schema_of(&args.input)?;
     let svg = if schema == REPORT_SCHEMA && args.baseline.is_none() {
         let doc: ReportDocument = serde_json::from_value(value).map_err(|e| {
-            UsageError(format!("{}: not a udplab run report: {e}", args.input.display()))
+            UsageError(format!(
+                "{}: not a udplab run report: {e}",
+                args.input.display()
+            ))
         })?;
         let ranges = match &args.loss_log {
             Some(path) => {

@@ -357,10 +357,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     // Echoes that came after the last interval row: their own log interval, so the log's
     // counts add up to the report's.
     if !replies.rtt.is_empty() {
-        let last_end = intervals
-            .last()
-            .map_or(0.0, |r| r.end_s)
-            .max(start_s);
+        let last_end = intervals.last().map_or(0.0, |r| r.end_s).max(start_s);
         let now_s = time::now().saturating_duration_since(start).as_secs_f64();
         log_rtt(cfg, last_end, (now_s - last_end).max(0.0), &replies.rtt);
     }
@@ -459,7 +456,12 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
 /// gives RTTs.
 fn log_rtt(cfg: &SendConfig, start_s: f64, secs: f64, rtt: &LatencyHistogram) {
     if let Some((_, log)) = cfg.hdr_log.as_ref().filter(|_| cfg.echo) {
-        log.record(report::hdrlog::RTT_TAG, start_s, secs, &rtt.to_hdrhistogram());
+        log.record(
+            report::hdrlog::RTT_TAG,
+            start_s,
+            secs,
+            &rtt.to_hdrhistogram(),
+        );
     }
 }
 

@@ -1208,7 +1208,10 @@ fn exported_interval_latency_histograms_add_up_to_the_reports_latency() {
     assert_eq!(report.stats.latency.unwrap().count, 40);
     assert_eq!(logged, 40, "every delay in exactly one interval histogram");
     assert_eq!(&spans[..3], [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]);
-    assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0 + 1e-9), "{spans:?}");
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0 + 1e-9),
+        "{spans:?}"
+    );
     // Without the export, no such events.
     let mut quiet = server(1);
     let mut ctl = accepted(&clock, &mut quiet, 0x32, params());

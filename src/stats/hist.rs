@@ -459,7 +459,6 @@ mod tests {
         );
     }
 
-
     #[test]
     fn percentile_points_follow_the_ladder_up_to_what_the_sample_resolves() {
         let mut h = SignedHistogram::new();
@@ -473,9 +472,17 @@ mod tests {
         assert_eq!(points[0].percentile, 0.0);
         assert_eq!(points[0].value_ns, 1000, "0 % is the exact minimum");
         assert!((points[5].percentile - 90.0).abs() < 1e-9);
-        assert!((points[5].value_ns - 900_000).abs() <= 900, "{:?}", points[5]);
+        assert!(
+            (points[5].value_ns - 900_000).abs() <= 900,
+            "{:?}",
+            points[5]
+        );
         assert!((points[10].percentile - 99.0).abs() < 1e-9);
-        assert!((points[10].value_ns - 990_000).abs() <= 990, "{:?}", points[10]);
+        assert!(
+            (points[10].value_ns - 990_000).abs() <= 990,
+            "{:?}",
+            points[10]
+        );
         assert!((points[15].percentile - 99.9).abs() < 1e-9);
         assert_eq!(points[16].percentile, 100.0);
         assert_eq!(points[16].value_ns, 1_000_000, "100 % is the exact maximum");

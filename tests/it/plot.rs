@@ -168,23 +168,41 @@ fn a_run_plot_has_every_series_with_its_points_and_axes_with_units() {
     let latency = polyline_points(&doc, "latency");
     assert_eq!(latency.len(), 12, "the percentile points below 100 %");
     // The percentile axis grows to the right and latency grows upwards (smaller SVG y).
-    assert!(latency.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 > w[1].1));
+    assert!(
+        latency
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 > w[1].1)
+    );
     assert_eq!(series(&doc, "latency-max").tag_name().name(), "line");
     for name in ["sent-rate", "received-rate", "lost", "jitter"] {
-        assert_eq!(polyline_points(&doc, name).len(), 5, "{name}: one per interval");
+        assert_eq!(
+            polyline_points(&doc, name).len(),
+            5,
+            "{name}: one per interval"
+        );
     }
     let ranges: Vec<_> = series(&doc, "loss-ranges")
         .children()
         .filter(|n| n.has_tag_name("rect"))
         .collect();
-    assert_eq!(ranges.len(), 3, "this run's three lost ranges, not the other run's");
+    assert_eq!(
+        ranges.len(),
+        3,
+        "this run's three lost ranges, not the other run's"
+    );
 
     let titles = texts(&doc, "panel-title");
     assert_eq!(titles.len(), 5, "{titles:?}");
     assert!(titles[0].contains("percentile"), "{titles:?}");
     let x_titles = texts(&doc, "x-title");
-    assert!(x_titles.contains(&"time since the test start (s)"), "{x_titles:?}");
-    assert!(x_titles.contains(&"sequence number (datagrams)"), "{x_titles:?}");
+    assert!(
+        x_titles.contains(&"time since the test start (s)"),
+        "{x_titles:?}"
+    );
+    assert!(
+        x_titles.contains(&"sequence number (datagrams)"),
+        "{x_titles:?}"
+    );
     let y_titles = texts(&doc, "y-title");
     for wanted in [
         "one-way latency (µs)",
@@ -200,7 +218,10 @@ fn a_run_plot_has_every_series_with_its_points_and_axes_with_units() {
     }
     assert!(texts(&doc, "title")[0].contains("run-known"));
     let caption = texts(&doc, "caption").join("");
-    assert!(caption.contains("command: udplab loopback --count 5000"), "{caption}");
+    assert!(
+        caption.contains("command: udplab loopback --count 5000"),
+        "{caption}"
+    );
     assert!(texts(&doc, "marker").contains(&"max 40 µs"));
 }
 
@@ -286,7 +307,11 @@ fn render_png(svg: &str) -> Vec<u8> {
     let tree = resvg::usvg::Tree::from_str(svg, &options).expect("resvg parses the SVG");
     let size = tree.size().to_int_size();
     let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
-    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
     // Something besides the background was painted: the series' blue.
     let blue = pixmap
         .pixels()
@@ -388,10 +413,17 @@ fn loopback_plots_render_to_png() {
             .filter(|n| n.attribute("data-series") == Some(name))
             .collect();
         assert_eq!(groups.len(), 4, "{name}");
-        assert!(groups.iter().all(|g| g.children().filter(|n| n.has_tag_name("rect")).count() == 2));
+        assert!(
+            groups
+                .iter()
+                .all(|g| g.children().filter(|n| n.has_tag_name("rect")).count() == 2)
+        );
     }
     let scenarios = texts(&doc, "x-tick");
-    assert!(scenarios.contains(&"small") && scenarios.contains(&"large"), "{scenarios:?}");
+    assert!(
+        scenarios.contains(&"small") && scenarios.contains(&"large"),
+        "{scenarios:?}"
+    );
     let pngs = [
         ("plot-run.png", render_png(&run_svg)),
         ("plot-baseline.png", render_png(&diff_svg)),
@@ -442,7 +474,10 @@ fn a_suite_plot_pairs_scenarios_by_name_with_whiskers_over_the_repeats() {
         "pr.json",
         &suite_doc(&[("a", &[1.0, 2.0, 3.0]), ("b", &[4.0]), ("new", &[1.0])]),
     );
-    let baseline = write("main.json", &suite_doc(&[("b", &[2.0]), ("a", &[1.0, 1.0])]));
+    let baseline = write(
+        "main.json",
+        &suite_doc(&[("b", &[2.0]), ("a", &[1.0, 1.0])]),
+    );
     let svg = plot(&[
         current.to_str().unwrap(),
         "--baseline",
@@ -499,7 +534,11 @@ fn completions_name_every_subcommand() {
         assert!(script.contains("--hdr-log"), "{shell}: options too");
     }
     let out = run_bounded(&["completions", "tcsh"], LIMIT);
-    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
 }
 
 #[test]
@@ -507,11 +546,25 @@ fn the_man_page_documents_the_subcommands_and_their_options() {
     let out = run_bounded(&["man"], LIMIT);
     assert!(out.status.success());
     let page = String::from_utf8(out.stdout).unwrap();
-    assert!(page.starts_with(".ie") || page.contains(".TH udplab"), "{}", &page[..200]);
-    for section in ["UDPLAB SEND", "UDPLAB RECV", "UDPLAB LOOPBACK", "UDPLAB PLOT"] {
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH udplab"),
+        "{}",
+        &page[..200]
+    );
+    for section in [
+        "UDPLAB SEND",
+        "UDPLAB RECV",
+        "UDPLAB LOOPBACK",
+        "UDPLAB PLOT",
+    ] {
         assert!(page.contains(section), "{section}");
     }
-    for option in ["\\-\\-rate", "\\-\\-max\\-loss", "\\-\\-baseline", "\\-\\-hdr\\-log"] {
+    for option in [
+        "\\-\\-rate",
+        "\\-\\-max\\-loss",
+        "\\-\\-baseline",
+        "\\-\\-hdr\\-log",
+    ] {
         assert!(page.contains(option), "{option}");
     }
 }
@@ -562,7 +615,11 @@ fn the_hdr_log_holds_every_latency_and_rtt_sample_of_the_report() {
         ],
         LIMIT,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: ReportDocument = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let run = &doc.flows[0];
     let latency = run.receiver.as_ref().unwrap().stats.latency.unwrap().count;
