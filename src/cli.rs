@@ -460,7 +460,7 @@ pub struct ProxyArgs {
 /// `udplab suite FILE`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  udplab suite ci/udp.toml\n  udplab suite ci/udp.toml --junit report.xml --json suite.json --csv suite.csv\n  udplab suite ci/udp.toml --baseline main.json --max-regression loss=+0.1pp,latency_p99=+20%\n  udplab suite ci/udp.toml --label commit=3f2a9c1 --label host=ci\n\nThe suite file format is explained in ci/udp.toml (an example under version control).\n\nExit codes: 0 every scenario passed; 1 a threshold failed or a metric regressed against the\nbaseline; 2 usage error (bad suite file, unwritable report); 3 a threshold could not be\nmeasured (and none failed); 130 interrupted."
+    after_help = "Examples:\n  udplab suite ci/udp.toml\n  udplab suite ci/udp.toml --junit report.xml --json suite.json --csv suite.csv\n  udplab suite ci/udp.toml --baseline main.json --max-regression loss=+0.1pp,latency_p99=+20%\n  udplab suite ci/udp.toml --label commit=3f2a9c1 --label host=ci\n\nThe suite file format is explained in ci/udp.toml (an example under version control).\n\nExit codes: 0 every scenario passed; 1 a threshold failed or a metric regressed against the\nbaseline; 2 usage error (bad suite file, unwritable report); 3 a threshold could not be\nmeasured or a scenario could not run (and none failed); 130 interrupted."
 )]
 pub struct SuiteArgs {
     /// The suite file (TOML): `[[scenario]]` tables, each with a `name` and `udplab loopback`
@@ -474,17 +474,19 @@ pub struct SuiteArgs {
     /// verdicts), e.g. --json suite.json.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Append one row per scenario repeat to this CSV file (the `--csv` summary columns of the
-    /// sender row, then `scenario` and `repeat`), e.g. --csv suite.csv.
+    /// Write one row per scenario repeat to this CSV file, replacing it (the `--csv` summary
+    /// columns of the sender row, then `scenario` and `repeat`), e.g. --csv suite.csv.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
     /// Compare each scenario with the same-named scenario of an earlier suite JSON (or a run
     /// JSON), e.g. --baseline main.json.
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
-    /// Tolerated change per metric against the baseline, in absolute percentage points (pp,
-    /// for loss and reorder) or relative (%), e.g. loss=+0.1pp,latency_p99=+20%. Metrics:
-    /// loss, reorder, duplicates, jitter, latency_p50, latency_p99, rtt_p50, rtt_p99, rate.
+    /// Tolerated change per metric against the baseline: absolute percentage points (pp, for
+    /// loss and reorder), datagrams (duplicates=+5) or relative (%), e.g.
+    /// loss=+0.1pp,latency_p99=+20%. Metrics: loss, reorder, duplicates, jitter, latency_p50,
+    /// latency_p99, rtt_p50, rtt_p99, rate. Default: loss=+0.1pp,reorder=+0.1pp,duplicates=+0;
+    /// the others are shown, and judged only when given here.
     #[arg(long, value_name = "METRIC=TOL,...", requires = "baseline")]
     pub max_regression: Option<String>,
     /// Tag every scenario's report with KEY=VALUE (repeat for several), e.g. --label host=ci.

@@ -25,7 +25,9 @@ pub struct MetricDef {
     /// `pct` (0–100), `count`, `ns` or `bps`, as in the JSON.
     pub unit: &'static str,
     pub worse: Worse,
-    pub default_tolerance: Tolerance,
+    /// None: shown, but judged only when `--max-regression` names it (timing metrics are noisy
+    /// on shared machines; a CI job opts into gating them).
+    pub default_tolerance: Option<Tolerance>,
 }
 
 /// Every metric, in table order.
@@ -34,55 +36,55 @@ pub const METRICS: [MetricDef; 9] = [
         name: "loss",
         unit: "pct",
         worse: Worse::Higher,
-        default_tolerance: Tolerance::Points(0.1),
+        default_tolerance: Some(Tolerance::Points(0.1)),
     },
     MetricDef {
         name: "reorder",
         unit: "pct",
         worse: Worse::Higher,
-        default_tolerance: Tolerance::Points(0.1),
+        default_tolerance: Some(Tolerance::Points(0.1)),
     },
     MetricDef {
         name: "duplicates",
         unit: "count",
         worse: Worse::Higher,
-        default_tolerance: Tolerance::Relative(10.0),
+        default_tolerance: Some(Tolerance::Points(0.0)),
     },
     MetricDef {
         name: "jitter",
         unit: "ns",
         worse: Worse::Higher,
-        default_tolerance: Tolerance::Relative(50.0),
+        default_tolerance: None,
     },
     MetricDef {
         name: "latency_p50",
         unit: "ns",
         worse: Worse::Higher,
-        default_tolerance: Tolerance::Relative(50.0),
+        default_tolerance: None,
     },
     MetricDef {
         name: "latency_p99",
         unit: "ns",
         worse: Worse::Higher,
-        default_tolerance: Tolerance::Relative(50.0),
+        default_tolerance: None,
     },
     MetricDef {
         name: "rtt_p50",
         unit: "ns",
         worse: Worse::Higher,
-        default_tolerance: Tolerance::Relative(50.0),
+        default_tolerance: None,
     },
     MetricDef {
         name: "rtt_p99",
         unit: "ns",
         worse: Worse::Higher,
-        default_tolerance: Tolerance::Relative(50.0),
+        default_tolerance: None,
     },
     MetricDef {
         name: "rate",
         unit: "bps",
         worse: Worse::Lower,
-        default_tolerance: Tolerance::Relative(10.0),
+        default_tolerance: None,
     },
 ];
 
@@ -168,26 +170,29 @@ pub fn metric_spreads(runs: &[RunReport]) -> BTreeMap<String, Spread> {
     out
 }
 
-/// How much worse a metric may get: absolute percentage points or relative percent.
+/// How much worse a metric may get: absolute (percentage points for a percentage, datagrams
+/// for a count) or relative percent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tolerance {
-    /// Percentage points (metrics in `pct` only): `loss=+0.1pp`.
+    /// In the metric's unit: `loss=+0.1pp` (percentage points), `duplicates=+5` (datagrams).
     Points(f64),
     /// Percent of the baseline's median: `latency_p99=+20%`.
     Relative(f64),
 }
 
-impl std::fmt::Display for Tolerance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Tolerance {
+    /// `+0.1pp`, `+5`, `+20%` for a metric in `unit`.
+    pub fn show(self, unit: &str) -> String {
         match self {
-            Tolerance::Points(p) => write!(f, "{p}pp"),
-            Tolerance::Relative(r) => write!(f, "{r}%"),
+            Tolerance::Points(p) if unit == "pct" => format!("+{p}pp"),
+            Tolerance::Points(p) => format!("+{p}"),
+            Tolerance::Relative(r) => format!("+{r}%"),
         }
     }
 }
 
-/// Tolerances per metric: the defaults, overridden by `--max-regression`.
+/// Tolerances per judged metric: the defaults, overridden and extended by `--max-regression`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tolerances(pub BTreeMap<&'static str, Tolerance>);
 
@@ -196,7 +201,7 @@ impl Default for Tolerances {
         Tolerances(
             METRICS
                 .iter()
-                .map(|m| (m.name, m.default_tolerance))
+                .filter_map(|m| Some((m.name, m.default_tolerance?)))
                 .collect(),
         )
     }
@@ -250,10 +255,16 @@ impl Tolerances {
                 Tolerance::Points(number(p)?)
             } else if let Some(r) = tol.strip_suffix('%') {
                 Tolerance::Relative(number(r)?)
+            } else if m.unit == "count" {
+                Tolerance::Points(number(tol)?)
             } else {
                 return Err(UsageError(format!(
-                    "--max-regression {item}: give the unit: pp (absolute points) or % \
-                     (relative), like {}=+{}",
+                    "--max-regression {item}: give the unit: {}% (relative), like {}=+{}",
+                    if m.unit == "pct" {
+                        "pp (absolute points) or "
+                    } else {
+                        ""
+                    },
                     m.name,
                     if m.unit == "pct" { "0.1pp" } else { "20%" }
                 )));
@@ -276,6 +287,8 @@ pub enum ChangeVerdict {
     Within,
     /// Worse beyond the tolerance and the spread.
     Regressed,
+    /// Changed, with no tolerance given for the metric: shown, not judged.
+    Unjudged,
     /// Measured on one side only.
     Missing,
 }
@@ -288,6 +301,7 @@ impl ChangeVerdict {
             ChangeVerdict::Noise => "noise",
             ChangeVerdict::Within => "within",
             ChangeVerdict::Regressed => "REGRESSED",
+            ChangeVerdict::Unjudged => "not judged",
             ChangeVerdict::Missing => "n/a",
         }
     }
@@ -300,18 +314,20 @@ pub struct MetricChange {
     pub unit: String,
     pub a: Option<Spread>,
     pub b: Option<Spread>,
-    pub tolerance: Tolerance,
+    /// None: no tolerance given (the change is shown, not judged).
+    pub tolerance: Option<Tolerance>,
     pub verdict: ChangeVerdict,
 }
 
 /// Judges B's `b` against the baseline's `a` for metric `m`. Worse by no more than the
 /// tolerance is `within`; worse but with either median inside the other side's spread (with
-/// more than one repeat) is `noise`; only a change beyond both is `regressed`.
+/// more than one repeat) is `noise`; only a change beyond both is `regressed`. Without a
+/// tolerance a worse value is `unjudged`.
 pub fn judge_change(
     m: &MetricDef,
     a: Option<Spread>,
     b: Option<Spread>,
-    tol: Tolerance,
+    tol: Option<Tolerance>,
 ) -> ChangeVerdict {
     let (Some(a), Some(b)) = (a, b) else {
         return ChangeVerdict::Missing;
@@ -326,6 +342,9 @@ pub fn judge_change(
     if worse_by < 0.0 {
         return ChangeVerdict::Better;
     }
+    let Some(tol) = tol else {
+        return ChangeVerdict::Unjudged;
+    };
     let allowed = match tol {
         Tolerance::Points(p) => p,
         Tolerance::Relative(r) => a.median.abs() * r / 100.0,
@@ -350,11 +369,7 @@ pub fn compare_metrics(
         .iter()
         .filter(|m| a.contains_key(m.name) || b.contains_key(m.name))
         .map(|m| {
-            let tol = tolerances
-                .0
-                .get(m.name)
-                .copied()
-                .unwrap_or(m.default_tolerance);
+            let tol = tolerances.0.get(m.name).copied();
             let (sa, sb) = (a.get(m.name).copied(), b.get(m.name).copied());
             MetricChange {
                 metric: m.name.to_string(),
@@ -394,6 +409,8 @@ pub fn format_change(c: &MetricChange) -> String {
     let d = b.median - a.median;
     if c.unit == "pct" {
         format!("{d:+.3}pp")
+    } else if c.unit == "count" {
+        format!("{d:+}")
     } else if a.median != 0.0 {
         format!("{:+.1}%", 100.0 * d / a.median.abs())
     } else if d == 0.0 {
@@ -401,6 +418,19 @@ pub fn format_change(c: &MetricChange) -> String {
     } else {
         format!("{d:+}")
     }
+}
+
+/// One line on a regressed metric: `loss regressed against the baseline: 1.100% -> 9.100%
+/// (+8.000pp, tolerance +0.1pp)`.
+pub fn describe_regression(c: &MetricChange) -> String {
+    format!(
+        "{} regressed against the baseline: {} -> {} ({}, tolerance {})",
+        c.metric,
+        format_value(&c.unit, c.a),
+        format_value(&c.unit, c.b),
+        format_change(c),
+        c.tolerance.map_or("none".into(), |t| t.show(&c.unit))
+    )
 }
 
 /// The side-by-side table of one scenario's changes.
@@ -412,11 +442,11 @@ pub fn write_table(out: &mut String, scenario: &str, changes: &[MetricChange]) {
         "metric", "A", "B", "change"
     );
     for c in changes {
-        let verdict = match c.verdict {
-            ChangeVerdict::Regressed | ChangeVerdict::Within => {
-                format!("{} (tolerance +{})", c.verdict.as_str(), c.tolerance)
+        let verdict = match (c.verdict, c.tolerance) {
+            (ChangeVerdict::Regressed | ChangeVerdict::Within, Some(t)) => {
+                format!("{} (tolerance {})", c.verdict.as_str(), t.show(&c.unit))
             }
-            v => v.as_str().to_string(),
+            (v, _) => v.as_str().to_string(),
         };
         let _ = writeln!(
             out,
@@ -458,8 +488,15 @@ mod tests {
         assert_eq!(t.0["loss"], Tolerance::Points(0.5));
         assert_eq!(t.0["latency_p99"], Tolerance::Relative(20.0));
         assert_eq!(t.0["rate"], Tolerance::Relative(5.0));
-        // Untouched metrics keep their default.
-        assert_eq!(t.0["jitter"], Tolerance::Relative(50.0));
+        // Untouched metrics keep their default; timing metrics have none unless given.
+        assert_eq!(t.0["reorder"], Tolerance::Points(0.1));
+        assert_eq!(t.0["duplicates"], Tolerance::Points(0.0));
+        assert!(!t.0.contains_key("jitter"));
+        let t = Tolerances::parse(Some("duplicates=+5")).unwrap();
+        assert_eq!(t.0["duplicates"], Tolerance::Points(5.0));
+        assert_eq!(Tolerance::Points(5.0).show("count"), "+5");
+        assert_eq!(Tolerance::Points(0.1).show("pct"), "+0.1pp");
+        assert_eq!(Tolerance::Relative(20.0).show("ns"), "+20%");
         for (spec, needle) in [
             ("lost=1pp", "unknown metric `lost`"),
             ("latency_p99=5pp", "pp (percentage points) is for"),
@@ -477,8 +514,8 @@ mod tests {
         let loss = metric("loss").unwrap();
         let lat = metric("latency_p99").unwrap();
         let rate = metric("rate").unwrap();
-        let pp = Tolerance::Points(0.1);
-        let rel = Tolerance::Relative(20.0);
+        let pp = Some(Tolerance::Points(0.1));
+        let rel = Some(Tolerance::Relative(20.0));
         assert_eq!(
             judge_change(loss, s(1.0, 1.0, 1.0, 1), s(1.0, 1.0, 1.0, 1), pp),
             ChangeVerdict::Same
@@ -492,7 +529,7 @@ mod tests {
                 loss,
                 s(1.0, 1.0, 1.0, 1),
                 s(1.1, 1.1, 1.1, 1),
-                Tolerance::Points(0.2)
+                Some(Tolerance::Points(0.2))
             ),
             ChangeVerdict::Within
         );
@@ -552,6 +589,13 @@ mod tests {
             judge_change(lat, None, s(1.0, 1.0, 1.0, 1), rel),
             ChangeVerdict::Missing
         );
+        // No tolerance: a worse value is shown, not judged; equal and better still say so.
+        let one = s(1.0, 1.0, 1.0, 1);
+        assert_eq!(
+            judge_change(lat, one, s(9.0, 9.0, 9.0, 1), None),
+            ChangeVerdict::Unjudged
+        );
+        assert_eq!(judge_change(lat, one, one, None), ChangeVerdict::Same);
     }
 
     #[test]

@@ -67,14 +67,7 @@ fn problems(s: &ScenarioResult) -> Vec<Problem> {
             out.push(Problem {
                 element: "failure",
                 kind: "regression",
-                message: format!(
-                    "{} regressed against the baseline: {} -> {} ({}; tolerance +{})",
-                    c.metric,
-                    super::compare::format_value(&c.unit, c.a),
-                    super::compare::format_value(&c.unit, c.b),
-                    super::compare::format_change(c),
-                    c.tolerance
-                ),
+                message: super::compare::describe_regression(c),
             });
         }
     }

@@ -406,7 +406,9 @@ fn scenario_verdict(s: &ScenarioResult) -> Verdict {
 pub fn summary_text(doc: &SuiteDocument) -> String {
     let mut t = String::new();
     use std::fmt::Write as _;
-    let _ = writeln!(t, "\nsuite {}: {} scenarios", doc.file, doc.scenarios.len());
+    let n = doc.scenarios.len();
+    let plural = if n == 1 { "" } else { "s" };
+    let _ = writeln!(t, "\nsuite {}: {n} scenario{plural}", doc.file);
     for s in &doc.scenarios {
         let verdict = if s.error.is_some() {
             "error"
@@ -440,13 +442,9 @@ fn suite_outcome(doc: &SuiteDocument, interrupted: bool) -> Outcome {
             .filter(|c| c.verdict == ChangeVerdict::Regressed)
         {
             failed.push(format!(
-                "scenario {}: {} regressed: {} -> {} ({}, tolerance +{})",
+                "scenario {}: {}",
                 s.name,
-                c.metric,
-                compare::format_value(&c.unit, c.a),
-                compare::format_value(&c.unit, c.b),
-                compare::format_change(c),
-                c.tolerance
+                compare::describe_regression(c)
             ));
         }
         if let Some(e) = &s.error {
@@ -551,12 +549,8 @@ pub fn compare_text(
             .filter(|c| c.verdict == ChangeVerdict::Regressed)
         {
             regressions.push(format!(
-                "scenario {name}: {} regressed: {} -> {} ({}, tolerance +{})",
-                c.metric,
-                compare::format_value(&c.unit, c.a),
-                compare::format_value(&c.unit, c.b),
-                compare::format_change(c),
-                c.tolerance
+                "scenario {name}: {}",
+                compare::describe_regression(c)
             ));
         }
     }
@@ -645,7 +639,7 @@ mod tests {
             unit: "pct".into(),
             a: spread(0.0),
             b: spread(5.0),
-            tolerance: compare::Tolerance::Points(0.1),
+            tolerance: Some(compare::Tolerance::Points(0.1)),
             verdict: ChangeVerdict::Regressed,
         });
         assert_eq!(scenario_verdict(&s), Verdict::Fail);

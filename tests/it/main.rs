@@ -14,3 +14,4 @@ mod proxy_limits;
 mod reports;
 mod sim;
 mod stats_numbers;
+mod suite;
