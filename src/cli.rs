@@ -95,7 +95,7 @@ pub enum Command {
     /// sender is silent for its --tmax between its Fin and its result request: keep
     /// --client-idle above it, or the request leaves from a new address.
     Proxy(ProxyArgs),
-    /// Draw a run's JSON report as an SVG chart, or runs against a baseline.
+    /// Draw a run's JSON report as an SVG chart, or a suite's scenarios (against a baseline).
     Plot(PlotArgs),
     /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
     #[command(
@@ -116,17 +116,19 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  udplab loopback --impair loss=1%,seed=7 --json run.json --loss-log loss.csv\n  udplab plot run.json -o run.svg --loss-log loss.csv\n  udplab plot pr.json --baseline main.json -o diff.svg\n\n\
+    after_help = "Examples:\n  udplab loopback --impair loss=1%,seed=7 --json run.json --loss-log loss.csv\n  udplab plot run.json -o run.svg --loss-log loss.csv\n  udplab plot pr.json --baseline main.json -o diff.svg\n  udplab plot suite.json --baseline main-suite.json -o diff.svg\n\n\
     A run plot shows the one-way latency by percentile (x: 1/(1 - p) on a log scale, labelled\n\
     0%, 90%, 99%, 99.9% ...), the payload rate sent and received, the lost datagrams and the\n\
-    RFC 3550 jitter per interval, and the lost sequence ranges. With --baseline: loss, latency\n\
-    p99, jitter and received rate, baseline and current side by side."
+    RFC 3550 jitter per interval, and the lost sequence ranges. A suite, or --baseline: per\n\
+    scenario loss, latency p99, jitter and received rate (median over the repeats, whiskers\n\
+    min..max), baseline and current side by side."
 )]
 pub struct PlotArgs {
-    /// The JSON report (`--json FILE` of send or loopback) to draw.
+    /// The JSON report to draw: a run (`send`/`loopback --json FILE`) or a suite (`suite --json
+    /// FILE`, drawn as its scenarios' key metrics).
     pub input: PathBuf,
-    /// An earlier report to compare with: draws each run's (or flow's) key metrics before and
-    /// after instead of the run's details.
+    /// An earlier run or suite JSON to compare with: draws each scenario's key metrics (a run
+    /// is one scenario), baseline beside current, instead of the run's details.
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
     /// Where the SVG goes, or `-` for stdout.
