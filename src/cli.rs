@@ -22,6 +22,7 @@ Examples:
   udplab loopback --count 200000 --pps 50000 --impair loss=5%,seed=1
   udplab proxy --listen 127.0.0.1:6000 --to 127.0.0.1:5210 --impair loss=1%,delay=20ms
   udplab loopback --count 10k --label commit=$GITHUB_SHA --label host=ci --json run.json
+  udplab send 192.0.2.7 --rate 50M --duration 20s --omit 2s   the first 2 s are warm-up
   udplab suite ci/udp.toml --junit report.xml --json suite.json --csv suite.csv
   udplab suite ci/udp.toml --baseline main.json --max-regression loss=+0.1pp,latency_p99=+20%
   udplab compare main.json pr.json                 side by side; exit 1 on a regression
@@ -357,6 +358,12 @@ pub struct SendArgs {
     /// `labels` object in the JSON and a `labels` column (`k=v;k2=v2`) in the CSV.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
     pub label: Vec<(String, String)>,
+    /// Warm-up left out of the statistics on both sides (like iperf3 -O), e.g. --omit 1s: the
+    /// datagrams the schedule sends in the first DUR are sent, but count in no loss, latency,
+    /// jitter, reordering or RTT figure; the report says how many. Needs a fixed schedule
+    /// (--pattern cbr or burst=N, paced).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub omit: Option<Duration>,
 }
 
 /// `--rate` is a bit rate or `max`.

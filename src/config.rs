@@ -171,6 +171,8 @@ pub struct SendConfig {
     pub hdr_log: Option<(PathBuf, HdrLog)>,
     /// `--label KEY=VALUE` tags carried into the reports (a later value of a key wins).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--omit`: the warm-up left out of the statistics (zero: none).
+    pub omit: Duration,
 }
 
 impl SendConfig {
@@ -298,6 +300,28 @@ impl SendConfig {
                 "--impair-log needs an --impair spec to log".into(),
             ));
         }
+        let omit = args.omit.unwrap_or(Duration::ZERO);
+        if !omit.is_zero() {
+            if rate == Rate::Max || args.pattern == Pattern::Poisson {
+                return Err(UsageError(
+                    "--omit needs a schedule fixed in advance, so both sides know which \
+                     datagrams are the warm-up: a paced --pattern cbr or burst=N"
+                        .into(),
+                ));
+            }
+            if duration.is_some_and(|d| omit >= d) {
+                return Err(UsageError(
+                    "--omit: the warm-up must be shorter than --duration".into(),
+                ));
+            }
+            if let (Some(count), Rate::Pps(pps)) = (args.count, rate)
+                && omit.as_secs_f64() * pps >= count as f64
+            {
+                return Err(UsageError(format!(
+                    "--omit: the warm-up would take all {count} datagrams of --count"
+                )));
+            }
+        }
         Ok(SendConfig {
             target: target.to_string(),
             addr,
@@ -330,6 +354,7 @@ impl SendConfig {
             key,
             hdr_log: args.hdr_log.clone().map(|p| (p, HdrLog::new())),
             labels: args.label.iter().cloned().collect(),
+            omit,
         })
     }
 
@@ -502,6 +527,19 @@ mod tests {
             (&["--send-mode", "warp"], "--send-mode warp"),
             (&["--flows", "0"], "--flows"),
             (&["--impair-log", "x.csv"], "--impair-log"),
+            (
+                &["--omit", "1s", "--rate", "max"],
+                "--omit needs a schedule",
+            ),
+            (
+                &["--omit", "1s", "--pattern", "poisson"],
+                "--omit needs a schedule",
+            ),
+            (&["--omit", "10s"], "shorter than --duration"),
+            (
+                &["--omit", "1s", "--pps", "100", "--count", "100"],
+                "all 100 datagrams",
+            ),
         ] {
             let e = send(args).expect_err(needle);
             assert!(e.0.contains(needle), "{args:?}: {}", e.0);

@@ -82,6 +82,9 @@ pub struct TestParams {
     pub loss_ranges: bool,
     /// The send pattern, for the receiver's report.
     pub pattern: HelloPattern,
+    /// Warm-up excluded from the statistics on both sides (`--omit`): the datagrams scheduled
+    /// in it, see [`TestParams::warmup_sequences`].
+    pub omit: Duration,
 }
 
 impl TestParams {
@@ -99,6 +102,7 @@ impl TestParams {
             rate_bps: self.rate_bps,
             pps_milli: self.pps_milli,
             cookie: 0,
+            omit_ns: u64::try_from(self.omit.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
@@ -114,7 +118,34 @@ impl TestParams {
             pps_milli: h.pps_milli,
             loss_ranges: h.loss_ranges,
             pattern: h.pattern,
+            omit: Duration::from_nanos(h.omit_ns),
         }
+    }
+
+    /// The sequences `0..B` of the warm-up (`--omit`): those the sender's schedule puts before
+    /// `omit` after its start, which both sides compute alike from the Hello (datagram k of a
+    /// cbr schedule leaves at k / pps, burst j of N at j·N / pps). Their arrivals, losses,
+    /// delays and echoes count in no statistic. 0 without omit, and for a schedule that is
+    /// not fixed in advance (poisson, unpaced), which the sender refuses with `--omit`. At
+    /// most `count` when the count is fixed.
+    pub fn warmup_sequences(&self) -> u64 {
+        let omit_ns = self.omit.as_nanos();
+        if omit_ns == 0 || self.pps_milli == 0 {
+            return 0;
+        }
+        // k leaves in the warm-up when k / pps < omit, i.e. k < omit·pps: B = ceil(omit·pps),
+        // in integers (omit in ns, pps in thousandths).
+        let scaled = omit_ns.saturating_mul(u128::from(self.pps_milli));
+        let per = 1_000_000_000_000u128;
+        let k = scaled.div_ceil(per);
+        let k = match self.pattern {
+            HelloPattern::Cbr => k,
+            // Burst j (N datagrams) leaves at j·N/pps: whole bursts in the warm-up.
+            HelloPattern::Burst(n) if n > 0 => k.div_ceil(u128::from(n)) * u128::from(n),
+            _ => return 0,
+        };
+        let k = u64::try_from(k).unwrap_or(u64::MAX);
+        if self.count > 0 { k.min(self.count) } else { k }
     }
 
     /// Why a receiver refuses these parameters, if it does: the reason and the limit it names.
@@ -678,6 +709,11 @@ struct RxSession {
     foreign_at_start: u64,
     /// Another test was running on the socket during this one: the drop count is shared.
     shared_socket: bool,
+    /// Sequences `0..warmup` are the `--omit` warm-up: not counted; the statistics see the
+    /// rest shifted down by `warmup`, as a test that started after it.
+    warmup: u64,
+    /// Warm-up datagrams that arrived (duplicates included), not counted.
+    omitted: u64,
     state: RxState,
     started: Instant,
     last_activity: Instant,
@@ -712,7 +748,13 @@ impl RxSession {
         let Some(stats) = self.stats.as_mut() else {
             return Vec::new();
         };
-        let ranges = stats.drain_loss_ranges();
+        // Back to the sender's sequence numbers (the statistics start after the warm-up).
+        let warmup = self.warmup;
+        let ranges: Vec<_> = stats
+            .drain_loss_ranges()
+            .into_iter()
+            .map(|r| r.start() + warmup..=r.end() + warmup)
+            .collect();
         if self.params.loss_ranges {
             for r in &ranges {
                 if self.loss_ranges.len() < MAX_CARRIED_LOSS_RANGES {
@@ -850,7 +892,11 @@ impl ReceiverServer {
                 }
             }
             let now_ns = session_ns(now, s.started);
-            stats.on_datagram(h.seq, h.send_ns, recv_ns, now_ns, buf.len());
+            if h.seq < s.warmup {
+                s.omitted += 1;
+            } else {
+                stats.on_datagram(h.seq - s.warmup, h.send_ns, recv_ns, now_ns, buf.len());
+            }
             s.last_activity = now;
             s.data_seen = true;
             if s.params.echo {
@@ -1131,6 +1177,8 @@ impl ReceiverServer {
                 data_seen: false,
                 foreign_at_start: self.foreign,
                 shared_socket: shared,
+                warmup: params.warmup_sequences(),
+                omitted: 0,
                 state: RxState::Running,
                 started: now,
                 last_activity: now,
@@ -1235,7 +1283,9 @@ impl ReceiverServer {
                 }
                 RxState::Draining { until, total_sent } if now >= until => {
                     if let Some(stats) = s.stats.as_mut() {
-                        stats.finish(total_sent, session_ns(now, s.started));
+                        // The statistics count from the end of the warm-up.
+                        let counted = total_sent.saturating_sub(s.warmup);
+                        stats.finish(counted, session_ns(now, s.started));
                     }
                     self.finish_session(now, id, false);
                     continue;
@@ -1399,6 +1449,9 @@ impl ReceiverServer {
                 .gate
                 .refused_by_allow
                 .map(|n| n - s.gate_at_start.refused_by_allow.unwrap_or(0)),
+            omit_s: s.params.omit.as_secs_f64(),
+            omitted_sequences: s.warmup,
+            omitted: s.omitted,
             stats,
         };
         let json = serde_json::to_vec(&ResultsEnvelope {
@@ -1600,6 +1653,7 @@ mod tests {
             pps_milli: 0,
             loss_ranges: false,
             pattern: HelloPattern::Cbr,
+            omit: Duration::ZERO,
         }
     }
 
@@ -1817,6 +1871,65 @@ mod tests {
             ..params()
         };
         assert_eq!(results_of(quiet, &[0, 1], 2, 0).echo_sent, 0);
+    }
+
+    #[test]
+    fn the_warm_up_is_left_out_of_every_statistic_and_counted_apart() {
+        // 1000 datagrams/s, 5 ms warm-up: sequences 0..5 are the warm-up.
+        let omitting = TestParams {
+            pps_milli: 1_000_000,
+            omit: Duration::from_millis(5),
+            loss_ranges: true,
+            ..params()
+        };
+        assert_eq!(omitting.warmup_sequences(), 5);
+        // 0, 2, 3 arrive (1 and 4 lost) in the warm-up; then 5, 6, 8, 9 of 5..10.
+        let r = results_of(omitting, &[0, 2, 3, 3, 5, 6, 8, 9], 10, 0);
+        assert_eq!(r.omitted_sequences, 5);
+        assert_eq!(r.omitted, 4, "warm-up arrivals, the duplicate too");
+        assert_eq!(r.stats.expected, 5);
+        assert_eq!(r.stats.received, 4);
+        assert_eq!(r.stats.lost, 1);
+        assert_eq!(
+            r.stats.duplicates, 0,
+            "the warm-up's duplicate is not counted"
+        );
+        assert_eq!(r.stats.loss_periods, 1);
+        // Ranges in the sender's numbering.
+        assert_eq!(r.loss_ranges, vec![[7, 7]]);
+        assert_eq!(r.omit_s, 0.005);
+    }
+
+    #[test]
+    fn warm_up_sequences_follow_the_schedule() {
+        let p = |pattern, pps_milli, omit_ms, count| TestParams {
+            pattern,
+            pps_milli,
+            omit: Duration::from_millis(omit_ms),
+            count,
+            ..params()
+        };
+        assert_eq!(p(HelloPattern::Cbr, 1_000_000, 0, 0).warmup_sequences(), 0);
+        // 2.5 datagrams/s for 1 s: sequences 0, 1 and 2 leave at 0, 0.4 and 0.8 s.
+        assert_eq!(p(HelloPattern::Cbr, 2_500, 1000, 0).warmup_sequences(), 3);
+        // Exactly on a deadline: sequence 10 leaves at 10 ms, after a 10 ms warm-up.
+        assert_eq!(
+            p(HelloPattern::Cbr, 1_000_000, 10, 0).warmup_sequences(),
+            10
+        );
+        // Bursts of 4 at 1000/s leave every 4 ms: bursts at 0, 4 and 8 ms are in a 10 ms one.
+        assert_eq!(
+            p(HelloPattern::Burst(4), 1_000_000, 10, 0).warmup_sequences(),
+            12
+        );
+        // Not fixed in advance: none.
+        assert_eq!(
+            p(HelloPattern::Poisson, 1_000_000, 10, 0).warmup_sequences(),
+            0
+        );
+        assert_eq!(p(HelloPattern::Unpaced, 0, 10, 0).warmup_sequences(), 0);
+        // Never more than the count.
+        assert_eq!(p(HelloPattern::Cbr, 1_000_000, 10, 7).warmup_sequences(), 7);
     }
 
     #[test]

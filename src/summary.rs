@@ -292,6 +292,16 @@ pub struct ReceiverReport {
     /// then the socket's count over this test's time, shared with them, not this test's own.
     #[serde(default)]
     pub rcvbuf_drops_shared: bool,
+    /// The `--omit` warm-up the sender asked for, seconds (0: none).
+    #[serde(default)]
+    pub omit_s: f64,
+    /// Sequences `0..omitted_sequences` were the warm-up: in no statistic (`stats.expected`
+    /// counts the rest).
+    #[serde(default)]
+    pub omitted_sequences: u64,
+    /// Warm-up datagrams that arrived (duplicates included), not counted.
+    #[serde(default)]
+    pub omitted: u64,
 }
 
 /// The sender's view of one test.
@@ -317,6 +327,13 @@ pub struct SenderReport {
     pub inter_departure: Option<LatencySummary>,
     /// Round-trip times from `--echo` replies.
     pub rtt: Option<LatencySummary>,
+    /// The `--omit` warm-up, seconds (0: none).
+    #[serde(default)]
+    pub omit_s: f64,
+    /// Datagrams sent in the warm-up (sequences `0..omitted_sequences`): in `sent`, but in no
+    /// statistic on either side.
+    #[serde(default)]
+    pub omitted_sequences: u64,
     pub echo_replies: u64,
     /// Datagrams the sender's own receive buffer dropped (SO_MEMINFO) with `--echo`: echo
     /// replies that reached this host but not udplab, so part of the return path's loss is

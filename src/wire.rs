@@ -78,6 +78,8 @@
 //! | 48     | 8    | `rate_bps`     | target rate, bit/s of UDP payload, 0 = unpaced         |
 //! | 56     | 8    | `pps_milli`    | target datagrams per second × 1000, 0 = unpaced        |
 //! | 64     | 8    | `cookie`       | 0 in the first Hello; then the cookie of the receiver's retry answer (v2) |
+//! | 72     | 24   | reserved       | zero (reliable-mode parameters)                        |
+//! | 96     | 8    | `omit_ns`      | warm-up excluded from the statistics (`--omit`), ns; the Hello is 104 bytes when it is not 0, else it ends at 72 (absent reads as 0) |
 //!
 //! The parser checks only the layout; whether the parameters are acceptable (for example
 //! `payload_size` between [`DATA_HEADER_LEN`] and [`MAX_PAYLOAD`]) is the receiver's decision,
@@ -159,6 +161,10 @@ pub const RESULT_CHUNK_HEADER_LEN: usize = 24;
 
 /// Length of a Hello: every answer to it (a HelloAck, or the other-version prefix) is shorter.
 pub const HELLO_LEN: usize = 72;
+/// Offset of a Hello's `omit_ns`, after the 24 bytes reserved for reliable-mode parameters.
+pub const HELLO_OMIT_OFFSET: usize = 96;
+/// Length of a Hello that carries `omit_ns`.
+pub const HELLO_OMIT_LEN: usize = HELLO_OMIT_OFFSET + 8;
 /// Length of a HelloAck.
 pub const HELLO_ACK_LEN: usize = 44;
 const FIN_LEN: usize = 40;
@@ -357,6 +363,9 @@ pub struct Hello {
     pub pps_milli: u64,
     /// 0 in a first Hello; then the cookie of the receiver's retry answer.
     pub cookie: u64,
+    /// Warm-up excluded from the statistics (`--omit`), ns; 0 = none. Sent only when not 0
+    /// (the Hello then grows to [`HELLO_OMIT_LEN`] bytes).
+    pub omit_ns: u64,
 }
 
 /// The receiver's answer to a Hello.
@@ -581,6 +590,12 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             rate_bps: be_u64(buf, 48),
             pps_milli: be_u64(buf, 56),
             cookie: be_u64(buf, 64),
+            // An appended field: absent in a shorter Hello (older sender, or no --omit).
+            omit_ns: if buf.len() >= HELLO_OMIT_LEN {
+                be_u64(buf, HELLO_OMIT_OFFSET)
+            } else {
+                0
+            },
         }),
         Kind::HelloAck => Message::HelloAck(HelloAck {
             session_id,
@@ -774,6 +789,8 @@ impl Message<'_> {
     /// If a ResultChunk's data is longer than 65535 bytes (its `len` field is 16 bits; chunks
     /// are meant to be [`RESULT_CHUNK_DATA`] bytes).
     pub fn emit(&self, out: &mut Vec<u8>) {
+        // Where this message starts: `out` may already hold earlier bytes.
+        let start = out.len();
         out.extend_from_slice(&prefix_word(self.kind()).to_be_bytes());
         out.extend_from_slice(&self.session_id().to_be_bytes());
         match self {
@@ -801,6 +818,10 @@ impl Message<'_> {
                     m.cookie,
                 ] {
                     out.extend_from_slice(&field.to_be_bytes());
+                }
+                if m.omit_ns != 0 {
+                    out.resize(start + HELLO_OMIT_OFFSET, 0);
+                    out.extend_from_slice(&m.omit_ns.to_be_bytes());
                 }
             }
             Message::HelloAck(m) => {
@@ -863,6 +884,7 @@ mod tests {
             rate_bps: 100_000_000,
             pps_milli: 8_928_571,
             cookie: 0x0102_0304_0506_0708,
+            omit_ns: 0,
         }
     }
 
@@ -1038,6 +1060,33 @@ mod tests {
                 _ => assert_eq!(parsed, msg),
             }
         }
+    }
+
+    #[test]
+    fn hello_appends_omit_only_when_set_and_reads_it_only_when_present() {
+        let plain = emitted(&Message::Hello(sample_hello()));
+        assert_eq!(plain.len(), HELLO_LEN);
+        let hello = Hello {
+            omit_ns: 500_000_000,
+            ..sample_hello()
+        };
+        // Emitted after other bytes: the offsets are the message's own.
+        let mut out = vec![0xAA; 3];
+        Message::Hello(hello).emit(&mut out);
+        let bytes = &out[3..];
+        assert_eq!(bytes.len(), HELLO_OMIT_LEN);
+        assert!(bytes[HELLO_LEN..HELLO_OMIT_OFFSET].iter().all(|&b| b == 0));
+        assert_eq!(parse(bytes), Ok(Message::Hello(hello)));
+        // Cut before the field: it reads as absent, the rest is intact.
+        assert_eq!(
+            parse(&bytes[..HELLO_OMIT_LEN - 1]),
+            Ok(Message::Hello(Hello {
+                omit_ns: 0,
+                ..hello
+            }))
+        );
+        // Every answer to the longer Hello is still smaller.
+        const { assert!(HELLO_ACK_LEN < HELLO_OMIT_LEN) };
     }
 
     #[test]
@@ -1297,9 +1346,10 @@ mod tests {
             any::<[bool; 2]>(),
             pattern,
             any::<[u64; 7]>(),
+            prop_oneof![Just(0u64), any::<u64>()],
         )
             .prop_map(
-                |(session_id, payload_size, [echo, loss_ranges], pattern, v)| Hello {
+                |(session_id, payload_size, [echo, loss_ranges], pattern, v, omit_ns)| Hello {
                     session_id,
                     payload_size,
                     echo,
@@ -1312,6 +1362,7 @@ mod tests {
                     rate_bps: v[4],
                     pps_milli: v[5],
                     cookie: v[6],
+                    omit_ns,
                 },
             )
     }
@@ -1401,7 +1452,12 @@ mod tests {
         #[test]
         fn fixed_messages_roundtrip(msg in arb_fixed_message()) {
             let bytes = emitted(&msg);
-            prop_assert_eq!(bytes.len(), msg.kind().min_len());
+            // A Hello grows by its appended field only when it carries an omit.
+            let expected_len = match msg {
+                Message::Hello(h) if h.omit_ns != 0 => HELLO_OMIT_LEN,
+                _ => msg.kind().min_len(),
+            };
+            prop_assert_eq!(bytes.len(), expected_len);
             prop_assert_eq!(parse(&bytes), Ok(msg));
             prop_assert_eq!(session_id_of(&bytes), Some(msg.session_id()));
         }

@@ -355,6 +355,21 @@ fn summary_table(report: &RunReport) -> Table {
         None,
         on_receiver(&|r| fmt_seconds(r.tmax_s)),
     );
+    // `--omit`: what the statistics above leave out, on each side.
+    t.row(
+        "warm-up omitted (--omit)",
+        sender
+            .filter(|s| s.omit_s > 0.0)
+            .map(|s| format!("{}: {} sent", fmt_seconds(s.omit_s), s.omitted_sequences)),
+        receiver.filter(|r| r.omit_s > 0.0).map(|r| {
+            format!(
+                "{}: {} sequences, {} arrived",
+                fmt_seconds(r.omit_s),
+                r.omitted_sequences,
+                r.omitted
+            )
+        }),
+    );
     t.row(
         "foreign datagrams",
         None,

@@ -333,6 +333,8 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             .iter()
             .filter_map(|s| s.impair_counters)
             .reduce(add_counters),
+        omit_s: senders[0].omit_s,
+        omitted_sequences: senders.iter().map(|s| s.omitted_sequences).sum(),
         ..SenderReport::default()
     });
     let receiver = (receivers.len() == flows.len() && !receivers.is_empty()).then(|| {
@@ -388,6 +390,9 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             // The socket's drops, given once (the largest flow's figure covers the others').
             rcvbuf_drops_shared: receivers.len() > 1
                 || receivers.iter().any(|r| r.rcvbuf_drops_shared),
+            omit_s: receivers[0].omit_s,
+            omitted_sequences: receivers.iter().map(|r| r.omitted_sequences).sum(),
+            omitted: receivers.iter().map(|r| r.omitted).sum(),
         }
     });
     RunReport {

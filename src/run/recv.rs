@@ -403,6 +403,7 @@ fn zero_params() -> TestParams {
         pps_milli: 0,
         loss_ranges: false,
         pattern: HelloPattern::Unknown,
+        omit: Duration::ZERO,
     }
 }
 

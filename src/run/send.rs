@@ -124,10 +124,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         // The receiver keeps its lost ranges for us only when there is a log to write.
         loss_ranges: cfg.outputs.loss_log.is_some(),
         pattern: hello_pattern(cfg),
+        omit: cfg.omit,
     };
     let mut ctl = SenderControl::new(session_id, params, time::now());
     let key = cfg.key.as_ref();
     let mut replies = Replies::new(session_id, cfg.key.clone());
+    // Echoes of warm-up datagrams (`--omit`) give no RTT sample, as the receiver counts none.
+    replies.warmup = params.warmup_sequences();
 
     // Handshake.
     loop {
@@ -412,6 +415,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         schedule_lateness: result.lateness.as_ref().and_then(LatencyHistogram::summary),
         inter_departure: result.gaps.summary(),
         rtt: rtt_total.summary(),
+        omit_s: cfg.omit.as_secs_f64(),
+        omitted_sequences: params.warmup_sequences().min(result.sent),
         echo_replies: replies.echoes,
         echo_rcvbuf_drops,
         control_sent: ctl.control_sent(),
@@ -606,6 +611,8 @@ struct Replies {
     /// RTT of the echoes received in the current interval.
     rtt: LatencyHistogram,
     echoes: u64,
+    /// Sequences `0..warmup` are the `--omit` warm-up: their echoes give no RTT sample.
+    warmup: u64,
     /// Every reply must carry this key's tag (`--key`).
     key: Option<Key>,
     /// Replies dropped because their tag did not verify.
@@ -620,6 +627,7 @@ impl Replies {
             batch: RecvBatch::new(32, 2048),
             rtt: LatencyHistogram::new(),
             echoes: 0,
+            warmup: 0,
             key,
             unauthenticated: 0,
         }
@@ -661,7 +669,9 @@ impl Replies {
                     // The kernel's arrival time: the RTT of the path, not of this thread's
                     // scheduling (it shares a core with the spinning send thread).
                     let arrival = meta.kernel_ts_ns.unwrap_or_else(time::wall_ns);
-                    self.rtt.record(arrival.saturating_sub(h.send_ns));
+                    if h.seq >= self.warmup {
+                        self.rtt.record(arrival.saturating_sub(h.send_ns));
+                    }
                     self.echoes += 1;
                 }
                 Some(_) => {}

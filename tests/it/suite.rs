@@ -156,11 +156,15 @@ fn the_example_suite_passes_with_valid_reports_and_a_regressed_copy_fails() {
     assert_eq!(labels["commit"], "abc123");
     assert_eq!(labels["path"], "emulated");
     assert_eq!(labels["scenario"], "impaired");
-    // The impairment is seeded: the same datagrams are lost on every machine.
+    // The impairment is seeded: the same datagrams are lost on every machine. Each drop is a
+    // counted loss or a warm-up datagram (`omit`) that never arrived.
     let impaired = &doc["scenarios"][1]["runs"][0];
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    let rx = &impaired["receiver"];
+    assert_eq!(n(&rx["omitted_sequences"]), 400);
     assert_eq!(
-        impaired["sender"]["impair_counters"]["dropped"],
-        impaired["receiver"]["stats"]["lost"]
+        n(&impaired["sender"]["impair_counters"]["dropped"]),
+        n(&rx["stats"]["lost"]) + 400 - n(&rx["omitted"])
     );
 
     let csv_text = std::fs::read_to_string(&csv).unwrap();
@@ -501,5 +505,63 @@ fn send_scenarios_reach_a_receiver_and_one_that_cannot_run_is_a_junit_error() {
     assert_eq!(
         (cases[1].1[0].0.as_str(), cases[1].1[0].1.as_str()),
         ("error", "setup")
+    );
+}
+
+#[test]
+fn omit_leaves_the_warm_up_out_of_both_sides_statistics_exactly() {
+    let _net = network_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("omit.json");
+    // 1000 datagrams/s, 200 ms warm-up: sequences 0..200 of 600. The seeded impairment loses
+    // datagrams in the warm-up and after it; only the latter may count.
+    let out = run_bounded(
+        &[
+            "loopback",
+            "--count",
+            "600",
+            "--pps",
+            "1000",
+            "--omit",
+            "200ms",
+            "--tmax",
+            "200ms",
+            "--impair",
+            "loss=5%,seed=11",
+            "--echo",
+            "-q",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("warm-up omitted (--omit)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let run = &doc["total"];
+    let (sender, receiver) = (&run["sender"], &run["receiver"]);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert_eq!(n(&sender["sent"]), 600);
+    assert_eq!(n(&sender["omitted_sequences"]), 200);
+    assert_eq!(n(&receiver["omitted_sequences"]), 200);
+    assert_eq!(receiver["omit_s"], 0.2);
+    let stats = &receiver["stats"];
+    assert_eq!(n(&stats["expected"]), 400);
+    assert_eq!(n(&stats["received"]) + n(&stats["lost"]), 400);
+    // Every impairment drop is either a counted loss or a warm-up datagram that never came.
+    let dropped = n(&sender["impair_counters"]["dropped"]);
+    let warmup_dropped = 200 - n(&receiver["omitted"]);
+    assert!(warmup_dropped > 0, "the seed drops some warm-up datagrams");
+    assert_eq!(n(&stats["lost"]) + warmup_dropped, dropped);
+    // RTT samples only after the warm-up: one per counted arrival's echo (loopback loses none).
+    assert_eq!(n(&sender["rtt"]["count"]), n(&stats["received"]));
+    assert_eq!(
+        n(&sender["echo_replies"]),
+        n(&stats["received"]) + n(&receiver["omitted"])
     );
 }
