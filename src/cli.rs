@@ -99,6 +99,16 @@ pub enum Command {
     /// sender is silent for its --tmax between its Fin and its result request: keep
     /// --client-idle above it, or the request leaves from a new address.
     Proxy(ProxyArgs),
+    /// Draw a run's JSON report as an SVG chart, or a suite's scenarios (against a baseline).
+    Plot(PlotArgs),
+    /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  udplab completions bash > /etc/bash_completion.d/udplab\n  udplab completions zsh > \"${fpath[1]}/_udplab\"\n  udplab completions fish > ~/.config/fish/completions/udplab.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout.
+    #[command(after_help = "Example:\n  udplab man > udplab.1 && man ./udplab.1")]
+    Man,
     /// Run the named scenarios of a suite file (TOML) one after another, each a loopback test
     /// or a `send` with any of their options, and judge each against its thresholds (and a
     /// baseline): JUnit, JSON and CSV reports for CI.
@@ -106,6 +116,71 @@ pub enum Command {
     /// Compare two runs or two suites (their JSON reports) metric by metric: a side-by-side
     /// table, exit 1 when B regressed beyond the tolerances.
     Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  udplab loopback --impair loss=1%,seed=7 --json run.json --loss-log loss.csv\n  udplab plot run.json -o run.svg --loss-log loss.csv\n  udplab plot pr.json --baseline main.json -o diff.svg\n  udplab plot suite.json --baseline main-suite.json -o diff.svg\n\n\
+    A run plot shows the one-way latency by percentile (x: 1/(1 - p) on a log scale, labelled\n\
+    0%, 90%, 99%, 99.9% ...), the payload rate sent and received, the lost datagrams and the\n\
+    RFC 3550 jitter per interval, and the lost sequence ranges. A suite, or --baseline: per\n\
+    scenario loss, latency p99, jitter and received rate (median over the repeats, whiskers\n\
+    min..max), baseline and current side by side."
+)]
+pub struct PlotArgs {
+    /// The JSON report to draw: a run (`send`/`loopback --json FILE`) or a suite (`suite --json
+    /// FILE`, drawn as its scenarios' key metrics).
+    pub input: PathBuf,
+    /// An earlier run or suite JSON to compare with: draws each scenario's key metrics (a run
+    /// is one scenario), baseline beside current, instead of the run's details.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Where the SVG goes, or `-` for stdout.
+    #[arg(long, short = 'o', default_value = "-", value_name = "FILE|-")]
+    pub output: PathBuf,
+    /// Which flow of a `--flows N` report to draw (counted from 0).
+    #[arg(long, default_value = "0", value_parser = parse_whole)]
+    pub flow: usize,
+    /// The run's `--loss-log` CSV: its lost sequence ranges draw the loss pattern (the JSON
+    /// report does not repeat them).
+    #[arg(long, value_name = "FILE")]
+    pub loss_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
+}
+
+/// Writes the completion script of `shell` for the whole command line.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "udplab", out);
+}
+
+/// Writes the manual page (roff): udplab(1), then each subcommand's description and options
+/// (clap_mangen's page alone lists the subcommands without their options).
+pub fn write_man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command.clone()).render(out)?;
+    for sub in command.get_subcommands() {
+        let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
+        writeln!(out, ".SH \"UDPLAB {}\"", sub.get_name().to_uppercase())?;
+        writeln!(out, "{}", roff_escape(&about))?;
+        clap_mangen::Man::new(sub.clone()).render_options_section(out)?;
+    }
+    Ok(())
+}
+
+/// Text safe on a roff line: a leading dot or quote would read as a request, a backslash as
+/// an escape.
+fn roff_escape(text: &str) -> String {
+    let text = text.replace('\\', "\\e");
+    match text.chars().next() {
+        Some('.' | '\'') => format!("\\&{text}"),
+        _ => text,
+    }
 }
 
 #[derive(Debug, Args)]
@@ -349,6 +424,12 @@ pub struct SendArgs {
     pub thresholds: ThresholdArgs,
     #[command(flatten)]
     pub reports: ReportArgs,
+    /// Write the one-way latency (tag `latency`; from `loopback`, whose receiver is in this
+    /// process) and RTT (tag `rtt`, with --echo) histograms of every interval to FILE in
+    /// HdrHistogram's interval-log format, for HistogramLogAnalyzer or hdr-plot. Values in ns.
+    /// Example: udplab loopback --echo --hdr-log run.hlog
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
     /// Tag the report with KEY=VALUE (repeat for several), e.g. --label commit=3f2a9c1: a
     /// `labels` object in the JSON and a `labels` column (`k=v;k2=v2`) in the CSV.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]

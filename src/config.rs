@@ -15,6 +15,7 @@ use crate::error::UsageError;
 use crate::impair::ImpairSpec;
 use crate::net::SendMode;
 use crate::pacing::Pattern;
+use crate::report::hdrlog::HdrLog;
 use crate::summary::IntervalRow;
 use crate::wire;
 
@@ -179,6 +180,8 @@ pub struct SendConfig {
     pub bind: Option<SocketAddr>,
     /// Toward a group: the outgoing interface (`--iface`).
     pub iface: Option<crate::net::multicast::Iface>,
+    /// `--hdr-log FILE`: the interval histograms being collected, written to FILE at the end.
+    pub hdr_log: Option<(PathBuf, HdrLog)>,
     /// `--label KEY=VALUE` tags carried into the reports (a later value of a key wins).
     pub labels: std::collections::BTreeMap<String, String>,
     /// `--omit`: the warm-up left out of the statistics (zero: none).
@@ -295,9 +298,21 @@ impl SendConfig {
                 .map_err(|e| UsageError(format!("--cpu {list}: {e}")))?,
         };
         let impair = args.impair.filter(|s| !s.is_noop());
+        if args.hdr_log.is_some() && args.flows > 1 {
+            return Err(UsageError(
+                "--hdr-log logs one flow's histograms: use it without --flows".into(),
+            ));
+        }
         if args.impair_log.is_some() && args.flows > 1 {
             return Err(UsageError(
                 "--impair-log logs one flow's fates: use it without --flows".into(),
+            ));
+        }
+        if args.reverse && args.hdr_log.is_some() {
+            return Err(UsageError(
+                "--hdr-log with -R/--reverse: the reverse measurement does not export its \
+                 interval histograms yet; the JSON report has the latency summary"
+                    .into(),
             ));
         }
         if args.reverse {
@@ -401,6 +416,7 @@ impl SendConfig {
             df: args.df,
             bind: None,
             iface: args.iface,
+            hdr_log: args.hdr_log.clone().map(|p| (p, HdrLog::new())),
             labels: args.label.iter().cloned().collect(),
             omit,
         })
@@ -490,6 +506,9 @@ pub struct RecvConfig {
     pub max_reverse_bps: u64,
     /// The TOS / traffic-class byte of this receiver's replies (`--tos`/`--dscp`).
     pub tos: Option<u8>,
+    /// Where each interval's one-way latency histogram goes (the loopback receiver, sharing
+    /// the sender's `--hdr-log`).
+    pub hdr_log: Option<HdrLog>,
 }
 
 impl RecvConfig {
@@ -527,6 +546,7 @@ impl RecvConfig {
             },
             max_reverse_bps: args.max_reverse_rate,
             tos: marking_tos(args.dscp, args.tos),
+            hdr_log: None,
         })
     }
 }

@@ -69,6 +69,14 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
             if let Some(bind) = &cmd.bind {
                 cfg.set_bind(bind)?;
             }
+            if cfg.hdr_log.is_some() && !cfg.echo {
+                return Err(UsageError(
+                    "send --hdr-log logs the RTT histograms, which need --echo (one-way latency \
+                     is the receiver's; `loopback --hdr-log` logs both)"
+                        .into(),
+                )
+                .into());
+            }
             let checked = run::check_outputs(&cfg.outputs, &logs(&cfg))?;
             let result = if cfg.flows > 1 {
                 run::flows::run(&cfg, stop)
@@ -152,6 +160,22 @@ fn dispatch(command: Command, stop: &Stop) -> anyhow::Result<Outcome> {
                 Outcome::Passed
             })
         }
+        Command::Plot(args) => {
+            run::plot::run(&args)?;
+            Ok(Outcome::Passed)
+        }
+        Command::Completions(args) => {
+            let mut out = run::Stdout;
+            udplab::cli::write_completions(args.shell, &mut out);
+            out.flush()?;
+            Ok(Outcome::Passed)
+        }
+        Command::Man => {
+            let mut out = run::Stdout;
+            udplab::cli::write_man(&mut out)?;
+            out.flush()?;
+            Ok(Outcome::Passed)
+        }
         Command::Suite(args) => udplab::suite::run_suite(&args, stop),
         Command::Compare(args) => udplab::suite::compare_files(&args),
     }
@@ -174,12 +198,18 @@ fn serve(cfg: RecvConfig, stop: &Stop) -> anyhow::Result<Outcome> {
 
 /// The log files a sender writes besides the report outputs.
 fn logs(cfg: &SendConfig) -> Vec<&Path> {
-    cfg.impair_log.as_deref().into_iter().collect()
+    let hdr_log = cfg.hdr_log.as_ref().map(|(path, _)| path.as_path());
+    cfg.impair_log
+        .as_deref()
+        .into_iter()
+        .chain(hdr_log)
+        .collect()
 }
 
 /// Judges the thresholds (so the files carry the verdict), then writes the report.
 fn finish_send(mut report: udplab::summary::RunReport, cfg: &SendConfig) -> Outcome {
     let outcome = judge(&mut report, &cfg.thresholds);
     write_outputs(&report, &cfg.outputs, false);
+    run::send::write_hdr_log(cfg);
     outcome
 }

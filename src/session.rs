@@ -803,6 +803,16 @@ pub enum ServerEvent {
     /// Stop sending a reverse test's Data at once (its peer aborted or went silent for
     /// [`PEER_SILENCE_TIMEOUT`]); its totals still go to `reverse_done`.
     StopSending { session_id: u32 },
+    /// The one-way latency histogram of an interval, as it closes (only after
+    /// `ReceiverServer::export_latency_histograms`; negative delays count as 0). Every datagram
+    /// counted in the test's latency is in exactly one of them.
+    IntervalLatency {
+        session_id: u32,
+        /// The interval, seconds since the test start.
+        start_s: f64,
+        end_s: f64,
+        histogram: Box<hdrhistogram::Histogram<u64>>,
+    },
     /// A test ended (normally, by the peer's Abort, by silence, or by `interrupt_all`).
     Finished {
         session_id: u32,
@@ -991,6 +1001,8 @@ pub struct ReceiverServer {
     /// Group member: multicast announcements refused for want of room (`--max-sessions`,
     /// `--max-memory`) or for bad parameters; each repeat counts.
     announcements_refused: u64,
+    /// Whether closing intervals emit `ServerEvent::IntervalLatency` (`--hdr-log`).
+    export_latency: bool,
 }
 
 impl ReceiverServer {
@@ -1015,6 +1027,7 @@ impl ReceiverServer {
             refused: 0,
             implausible: 0,
             announcements_refused: 0,
+            export_latency: false,
         }
     }
 
@@ -1653,6 +1666,12 @@ impl ReceiverServer {
         self.gate = totals;
     }
 
+    /// Emit each closing interval's one-way latency histogram as
+    /// `ServerEvent::IntervalLatency` (for an HdrHistogram interval log).
+    pub fn export_latency_histograms(&mut self, export: bool) {
+        self.export_latency = export;
+    }
+
     /// Latest cumulative receive-queue drop counter of the socket (SO_RXQ_OVFL), if known.
     pub fn set_rxq_dropped(&mut self, total: Option<u64>) {
         if total.is_some() {
@@ -1729,7 +1748,8 @@ impl ReceiverServer {
             while now >= s.next_interval {
                 let secs = s.params.interval.as_secs_f64();
                 let start_s = s.interval_index as f64 * secs;
-                Self::close_row(s, now, start_s + secs);
+                let export = self.export_latency.then_some((id, &mut self.events));
+                Self::close_row(s, now, start_s + secs, export);
                 s.next_interval += s.params.interval;
             }
             Self::publish_rows(s, id, &mut self.events);
@@ -1746,9 +1766,23 @@ impl ReceiverServer {
     }
 
     /// Closes the open interval row at `now`; it ends at `end_s` (s since the test start).
-    fn close_row(s: &mut RxSession, now: Instant, end_s: f64) {
+    /// With `export`, the row's latency histogram goes out as an event of that session.
+    fn close_row(
+        s: &mut RxSession,
+        now: Instant,
+        end_s: f64,
+        export: Option<(u32, &mut VecDeque<ServerEvent>)>,
+    ) {
         let start_s = s.interval_index as f64 * s.params.interval.as_secs_f64();
         if let Some(stats) = s.stats.as_mut() {
+            if let Some((session_id, events)) = export {
+                events.push_back(ServerEvent::IntervalLatency {
+                    session_id,
+                    start_s,
+                    end_s,
+                    histogram: Box::new(stats.interval_latency_hdr()),
+                });
+            }
             stats.close_interval(session_ns(now, s.started));
         }
         s.row_spans.push_back((start_s, end_s));
@@ -1795,7 +1829,8 @@ impl ReceiverServer {
         let elapsed = now.saturating_duration_since(s.started).as_secs_f64();
         let start_s = s.interval_index as f64 * s.params.interval.as_secs_f64();
         if elapsed > start_s {
-            Self::close_row(s, now, elapsed);
+            let export = self.export_latency.then_some((id, &mut self.events));
+            Self::close_row(s, now, elapsed, export);
         }
         Self::publish_rows(s, id, &mut self.events);
         if s.records_loss_ranges(self.cfg.record_loss_ranges) {

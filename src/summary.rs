@@ -155,6 +155,35 @@ pub struct ReceiverStatsSummary {
     /// accepted + 1 s) + burst size) + 4096): counted here only, never moving the window.
     #[serde(default)]
     pub implausible: u64,
+    /// One-way delay at the percentiles of `percentile_ladder()` (run summaries only, empty in
+    /// interval rows): what a percentile plot (`udplab plot`) draws. Ladder entries beyond the
+    /// resolution of the sample (1 − p < 1 / count) are left out; the last point is 100 %, the
+    /// maximum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_percentiles: Vec<PercentilePoint>,
+}
+
+/// Steps of `percentile_ladder` per decade of 1/(1 − p).
+pub const LADDER_STEPS_PER_DECADE: u32 = 5;
+/// Decades of 1/(1 − p) `percentile_ladder` spans: up to 99.9999 %.
+pub const LADDER_DECADES: u32 = 6;
+
+/// The percentiles (0–100) of `latency_percentiles`, ascending: p = 1 − 10^(−k/5) for
+/// k = 0..=30, i.e. five per decade of 1/(1 − p) from 0 % to 99.9999 %, evenly spaced on the
+/// log axis of an HdrHistogram percentile plot (90 %, 99 %, 99.9 % ... are exact steps).
+pub fn percentile_ladder() -> impl Iterator<Item = f64> {
+    (0..=LADDER_STEPS_PER_DECADE * LADDER_DECADES).map(|k| {
+        let tail = 10f64.powf(-f64::from(k) / f64::from(LADDER_STEPS_PER_DECADE));
+        100.0 * (1.0 - tail)
+    })
+}
+
+/// One point of a percentile distribution: the value at or below which `percentile` % of the
+/// samples lie (HdrHistogram's rank rule, clamped into the exact minimum and maximum).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PercentilePoint {
+    pub percentile: f64,
+    pub value_ns: i64,
 }
 
 impl ReceiverStatsSummary {

@@ -6,8 +6,11 @@
 //! two outputs can never disagree.
 
 pub mod csv;
+pub mod hdrlog;
 pub mod human;
 pub mod json;
+pub mod plot;
+pub mod svg;
 
 pub use self::csv::{
     CsvError, Header, INTERVAL_COLUMNS, LOSS_LOG_HEADER, SUMMARY_COLUMNS, append_interval_csv,
@@ -138,6 +141,7 @@ pub(crate) mod fixtures {
             first_recv_ns: Some(1_000_000_000),
             last_recv_ns: Some(11_000_000_000),
             implausible: 0,
+            latency_percentiles: Vec::new(),
         }
     }
 

@@ -83,6 +83,7 @@ pub fn with_receiver<T>(
         max_reverse_bps: u64::MAX,
         // Echoes carry the sender's marking, as a receiver given the same --dscp would.
         tos: cfg.tos,
+        hdr_log: cfg.hdr_log.as_ref().map(|(_, log)| log.clone()),
     };
     let receiver = Receiver::bind(rcfg)?;
     let addr = receiver.local_addr();

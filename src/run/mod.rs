@@ -6,6 +6,7 @@
 
 pub mod flows;
 pub mod loopback;
+pub mod plot;
 pub mod proxy;
 pub mod recv;
 pub mod reverse;

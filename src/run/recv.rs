@@ -154,6 +154,7 @@ impl Receiver {
         }
         let mut announcements_refused = 0;
         let mut batch = RecvBatch::new(64, 65536);
+        server.export_latency_histograms(cfg.hdr_log.is_some());
         // The kernel reports the overflow counter only once it is non-zero: start from 0.
         if bound.rxq_overflow {
             server.set_rxq_dropped(Some(0));
@@ -375,6 +376,17 @@ impl Receiver {
                             crate::run::warn(&format!(
                                 "--intervals-json: {e}: no more interval lines are streamed"
                             ));
+                        }
+                    }
+                    ServerEvent::IntervalLatency {
+                        start_s,
+                        end_s,
+                        histogram,
+                        ..
+                    } => {
+                        if let Some(log) = &cfg.hdr_log {
+                            let tag = report::hdrlog::LATENCY_TAG;
+                            log.record(tag, start_s, end_s - start_s, &histogram);
                         }
                     }
                     ServerEvent::Lost { session_id, ranges } => {

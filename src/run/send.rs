@@ -116,6 +116,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         return crate::run::reverse::run(cfg, stop);
     }
     let started_wall = time::wall_ns();
+    if let Some((_, log)) = &cfg.hdr_log {
+        log.set_start(started_wall);
+    }
     let bound = net::bind(
         cfg.bind.unwrap_or_else(|| net::unspecified_for(&cfg.addr)),
         &SocketOptions {
@@ -281,6 +284,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         }
         let now = time::now();
         if now >= next_tick {
+            let start_s =
+                (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64();
+            log_rtt(cfg, start_s, cfg.interval.as_secs_f64(), &replies.rtt);
             let row = sender_row(
                 &live,
                 &mut prev,
@@ -317,6 +323,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let elapsed = time::now().saturating_duration_since(start).as_secs_f64();
     let start_s = (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64();
     if elapsed > start_s + 1e-3 && live.sent.load(Ordering::Relaxed) > prev.0 {
+        log_rtt(cfg, start_s, elapsed - start_s, &replies.rtt);
         let row = sender_row(
             &live,
             &mut prev,
@@ -380,6 +387,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             }
             ctl.handle_timeout(time::now());
         }
+    }
+    // Echoes that came after the last interval row: their own log interval, so the log's
+    // counts add up to the report's.
+    if !replies.rtt.is_empty() {
+        let last_end = intervals.last().map_or(0.0, |r| r.end_s).max(start_s);
+        let now_s = time::now().saturating_duration_since(start).as_secs_f64();
+        log_rtt(cfg, last_end, (now_s - last_end).max(0.0), &replies.rtt);
     }
     rtt_total.add(&replies.rtt);
     // Echo replies our own receive buffer dropped: return-path loss that is this host's.
@@ -580,6 +594,39 @@ pub(crate) fn handshake(
             Err(e) => return Err(SetupError(format!("{}: {e}", cfg.target)).into()),
         }
         ctl.handle_timeout(time::now());
+    }
+}
+
+/// Records one interval's RTT histogram in the `--hdr-log`, when there is one and `--echo`
+/// gives RTTs.
+fn log_rtt(cfg: &SendConfig, start_s: f64, secs: f64, rtt: &LatencyHistogram) {
+    if let Some((_, log)) = cfg.hdr_log.as_ref().filter(|_| cfg.echo) {
+        log.record(
+            report::hdrlog::RTT_TAG,
+            start_s,
+            secs,
+            &rtt.to_hdrhistogram(),
+        );
+    }
+}
+
+/// Writes the `--hdr-log` collected during the run (after the loopback receiver has ended, so
+/// its last interval is in). A failed write is recorded for the exit code.
+pub fn write_hdr_log(cfg: &SendConfig) {
+    let Some((path, log)) = &cfg.hdr_log else {
+        return;
+    };
+    if log.not_kept() > 0 {
+        crate::run::warn(&format!(
+            "--hdr-log: {} interval histograms beyond the first {} per tag were not logged",
+            log.not_kept(),
+            report::hdrlog::MAX_LOGGED_PER_TAG
+        ));
+    }
+    let mut bytes = Vec::new();
+    match log.write(&mut bytes) {
+        Ok(()) => crate::run::write_file(path, &bytes, false),
+        Err(e) => crate::run::record_output_failure(&path.display().to_string(), e),
     }
 }
 

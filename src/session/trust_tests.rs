@@ -864,6 +864,7 @@ impl ReceiverServer {
                 ServerEvent::Started { .. } => "started",
                 ServerEvent::Interval { .. } => "interval",
                 ServerEvent::Lost { .. } => "lost",
+                ServerEvent::IntervalLatency { .. } => "interval-latency",
                 ServerEvent::Finished { .. } => "finished",
                 ServerEvent::StartSending { .. } => "start sending",
                 ServerEvent::StopSending { .. } => "stop sending",
@@ -1170,4 +1171,54 @@ proptest! {
             while ctl.poll_event().is_some() {}
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interval latency histograms (`--hdr-log`): every counted delay in exactly one of them.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn exported_interval_latency_histograms_add_up_to_the_reports_latency() {
+    let mut clock = ManualClock::new(1_000_000_000);
+    let mut srv = server(1);
+    srv.export_latency_histograms(true);
+    let mut ctl = accepted(&clock, &mut srv, 0x31, params());
+    let mut echo = [0u8; wire::DATA_HEADER_LEN];
+    // Three 1 s intervals with 10 datagrams each, then 10 more in the last, partial one.
+    for second in 0..3u64 {
+        for seq in second * 10..second * 10 + 10 {
+            let d = data(ctl.session_id(), seq);
+            srv.handle_datagram(clock.now(), clock.wall_ns(), addr(PEER), &d, &mut echo);
+        }
+        clock.advance(Duration::from_secs(1));
+        srv.handle_timeout(clock.now());
+    }
+    let report = finish_test(&mut clock, &mut srv, &mut ctl, 30..40);
+    let mut spans = Vec::new();
+    let mut logged = 0;
+    while let Some(event) = srv.poll_event() {
+        if let ServerEvent::IntervalLatency {
+            session_id,
+            start_s,
+            end_s,
+            histogram,
+        } = event
+        {
+            assert_eq!(session_id, 0x31);
+            spans.push((start_s, end_s));
+            logged += histogram.len();
+        }
+    }
+    assert_eq!(report.stats.latency.unwrap().count, 40);
+    assert_eq!(logged, 40, "every delay in exactly one interval histogram");
+    assert_eq!(&spans[..3], [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]);
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0 + 1e-9),
+        "{spans:?}"
+    );
+    // Without the export, no such events.
+    let mut quiet = server(1);
+    let mut ctl = accepted(&clock, &mut quiet, 0x32, params());
+    finish_test(&mut clock, &mut quiet, &mut ctl, 0..5);
+    assert!(!quiet.poll_event_kinds().contains(&"interval-latency"));
 }

@@ -15,7 +15,9 @@
 
 use hdrhistogram::Histogram;
 
-use crate::summary::{LatencySummary, SignedLatencySummary, SignedSummary};
+use crate::summary::{
+    LatencySummary, PercentilePoint, SignedLatencySummary, SignedSummary, percentile_ladder,
+};
 
 /// Highest recordable value: 100 s in nanoseconds. Larger values are clamped to it.
 pub const HISTOGRAM_MAX_NS: u64 = 100_000_000_000;
@@ -342,6 +344,46 @@ impl SignedHistogram {
         }
     }
 
+    /// The distribution at each percentile of `percentile_ladder()` the sample resolves
+    /// (1 − p ≥ 1 / count), then 100 % at the exact maximum: a percentile plot's points.
+    /// Empty when nothing was recorded.
+    pub fn percentile_points(&self) -> Vec<PercentilePoint> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let (non_negative, negative) = self.split_hdr();
+        let at_quantile = self.quantile_fn(&non_negative, &negative);
+        // The tolerance keeps 99.9 % (computed as 100 · (1 − 10^−3)) in for 1000 samples.
+        let resolved = |p: &f64| (100.0 - p) / 100.0 * self.total as f64 >= 1.0 - 1e-9;
+        let mut points: Vec<PercentilePoint> = percentile_ladder()
+            .take_while(resolved)
+            .map(|percentile| PercentilePoint {
+                percentile,
+                value_ns: if percentile == 0.0 {
+                    self.min
+                } else {
+                    at_quantile(percentile / 100.0).clamp(self.min, self.max)
+                },
+            })
+            .collect();
+        points.push(PercentilePoint {
+            percentile: 100.0,
+            value_ns: self.max,
+        });
+        points
+    }
+
+    /// The recorded values as one `hdrhistogram::Histogram` (HdrHistogram's tools take no
+    /// negative values): a negative one-way delay, from clocks out of sync, counts as 0, so the
+    /// count stays the run's.
+    pub fn to_non_negative_hdrhistogram(&self) -> Histogram<u64> {
+        let (mut hist, negative) = self.split_hdr();
+        if !negative.is_empty() {
+            hist.saturating_record_n(0, negative.len());
+        }
+        hist
+    }
+
     /// (values >= 0, magnitudes of negative values) as HdrHistograms.
     fn split_hdr(&self) -> (Histogram<u64>, Histogram<u64>) {
         let (non_negative, negative) = self.counts.split_at(layout::LEN);
@@ -417,6 +459,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn percentile_points_follow_the_ladder_up_to_what_the_sample_resolves() {
+        let mut h = SignedHistogram::new();
+        // 1..=1000 µs: the value at p is p·1000 µs (within HdrHistogram's 0.1 %).
+        for us in 1..=1000i64 {
+            h.record(us * 1000);
+        }
+        let points = h.percentile_points();
+        // 1000 samples resolve 1 − p ≥ 0.001: k = 0..=15 of the ladder (0 % .. 99.9 %), then max.
+        assert_eq!(points.len(), 17);
+        assert_eq!(points[0].percentile, 0.0);
+        assert_eq!(points[0].value_ns, 1000, "0 % is the exact minimum");
+        assert!((points[5].percentile - 90.0).abs() < 1e-9);
+        assert!(
+            (points[5].value_ns - 900_000).abs() <= 900,
+            "{:?}",
+            points[5]
+        );
+        assert!((points[10].percentile - 99.0).abs() < 1e-9);
+        assert!(
+            (points[10].value_ns - 990_000).abs() <= 990,
+            "{:?}",
+            points[10]
+        );
+        assert!((points[15].percentile - 99.9).abs() < 1e-9);
+        assert_eq!(points[16].percentile, 100.0);
+        assert_eq!(points[16].value_ns, 1_000_000, "100 % is the exact maximum");
+        assert!(points.windows(2).all(|w| w[0].percentile < w[1].percentile));
+        assert!(points.windows(2).all(|w| w[0].value_ns <= w[1].value_ns));
+        assert!(SignedHistogram::new().percentile_points().is_empty());
+    }
+
+    #[test]
+    fn negative_delays_count_as_zero_in_the_exported_histogram() {
+        let mut h = SignedHistogram::new();
+        for v in [-5_000, -1, 0, 7, 1_000_000] {
+            h.record(v);
+        }
+        let hdr = h.to_non_negative_hdrhistogram();
+        assert_eq!(hdr.len(), 5);
+        assert_eq!(hdr.count_at(0), 3);
+        assert_eq!(hdr.count_at(7), 1);
+        assert!(hdr.max() >= 1_000_000 && hdr.max() <= 1_001_000);
+    }
     #[test]
     fn layout_matches_hdrhistogram() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);

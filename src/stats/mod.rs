@@ -323,6 +323,12 @@ impl ReceiverStats {
         self.interval_ipdv.reset();
     }
 
+    /// The open interval's one-way latency as an `hdrhistogram::Histogram` (what
+    /// `close_interval` is about to close; negative delays count as 0).
+    pub fn interval_latency_hdr(&self) -> hdrhistogram::Histogram<u64> {
+        self.interval_latency.to_non_negative_hdrhistogram()
+    }
+
     /// The oldest closed interval row whose figures are final, in order: every datagram sent
     /// in it has been received or declared lost (always, after `finish`). Its `lost`,
     /// `loss_periods` and `loss_period_max` count the datagrams *sent* in it (a loss period in
@@ -389,6 +395,7 @@ impl ReceiverStats {
         }
         let mut summary = self.build_summary(&tally, &latency, &ipdv, expected);
         summary.implausible = self.implausible_closed + self.implausible_interval;
+        summary.latency_percentiles = latency.percentile_points();
         summary
     }
 
@@ -425,6 +432,7 @@ impl ReceiverStats {
             negative_delays: a.negative_delays,
             first_recv_ns: counted.then_some(a.first_recv_ns),
             last_recv_ns: counted.then_some(a.last_recv_ns),
+            latency_percentiles: Vec::new(),
         }
     }
 

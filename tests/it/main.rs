@@ -11,6 +11,7 @@ mod msrv;
 mod multicast;
 mod netns;
 mod netns_marking;
+mod plot;
 mod proxy_limits;
 mod reports;
 mod reverse;
