@@ -929,37 +929,41 @@ def rel_udplab(a, r):
     err = ""
     if a.send_err and os.path.exists(a.send_err):
         err = open(a.send_err).read()
-    if a.rc == 2 and "--reliable" in err:
+    if a.rc == 2 and "unexpected argument '--reliable'" in err:
         r["skip"] = "this udplab build has no --reliable (issue 10's layer not merged yet)"
         return
     if not snd:
         r["skip"] = f"udplab send rc={a.rc} wrote no JSON: {err.strip().splitlines()[-1] if err.strip() else ''}"
         return
-    # The reliable figures: the sender's JSON holds both ends' once the results came back.
-    rel = dig(snd, "reliable", "sender.reliable", "arq") or {}
-    rrel = dig(snd, "receiver.reliable") or dig(rcv or {}, "reliable", "receiver.reliable") or {}
-    both = {**rrel, **rel}
+    # `total.reliable` of the sender's JSON: both ends' figures merged (ArqReport, flattened)
+    # once the receiver's results came back; latencies are LatencySummary objects in ns.
+    rel = dig(snd, "total.reliable", "reliable") or {}
+    if not rel:
+        r["skip"] = f"udplab send rc={a.rc}: no reliable figures in its JSON"
+        return
     n = a.count
-    r["delivered"] = dig(both, "delivered", "messages_delivered")
-    retx = dig(both, "retransmissions", "retransmitted")
-    r["retx_per_msg"] = retx / n if isinstance(retx, (int, float)) else dig(both, "retransmissions_per_message")
-    dup = dig(both, "duplicate_arrivals", "duplicates")
-    r["dup_per_msg"] = dup / n if isinstance(dup, (int, float)) else None
-    r["data_bytes"] = dig(both, "data_bytes")
-    r["ack_bytes"] = dig(both, "ack_bytes")
+    r["receiver_results"] = rel.get("receiver_results")
+    r["delivered"] = rel.get("delivered") if rel.get("receiver_results", True) else None
+    # The receiver's own view, to check that both ends agree on the count.
+    r["recv_delivered"] = dig(rcv or {}, "total.receiver.reliable.delivered",
+                              "total.reliable.delivered")
+    if isinstance(rel.get("retransmissions"), (int, float)):
+        r["retx_per_msg"] = rel["retransmissions"] / n
+    if isinstance(rel.get("duplicate_arrivals"), (int, float)):
+        r["dup_per_msg"] = rel["duplicate_arrivals"] / n
+    r["spurious_per_msg"] = rel.get("spurious_per_message")
+    r["data_bytes"], r["ack_bytes"] = rel.get("data_bytes"), rel.get("ack_bytes")
     if r["data_bytes"] and r["ack_bytes"] is not None:
         r["ack_byte_pct"] = pct(r["ack_bytes"], r["data_bytes"])
-    kind = "ordered" if a.peer.endswith("ordered") and not a.peer.endswith("unordered") else "unordered"
+    kind = "unordered" if a.peer.endswith("unordered") else "ordered"
     r["latency_kind"] = kind
-    lat = dig(both, f"{kind}_latency", f"delivery_latency.{kind}", f"latency.{kind}") or {}
+    lat = rel.get(f"latency_{kind}") or {}
     for k in ("mean", "p50", "p99", "max"):
-        v = dig(lat, f"{k}_ms", f"{k}_us", k)
-        if v is not None and dig(lat, f"{k}_us") is not None and dig(lat, f"{k}_ms") is None:
-            v = v / 1000
-        r[f"lat_{k}_ms"] = v
-    gp = dig(both, "goodput_bps")
+        v = lat.get(f"{k}_ns")
+        r[f"lat_{k}_ms"] = v / 1e6 if isinstance(v, (int, float)) else None
+    gp = rel.get("goodput_bps")
     r["goodput_mbps"] = gp / 1e6 if isinstance(gp, (int, float)) else None
-    r["udplab_reliable_raw"] = both
+    r["mode"] = rel.get("mode")
 
 
 def rel_tcp(a, r):
@@ -1087,6 +1091,9 @@ def cmd_reliable_report(a):
                 skips.append(f"- {r['peer']}: not measured: {r['skip']}")
                 continue
             md.append("| " + " | ".join(rel_cell(r, k) for k, _ in REL_COLS) + " |")
+            if r.get("recv_delivered") is not None and r["recv_delivered"] != r.get("delivered"):
+                skips.append(f"- {r['peer']}: the receiver counts {r['recv_delivered']} delivered, "
+                             f"the sender's report {r.get('delivered')}")
         md.extend([""] + skips if skips else [])
     md.append("\n## Where KCP wins\n")
     md.append("Each figure (lower is better) where the better of the two KCP drives beats "

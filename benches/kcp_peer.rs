@@ -597,8 +597,9 @@ fn print_listening(addr: SocketAddr) {
     let _ = out.flush();
 }
 
-/// `cargo bench` runs this with no command: both KCP drives over loopback without a proxy.
-fn self_check() -> Result<(), String> {
+/// `cargo bench` runs this with no command (and tests/it/reliable_peers.rs calls it): both KCP
+/// drives over loopback without a proxy, bounded by 500 messages and 20 s each.
+pub fn self_check() -> Result<(), String> {
     checks::wire_count_parses_merged_segments();
     checks::wire_count_survives_truncation();
     checks::latency_percentiles_are_nearest_rank();
@@ -674,8 +675,9 @@ fn main() {
 }
 
 /// Checks of the wire counting and the percentiles, run by the self-check (`cargo bench` runs a
-/// `harness = false` target as a plain program, so `#[test]`s here would never run).
-mod checks {
+/// `harness = false` target as a plain program, so `#[test]`s here would never run) and by
+/// tests/it/reliable_peers.rs, which includes this file as a module.
+pub mod checks {
     use super::*;
 
     fn segment(cmd: u8, sn: u32, payload: usize) -> Vec<u8> {
