@@ -977,6 +977,9 @@ def rel_tcp(a, r):
         r[f"lat_{k}_ms"] = lat.get(k)
     r["goodput_mbps"] = rcv.get("goodput_bps", 0) / 1e6
     r["latency_kind"] = "ordered (stream)"
+    if rcv.get("complete") is False:
+        r["note"] = (f"the stream had delivered only {rcv.get('delivered')} messages when the "
+                     f"receiver's {rcv.get('max_s'):.0f} s bound ran out")
     if snd and snd.get("tcp_total_retrans") is not None:
         r["retx_per_msg"] = snd["tcp_total_retrans"] / a.count
         r["retx_note"] = "TCP segments retransmitted (tcpi_total_retrans) per message"
@@ -1070,8 +1073,10 @@ def cmd_reliable_report(a):
               "directions); GE 5% is `tc netem loss gemodel 1.316% 25% 100% 0%` and delay=20ms "
               "`netem delay 20ms` on both of R's egress links. Counts in `wire` come from R's "
               "nftables counters; retx/msg is the sender's tcpi_total_retrans per message.")
-    md.append("- Latency: one-way, from the message's hand-off to the sender (its wall-clock "
-              "stamp in the message) to its delivery to the receiving application, in order for "
+    md.append("- Latency: one-way, for KCP and TCP from the time the message was due by the "
+              "1000/s schedule (its wall-clock stamp in the message: a TCP writer blocked on a "
+              "full send buffer shows in it), for udplab from the message's first send, to its "
+              "delivery to the receiving application, in order for "
               "KCP, TCP and udplab-ordered, as it arrives for udplab-unordered. ACK B / data B: "
               "bytes each end wrote (UDP payload), acknowledgement side over data side. "
               "retx/msg for KCP: PUSH segments sent beyond the first of each message (parsed "
@@ -1091,6 +1096,8 @@ def cmd_reliable_report(a):
                 skips.append(f"- {r['peer']}: not measured: {r['skip']}")
                 continue
             md.append("| " + " | ".join(rel_cell(r, k) for k, _ in REL_COLS) + " |")
+            if r.get("note"):
+                skips.append(f"- {r['peer']}: {r['note']}")
             if r.get("recv_delivered") is not None and r["recv_delivered"] != r.get("delivered"):
                 skips.append(f"- {r['peer']}: the receiver counts {r['recv_delivered']} delivered, "
                              f"the sender's report {r.get('delivered')}")

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Receivers print `listening on ADDR` first, then every end prints one JSON line of its figures
-//! at the end. Each message carries its hand-off wall-clock time (one host, one clock), so the
-//! receiver's delivery latency is one-way. Counters of datagrams, bytes and KCP segments are
+//! at the end. Each message carries the wall-clock time it was due by the sender's schedule (one
+//! host, one clock), so the receiver's delivery latency is one-way, from the schedule. Counters of datagrams, bytes and KCP segments are
 //! taken from what each end really wrote and read, parsed from the KCP wire format, because
 //! the crate does not expose its retransmission count.
 
@@ -34,7 +34,7 @@ const KCP_CMD_ACK: u8 = 82;
 const CONV: u32 = 0x75_64_70_6c;
 /// The longest any single wait lasts: the "1 ms poll" that replaces a socket read timeout.
 const POLL_TICK: Duration = Duration::from_millis(1);
-/// Message header: hand-off wall-clock ns (u64 LE) then message number (u32 LE).
+/// Message header: scheduled wall-clock ns (u64 LE) then message number (u32 LE).
 const MSG_HEADER: usize = 12;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -199,6 +199,13 @@ fn wait_readable(sock: &impl AsRawFd, timeout: Duration) {
     unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
 }
 
+/// The wall-clock time a message was due by the sender's schedule (`due`, on the monotonic
+/// clock that read `start` when the wall clock read `start_wall`). Latency counts from there, so
+/// a sender that falls behind (TCP blocked on a full send buffer, a busy CPU) shows in it.
+fn scheduled_wall_ns(start: Instant, start_wall: u64, due: Instant) -> u64 {
+    start_wall + due.duration_since(start).as_nanos() as u64
+}
+
 fn kcp_ms(start: Instant, t: Instant) -> u32 {
     t.duration_since(start).as_millis() as u32
 }
@@ -278,7 +285,7 @@ fn kcp_send(o: &Opts, ready: Option<SocketAddr>) -> Result<Value, String> {
     let mut kcp = new_kcp(end.out(), o.wnd);
     let mut received = WireCount::default();
     let mut foreign = 0u64;
-    let start = now();
+    let (start, first_wall) = (now(), wall_ns());
     kcp.update(0).map_err(|e| format!("kcp: {e}"))?;
     let period = Duration::from_secs_f64(1.0 / o.rate);
     let mut next_send = start;
@@ -286,11 +293,11 @@ fn kcp_send(o: &Opts, ready: Option<SocketAddr>) -> Result<Value, String> {
     let mut msg = vec![0u8; o.size];
     let mut buf = vec![0u8; 65536];
     let mut all_acked_at = None;
-    let first_wall = wall_ns();
     loop {
         let t = now();
         while handed < o.count && t >= next_send {
-            msg[..8].copy_from_slice(&wall_ns().to_le_bytes());
+            msg[..8]
+                .copy_from_slice(&scheduled_wall_ns(start, first_wall, next_send).to_le_bytes());
             msg[8..12].copy_from_slice(&handed.to_le_bytes());
             kcp.send(&msg).map_err(|e| format!("kcp send: {e}"))?;
             handed += 1;
@@ -522,12 +529,18 @@ fn merge(into: &mut Value, from: Value) {
 fn tcp_recv(o: &Opts, listener: TcpListener) -> Result<Value, String> {
     let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
     s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    s.set_read_timeout(Some(o.max))
-        .map_err(|e| format!("timeout: {e}"))?;
+    let deadline = now() + o.max;
     let mut d = Deliveries::new(o.size, o.count);
     let mut msg = vec![0u8; o.size];
+    let mut complete = true;
     for _ in 0..o.count {
-        if s.read_exact(&mut msg).is_err() {
+        // Whatever TCP manages by the deadline is reported, not lost to an outer timeout.
+        let left = deadline.saturating_duration_since(now());
+        if left.is_zero()
+            || s.set_read_timeout(Some(left)).is_err()
+            || s.read_exact(&mut msg).is_err()
+        {
+            complete = false;
             break;
         }
         d.deliver(&msg);
@@ -535,7 +548,8 @@ fn tcp_recv(o: &Opts, listener: TcpListener) -> Result<Value, String> {
     let mut v = d.json();
     merge(
         &mut v,
-        json!({ "role": "receiver", "peer": "tcp", "count": o.count }),
+        json!({ "role": "receiver", "peer": "tcp", "count": o.count, "complete": complete,
+                "max_s": o.max.as_secs_f64() }),
     );
     Ok(v)
 }
@@ -567,25 +581,34 @@ fn tcp_send(o: &Opts) -> Result<Value, String> {
     let mut s = TcpStream::connect(target).map_err(|e| format!("connect: {e}"))?;
     s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
     let period = Duration::from_secs_f64(1.0 / o.rate);
-    let start = now();
+    let (start, first_wall) = (now(), wall_ns());
     let mut next = start;
     let mut msg = vec![0u8; o.size];
+    let deadline = start + o.max;
+    let mut written = 0u32;
     for i in 0..o.count {
         let wait = next.saturating_duration_since(now());
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
-        msg[..8].copy_from_slice(&wall_ns().to_le_bytes());
+        msg[..8].copy_from_slice(&scheduled_wall_ns(start, first_wall, next).to_le_bytes());
         msg[8..12].copy_from_slice(&i.to_le_bytes());
-        s.write_all(&msg).map_err(|e| format!("write: {e}"))?;
+        // A stalled stream (heavy loss) stops at the deadline instead of blocking for ever.
+        let left = deadline.saturating_duration_since(now());
+        if left.is_zero() || s.set_write_timeout(Some(left)).is_err() || s.write_all(&msg).is_err()
+        {
+            break;
+        }
+        written += 1;
         next += period;
     }
     let retrans = tcp_retransmissions(&s);
     // Orderly close: the receiver reads to the end.
     let _ = s.shutdown(std::net::Shutdown::Write);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = s.read(&mut [0u8; 1]);
     Ok(json!({
-        "role": "sender", "peer": "tcp", "count": o.count, "size": o.size, "rate": o.rate,
+        "role": "sender", "peer": "tcp", "count": o.count, "written": written, "size": o.size, "rate": o.rate,
         "elapsed_s": now().duration_since(start).as_secs_f64(),
         "tcp_total_retrans": retrans,
     }))

@@ -229,7 +229,7 @@ rel_tcp() {
     addr="$(wait_addr "$d/recv.out" "listening on")" || { log "tcp recv did not start: $(cat "$d/recv.err")"; kill "$rpid"; rel_ns_cleanup; return 1; }
     echo "ip netns exec A kcp_peer tcp-send $addr --count $RELIABLE_COUNT" > "$d/cmd"
     ip netns exec "$NS_A" timeout -k 3 "$limit" "$KCP_PEER" tcp-send "$addr" \
-        --count "$RELIABLE_COUNT" > "$d/send.out" 2> "$d/send.err" || rc=$?
+        --count "$RELIABLE_COUNT" --max-s $((limit - 10)) > "$d/send.out" 2> "$d/send.err" || rc=$?
     wait "$rpid" 2>/dev/null
     ip netns exec "$NS_R" nft -j list counters table ip udplab_rel > "$d/nft.json" 2>/dev/null
     ip netns exec "$NS_R" tc -s -j qdisc show > "$d/tc.json" 2>/dev/null
