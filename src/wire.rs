@@ -16,7 +16,7 @@
 //! |-----:|---------------|---------------------|--------------------------|
 //! | 1    | `Data`        | sender → receiver   | 24 + padding (≤ 65507)   |
 //! | 2    | `Echo`        | receiver → sender   | 24                       |
-//! | 16   | `Hello`       | sender → receiver   | 72                       |
+//! | 16   | `Hello`       | sender → receiver   | 72 (96 with `reliable`)  |
 //! | 17   | `HelloAck`    | receiver → sender   | 44                       |
 //! | 18   | `Fin`         | sender → receiver   | 40                       |
 //! | 19   | `FinAck`      | receiver → sender   | 24                       |
@@ -70,7 +70,7 @@
 //! | offset | size | field          | meaning                                                |
 //! |-------:|-----:|----------------|--------------------------------------------------------|
 //! | 8      | 4    | `payload_size` | size of each Data datagram's UDP payload, bytes        |
-//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
+//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bit 2: reliable (ACK/retransmit layer, bytes 72..96 below); bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
 //! | 16     | 8    | `interval_ns`  | reporting interval, ns                                 |
 //! | 24     | 8    | `tmax_ns`      | waiting time for late datagrams after the end (RFC 7680), ns |
 //! | 32     | 8    | `count`        | datagrams the sender will send, 0 = not fixed          |
@@ -78,6 +78,22 @@
 //! | 48     | 8    | `rate_bps`     | target rate, bit/s of UDP payload, 0 = unpaced         |
 //! | 56     | 8    | `pps_milli`    | target datagrams per second × 1000, 0 = unpaced        |
 //! | 64     | 8    | `cookie`       | 0 in the first Hello; then the cookie of the receiver's retry answer (v2) |
+//!
+//! Appended Hello fields (a Hello may be longer than 72 bytes; an older receiver ignores the
+//! rest). Flag bit 2 (`reliable`, `--reliable`) says the test runs the ACK/retransmit layer:
+//! Data is replaced by RData, answered by Ack. Its parameters follow the 72 bytes:
+//!
+//! | offset | size | field              | meaning                                            |
+//! |-------:|-----:|--------------------|----------------------------------------------------|
+//! | 72     | 1    | `reliable_mode`    | 1 ordered, 2 unordered, 3 deadline (ordered; late messages given up) |
+//! | 73     | 1    | `reliable_flags`   | bit 7: `deadline` is a multiple of the smoothed RTT × 1000, not ns; other bits zero |
+//! | 74     | 6    | reserved           | zero                                               |
+//! | 80     | 8    | `deadline`         | mode 3: ns after a message's first send (or RTT multiple × 1000); else 0 |
+//! | 88     | 4    | `window`           | the sender's in-flight window, messages (the receiver sizes its reorder buffer from it; 0 = receiver's default) |
+//! | 92     | 4    | `rexmit_budget_pct`| retransmissions may exceed the paced rate by this many percent (the receiver's plausibility bound on packet numbers follows it) |
+//!
+//! A Hello with bit 2 set but shorter than 96 bytes asks for an ordered reliable test with the
+//! receiver's defaults; an unknown `reliable_mode` is an error.
 //!
 //! The parser checks only the layout; whether the parameters are acceptable (for example
 //! `payload_size` between [`DATA_HEADER_LEN`] and [`MAX_PAYLOAD`]) is the receiver's decision,
@@ -168,6 +184,11 @@ const ABORT_LEN: usize = 24;
 
 const HELLO_FLAG_ECHO: u32 = 1;
 const HELLO_FLAG_LOSS_RANGES: u32 = 1 << 1;
+const HELLO_FLAG_RELIABLE: u32 = 1 << 2;
+/// Length of a Hello that carries the reliable-mode parameters (flag bit 2).
+pub const HELLO_RELIABLE_LEN: usize = 96;
+/// `reliable_flags` bit 7: the deadline is an RTT multiple × 1000.
+const RELIABLE_DEADLINE_RTT: u8 = 0x80;
 const HELLO_PATTERN_SHIFT: u32 = 8;
 const HELLO_BURST_SHIFT: u32 = 16;
 
@@ -357,6 +378,72 @@ pub struct Hello {
     pub pps_milli: u64,
     /// 0 in a first Hello; then the cookie of the receiver's retry answer.
     pub cookie: u64,
+    /// Flag bit 2 and bytes 72..96: the test runs the ACK/retransmit layer (`--reliable`).
+    pub reliable: Option<HelloReliable>,
+}
+
+/// Delivery mode of a reliable test, as the Hello's `reliable_mode` byte carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReliableMode {
+    /// Every message exactly once, in order.
+    #[default]
+    Ordered,
+    /// Every message exactly once, as it arrives.
+    Unordered,
+    /// In order; a message still missing its deadline after its first send is given up.
+    Deadline,
+}
+
+/// The reliable-mode parameters of a Hello (bytes 72..96).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct HelloReliable {
+    pub mode: ReliableMode,
+    /// Mode `Deadline`: ns after a message's first send, or (with `deadline_in_rtt`) a multiple
+    /// of the smoothed RTT × 1000.
+    pub deadline: u64,
+    pub deadline_in_rtt: bool,
+    /// The sender's in-flight window in messages; 0: the receiver's default.
+    pub window: u32,
+    /// Retransmissions may exceed the paced rate by this many percent.
+    pub rexmit_budget_pct: u32,
+}
+
+impl HelloReliable {
+    fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        if buf.len() < HELLO_RELIABLE_LEN {
+            return Ok(HelloReliable::default());
+        }
+        let mode = match buf[72] {
+            1 => ReliableMode::Ordered,
+            2 => ReliableMode::Unordered,
+            3 => ReliableMode::Deadline,
+            _ => return Err(WireError::BadField("Hello.reliable_mode")),
+        };
+        Ok(HelloReliable {
+            mode,
+            deadline_in_rtt: buf[73] & RELIABLE_DEADLINE_RTT != 0,
+            deadline: be_u64(buf, 80),
+            window: be_u32(buf, 88),
+            rexmit_budget_pct: be_u32(buf, 92),
+        })
+    }
+
+    fn emit(&self, out: &mut Vec<u8>) {
+        let mode = match self.mode {
+            ReliableMode::Ordered => 1,
+            ReliableMode::Unordered => 2,
+            ReliableMode::Deadline => 3,
+        };
+        let flags = if self.deadline_in_rtt {
+            RELIABLE_DEADLINE_RTT
+        } else {
+            0
+        };
+        out.extend_from_slice(&[mode, flags, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&self.deadline.to_be_bytes());
+        out.extend_from_slice(&self.window.to_be_bytes());
+        out.extend_from_slice(&self.rexmit_budget_pct.to_be_bytes());
+    }
 }
 
 /// The receiver's answer to a Hello.
@@ -581,6 +668,11 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             rate_bps: be_u64(buf, 48),
             pps_milli: be_u64(buf, 56),
             cookie: be_u64(buf, 64),
+            reliable: if be_u32(buf, 12) & HELLO_FLAG_RELIABLE != 0 {
+                Some(HelloReliable::parse(buf)?)
+            } else {
+                None
+            },
         }),
         Kind::HelloAck => Message::HelloAck(HelloAck {
             session_id,
@@ -789,6 +881,9 @@ impl Message<'_> {
                 if m.loss_ranges {
                     flags |= HELLO_FLAG_LOSS_RANGES;
                 }
+                if m.reliable.is_some() {
+                    flags |= HELLO_FLAG_RELIABLE;
+                }
                 out.extend_from_slice(&m.payload_size.to_be_bytes());
                 out.extend_from_slice(&flags.to_be_bytes());
                 for field in [
@@ -801,6 +896,9 @@ impl Message<'_> {
                     m.cookie,
                 ] {
                     out.extend_from_slice(&field.to_be_bytes());
+                }
+                if let Some(r) = &m.reliable {
+                    r.emit(out);
                 }
             }
             Message::HelloAck(m) => {
@@ -863,6 +961,7 @@ mod tests {
             rate_bps: 100_000_000,
             pps_milli: 8_928_571,
             cookie: 0x0102_0304_0506_0708,
+            reliable: None,
         }
     }
 
@@ -1062,6 +1161,53 @@ mod tests {
             ..sample_hello()
         }));
         assert_eq!(&burst[12..16], &[0x00, 0x40, 0x03, 0x01]);
+    }
+
+    #[test]
+    fn a_reliable_hello_appends_its_parameters_and_roundtrips() {
+        let hello = Hello {
+            reliable: Some(HelloReliable {
+                mode: ReliableMode::Deadline,
+                deadline: 4_000,
+                deadline_in_rtt: true,
+                window: 1024,
+                rexmit_budget_pct: 50,
+            }),
+            ..sample_hello()
+        };
+        let bytes = emitted(&Message::Hello(hello));
+        assert_eq!(bytes.len(), HELLO_RELIABLE_LEN);
+        assert_eq!(&bytes[12..16], &[0x00, 0x00, 0x00, 0x05], "flags: echo | reliable");
+        assert_eq!(
+            &bytes[72..96],
+            &[
+                3, 0x80, 0, 0, 0, 0, 0, 0, // mode deadline, deadline in RTT × 1000
+                0, 0, 0, 0, 0, 0, 0x0F, 0xA0, // 4000
+                0, 0, 0x04, 0x00, // window 1024
+                0, 0, 0, 50, // retransmission budget 50%
+            ]
+        );
+        assert_eq!(parse(&bytes), Ok(Message::Hello(hello)));
+        // An answer to it is still smaller than any Hello.
+        const { assert!(HELLO_ACK_LEN < HELLO_LEN && HELLO_LEN < HELLO_RELIABLE_LEN) };
+        // A plain Hello keeps its 72 bytes and says nothing about reliability.
+        let plain = emitted(&Message::Hello(sample_hello()));
+        assert_eq!(plain.len(), HELLO_LEN);
+        assert!(matches!(parse(&plain), Ok(Message::Hello(Hello { reliable: None, .. }))));
+        // The reliable bit without the appended bytes: ordered with the receiver's defaults.
+        let mut short = plain.clone();
+        short[15] |= 0x04;
+        let Ok(Message::Hello(h)) = parse(&short) else {
+            panic!("a short reliable Hello parses");
+        };
+        assert_eq!(h.reliable, Some(HelloReliable::default()));
+        // An unknown mode is named.
+        let mut bad = bytes.clone();
+        bad[72] = 9;
+        assert_eq!(
+            parse(&bad),
+            Err(WireError::BadField("Hello.reliable_mode"))
+        );
     }
 
     #[test]
@@ -1312,8 +1458,28 @@ mod tests {
                     rate_bps: v[4],
                     pps_milli: v[5],
                     cookie: v[6],
+                    reliable: None,
                 },
             )
+    }
+
+    fn arb_reliable() -> impl Strategy<Value = Option<HelloReliable>> {
+        let mode = prop_oneof![
+            Just(ReliableMode::Ordered),
+            Just(ReliableMode::Unordered),
+            Just(ReliableMode::Deadline),
+        ];
+        proptest::option::of(
+            (mode, any::<u64>(), any::<bool>(), any::<[u32; 2]>()).prop_map(
+                |(mode, deadline, deadline_in_rtt, [window, rexmit_budget_pct])| HelloReliable {
+                    mode,
+                    deadline,
+                    deadline_in_rtt,
+                    window,
+                    rexmit_budget_pct,
+                },
+            ),
+        )
     }
 
     /// Every fixed-size (non-borrowing, non-Data) message.
@@ -1328,7 +1494,8 @@ mod tests {
         let reason = prop_oneof![Just(AbortReason::Interrupted), Just(AbortReason::Error)];
         prop_oneof![
             arb_header().prop_map(Message::Echo),
-            arb_hello().prop_map(Message::Hello),
+            (arb_hello(), arb_reliable())
+                .prop_map(|(h, reliable)| Message::Hello(Hello { reliable, ..h })),
             (
                 any::<u32>(),
                 status,
