@@ -16,6 +16,8 @@
 //! |-----:|---------------|---------------------|--------------------------|
 //! | 1    | `Data`        | sender → receiver   | 24 + padding (≤ 65507)   |
 //! | 2    | `Echo`        | receiver → sender   | 24                       |
+//! | 3    | `RData`       | sender → receiver   | 64 + padding (≤ 65507)   |
+//! | 4    | `Ack`         | receiver → sender   | 13 to 553 (varints)      |
 //! | 16   | `Hello`       | sender → receiver   | 72 (96 with `reliable`)  |
 //! | 17   | `HelloAck`    | receiver → sender   | 44                       |
 //! | 18   | `Fin`         | sender → receiver   | 40                       |
@@ -64,6 +66,41 @@
 //! Data datagram that caused it (the smallest Data datagram is 24 bytes), so a receiver cannot
 //! be used to amplify traffic. Data carries no secret (the header stays 24 bytes): the receiver
 //! counts it only from the test's validated address.
+//!
+//! # RData (kind 3): sender → receiver, reliable data (`--reliable`, see [`crate::arq`])
+//!
+//! | offset | size | field            | meaning                                              |
+//! |-------:|-----:|------------------|------------------------------------------------------|
+//! | 8      | 8    | `packet_number`  | never reused: a retransmission gets a new one        |
+//! | 16     | 8    | `message_id`     | the message carried, 0 for the first                 |
+//! | 24     | 8    | `first_send_ns`  | sender wall clock at the message's first transmission, ns since Unix epoch |
+//! | 32     | 8    | `send_ns`        | sender wall clock at this transmission               |
+//! | 40     | 8    | `skip_below`     | no message below this id will be sent again (acknowledged or given up); ≤ `message_id` |
+//! | 48     | 8    | `acked_below`    | largest packet number the sender saw acknowledged + 1 (0: none): the receiver stops repeating ranges below it |
+//! | 56     | 2    | `transmission`   | 1 for the first transmission, 2 for the first retransmission, ...; never 0 |
+//! | 58     | 6    | reserved         | zero                                                 |
+//!
+//! Then padding up to the payload size, as Data. A `transmission` of 0 or a `skip_below` above
+//! `message_id` is rejected (`BadField`).
+//!
+//! # Ack (kind 4): receiver → sender, acknowledges RData
+//!
+//! After the prefix, fields are QUIC variable-length integers (RFC 9000 §16: the top two bits
+//! of the first byte give the length, 1, 2, 4 or 8 bytes), so a typical Ack is about 20 bytes:
+//!
+//! | field             | size     | meaning                                                   |
+//! |-------------------|---------:|-----------------------------------------------------------|
+//! | `largest`         | varint   | largest packet number received                            |
+//! | `ack_delay_us`    | varint   | µs between receiving `largest` and sending this Ack       |
+//! | `delivered_below` | varint   | every message below this id was received (or skipped on the sender's word) |
+//! | `range_count`     | 1        | ranges after the first, 0..=31                            |
+//! | `first_range`     | varint   | the first range is `largest − first_range ..= largest`    |
+//! | (`gap`, `len`) × `range_count` | varint × 2 | QUIC gap coding: the next range's top is the previous range's smallest − `gap` − 2; it spans `len` + 1 packet numbers downwards |
+//!
+//! A range running below packet number 0, or more than 31 extra ranges, is rejected
+//! (`BadField`); bytes after the last range are ignored. An Ack is never larger than
+//! [`crate::arq::frame::ACK_MAX_LEN`] (553) bytes and in practice much smaller than the RData
+//! (≥ 64 bytes) that caused it; the receiver sends at most one Ack per RData received.
 //!
 //! # Hello (kind 16): sender → receiver, starts a test
 //!
@@ -158,6 +195,8 @@
 //! | 9      | 7    | reserved | zero (v2)                       |
 //! | 16     | 8    | `secret` | the test's secret (v2)          |
 
+pub use crate::arq::frame::{ACK_MIN_LEN, AckFrame, AckView, RDATA_HEADER_LEN, RDataFrame};
+
 /// First two bytes of every udplab datagram: ASCII "UD".
 pub const MAGIC: u16 = 0x5544;
 /// Wire format version this module speaks.
@@ -200,12 +239,22 @@ const fn prefix_word(kind: Kind) -> u32 {
     ((MAGIC as u32) << 16) | ((VERSION as u32) << 8) | kind as u32
 }
 
+/// The 8-byte common prefix of a message of `kind` for `session_id`.
+pub fn prefix_bytes(kind: Kind, session_id: u32) -> [u8; PREFIX_LEN] {
+    let mut out = [0u8; PREFIX_LEN];
+    out[..4].copy_from_slice(&prefix_word(kind).to_be_bytes());
+    out[4..].copy_from_slice(&session_id.to_be_bytes());
+    out
+}
+
 /// Message kind, the byte at offset 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
     Data = 1,
     Echo = 2,
+    RData = 3,
+    Ack = 4,
     Hello = 16,
     HelloAck = 17,
     Fin = 18,
@@ -217,9 +266,11 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in wire-value order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Data,
         Kind::Echo,
+        Kind::RData,
+        Kind::Ack,
         Kind::Hello,
         Kind::HelloAck,
         Kind::Fin,
@@ -234,6 +285,8 @@ impl Kind {
         Some(match value {
             1 => Kind::Data,
             2 => Kind::Echo,
+            3 => Kind::RData,
+            4 => Kind::Ack,
             16 => Kind::Hello,
             17 => Kind::HelloAck,
             18 => Kind::Fin,
@@ -249,6 +302,8 @@ impl Kind {
     pub const fn min_len(self) -> usize {
         match self {
             Kind::Data | Kind::Echo => DATA_HEADER_LEN,
+            Kind::RData => RDATA_HEADER_LEN,
+            Kind::Ack => ACK_MIN_LEN,
             Kind::Hello => HELLO_LEN,
             Kind::HelloAck => HELLO_ACK_LEN,
             Kind::Fin => FIN_LEN,
@@ -264,6 +319,8 @@ impl Kind {
         match self {
             Kind::Data => "Data",
             Kind::Echo => "Echo",
+            Kind::RData => "RData",
+            Kind::Ack => "Ack",
             Kind::Hello => "Hello",
             Kind::HelloAck => "HelloAck",
             Kind::Fin => "Fin",
@@ -304,6 +361,9 @@ pub enum WireError {
     /// A field holds a value its message does not define; names the field.
     #[error("invalid value in field {0}")]
     BadField(&'static str),
+    /// A well-formed message of another kind than the caller asked for.
+    #[error("expected another message kind, got {0}")]
+    UnexpectedKind(Kind),
     /// A ResultChunk whose `len` runs past the end of the datagram.
     #[error("ResultChunk claims {len} data bytes but only {available} are present")]
     ChunkTruncated { len: usize, available: usize },
@@ -582,6 +642,12 @@ pub enum Message<'a> {
         len: usize,
     },
     Echo(DataHeader),
+    /// `len` is the whole datagram's length, padding included.
+    RData {
+        frame: RDataFrame,
+        len: usize,
+    },
+    Ack(AckView<'a>),
     Hello(Hello),
     HelloAck(HelloAck),
     Fin(Fin),
@@ -655,6 +721,11 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             len: buf.len(),
         },
         Kind::Echo => Message::Echo(data_header()),
+        Kind::RData => Message::RData {
+            frame: parse_rdata(session_id, buf)?,
+            len: buf.len(),
+        },
+        Kind::Ack => Message::Ack(AckView::parse(session_id, buf)?),
         Kind::Hello => Message::Hello(Hello {
             session_id,
             payload_size: be_u32(buf, 8),
@@ -707,6 +778,26 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             secret: be_u64(buf, 16),
         },
     })
+}
+
+fn parse_rdata(session_id: u32, buf: &[u8]) -> Result<RDataFrame, WireError> {
+    let frame = RDataFrame {
+        session_id,
+        packet_number: be_u64(buf, 8),
+        message_id: be_u64(buf, 16),
+        first_send_ns: be_u64(buf, 24),
+        send_ns: be_u64(buf, 32),
+        skip_below: be_u64(buf, 40),
+        acked_below: be_u64(buf, 48),
+        transmission: be_u16(buf, 56),
+    };
+    if frame.transmission == 0 {
+        return Err(WireError::BadField("RData.transmission"));
+    }
+    if frame.skip_below > frame.message_id {
+        return Err(WireError::BadField("RData.skip_below"));
+    }
+    Ok(frame)
 }
 
 fn parse_result_chunk(session_id: u32, buf: &[u8]) -> Result<ResultChunk<'_>, WireError> {
@@ -832,6 +923,8 @@ impl Message<'_> {
         match self {
             Message::Data { .. } => Kind::Data,
             Message::Echo(_) => Kind::Echo,
+            Message::RData { .. } => Kind::RData,
+            Message::Ack(_) => Kind::Ack,
             Message::Hello(_) => Kind::Hello,
             Message::HelloAck(_) => Kind::HelloAck,
             Message::Fin(_) => Kind::Fin,
@@ -846,6 +939,8 @@ impl Message<'_> {
     pub fn session_id(&self) -> u32 {
         match self {
             Message::Data { header, .. } | Message::Echo(header) => header.session_id,
+            Message::RData { frame, .. } => frame.session_id,
+            Message::Ack(view) => view.session_id(),
             Message::Hello(m) => m.session_id,
             Message::HelloAck(m) => m.session_id,
             Message::Fin(m) => m.session_id,
@@ -857,8 +952,9 @@ impl Message<'_> {
         }
     }
 
-    /// Appends the message's bytes to `out`. Data emits only its 24-byte header (its `len` is
-    /// ignored): the caller appends the padding. A ResultChunk emits its `data` after the
+    /// Appends the message's bytes to `out`. Data emits only its 24-byte header and RData its
+    /// 64-byte header (their `len` is ignored): the caller appends the padding. An Ack emits the
+    /// bytes it was parsed from (build new ones with [`AckFrame::encode`]). A ResultChunk emits its `data` after the
     /// header; `index`/`count` are written as given.
     ///
     /// # Panics
@@ -866,6 +962,19 @@ impl Message<'_> {
     /// If a ResultChunk's data is longer than 65535 bytes (its `len` field is 16 bits; chunks
     /// are meant to be [`RESULT_CHUNK_DATA`] bytes).
     pub fn emit(&self, out: &mut Vec<u8>) {
+        match self {
+            Message::RData { frame, .. } => {
+                let at = out.len();
+                out.resize(at + RDATA_HEADER_LEN, 0);
+                frame.write(&mut out[at..]);
+                return;
+            }
+            Message::Ack(view) => {
+                out.extend_from_slice(view.bytes());
+                return;
+            }
+            _ => {}
+        }
         out.extend_from_slice(&prefix_word(self.kind()).to_be_bytes());
         out.extend_from_slice(&self.session_id().to_be_bytes());
         match self {
@@ -873,6 +982,7 @@ impl Message<'_> {
                 out.extend_from_slice(&header.seq.to_be_bytes());
                 out.extend_from_slice(&header.send_ns.to_be_bytes());
             }
+            Message::RData { .. } | Message::Ack(_) => {}
             Message::Hello(m) => {
                 let mut flags = m.pattern.flags();
                 if m.echo {
@@ -965,6 +1075,43 @@ mod tests {
         }
     }
 
+    fn sample_rdata() -> RDataFrame {
+        RDataFrame {
+            session_id: 7,
+            packet_number: 1001,
+            message_id: 990,
+            transmission: 2,
+            first_send_ns: 1_700_000_000_123_456_789,
+            send_ns: 1_700_000_000_124_456_789,
+            skip_below: 980,
+            acked_below: 995,
+        }
+    }
+
+    fn sample_ack() -> AckFrame {
+        let mut ranges = crate::arq::AckRanges::default();
+        assert!(ranges.push(20_000, 20_010));
+        assert!(ranges.push(19_990, 19_997));
+        assert!(ranges.push(100, 100));
+        AckFrame {
+            session_id: 7,
+            largest: 20_010,
+            ack_delay_ns: 250_000,
+            delivered_below: 19_000,
+            ranges,
+        }
+    }
+
+    /// An Ack borrowed from leaked bytes, so samples can stay `'static`.
+    fn sample_ack_view() -> AckView<'static> {
+        let mut bytes = Vec::new();
+        sample_ack().encode(&mut bytes);
+        match parse(Box::leak(bytes.into_boxed_slice())) {
+            Ok(Message::Ack(view)) => view,
+            other => panic!("sample Ack does not parse: {other:?}"),
+        }
+    }
+
     fn ack(status: HelloStatus) -> HelloAck {
         HelloAck {
             session_id: 7,
@@ -990,6 +1137,11 @@ mod tests {
                 len: DATA_HEADER_LEN,
             },
             Message::Echo(header),
+            Message::RData {
+                frame: sample_rdata(),
+                len: RDATA_HEADER_LEN,
+            },
+            Message::Ack(sample_ack_view()),
             Message::Hello(sample_hello()),
             Message::HelloAck(HelloAck {
                 retry_after_s: 12,
@@ -1036,6 +1188,7 @@ mod tests {
             assert_eq!(parse(&bytes), Ok(*msg), "{}", msg.kind());
             let expected_len = match msg {
                 Message::ResultChunk(c) => RESULT_CHUNK_HEADER_LEN + c.data.len(),
+                Message::Ack(view) => view.bytes().len(),
                 _ => msg.kind().min_len(),
             };
             assert_eq!(bytes.len(), expected_len, "{}", msg.kind());
@@ -1046,12 +1199,12 @@ mod tests {
     #[test]
     fn kind_values_are_the_documented_ones() {
         let values: Vec<u8> = Kind::ALL.iter().map(|k| *k as u8).collect();
-        assert_eq!(values, [1, 2, 16, 17, 18, 19, 20, 21, 22]);
+        assert_eq!(values, [1, 2, 3, 4, 16, 17, 18, 19, 20, 21, 22]);
         for kind in Kind::ALL {
             assert_eq!(Kind::from_u8(kind as u8), Some(kind));
         }
         assert_eq!(Kind::from_u8(0), None);
-        assert_eq!(Kind::from_u8(3), None);
+        assert_eq!(Kind::from_u8(5), None);
         assert_eq!(Kind::from_u8(23), None);
     }
 
@@ -1125,6 +1278,15 @@ mod tests {
             bytes.extend_from_slice(&[0xFF; 5]);
             let parsed = parse(&bytes).expect("trailing bytes are accepted");
             match msg {
+                Message::RData { frame, .. } => {
+                    assert_eq!(
+                        parsed,
+                        Message::RData {
+                            frame,
+                            len: bytes.len()
+                        }
+                    )
+                }
                 Message::Data { header, .. } => {
                     assert_eq!(
                         parsed,
