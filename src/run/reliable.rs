@@ -198,8 +198,6 @@ pub(super) fn sender_loop(
     let end = plan.duration.map(|d| start + d);
     let limit = plan.count.unwrap_or(u64::MAX);
     let mut arq = ArqSender::new(plan.arq.clone(), plan.session_id, 0);
-    // Frames carry the wall clock (the receiver's one-way latency needs a common clock).
-    arq.set_wall_clock(0, time::wall_ns());
     let mut pacer = plan
         .pps
         .map(|pps| Pacer::new(start, pps, plan.pattern, plan.seed));
@@ -251,6 +249,9 @@ pub(super) fn sender_loop(
         }
         let now = time::now();
         let now_ns = mono_ns(origin, now);
+        // Frames carry the wall clock (the receiver's one-way latency needs a common clock):
+        // re-read with each round so NTP's slewing of the wall clock is followed.
+        arq.set_wall_clock(now_ns, time::wall_ns());
         // New messages: one per pacing slot (window permitting), or as many as the window
         // takes when unpaced (window-limited bulk). Every slot also earns the layer its
         // retransmission allowance, so slots keep coming after the last new message until
