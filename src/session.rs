@@ -25,13 +25,14 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
+use crate::arq::{ArqConfig, ArqDeadline, ArqOrdering, ArqReceiver};
 use crate::stats::{ReceiverStats, StatsConfig};
 use crate::summary::{
     BufferInfo, IntervalRow, MAX_CARRIED_LOSS_RANGES, REPORT_VERSION, ReceiverReport, keep_interval,
 };
 use crate::wire::{
-    self, AbortReason, DataHeader, Fin, FinAck, Hello, HelloAck, HelloPattern, HelloStatus, Kind,
-    Message, RejectReason, ResultChunk,
+    self, AbortReason, DataHeader, Fin, FinAck, Hello, HelloAck, HelloPattern, HelloReliable,
+    HelloStatus, Kind, Message, RejectReason, ResultChunk,
 };
 
 /// How often an unanswered control message is sent again.
@@ -82,6 +83,8 @@ pub struct TestParams {
     pub loss_ranges: bool,
     /// The send pattern, for the receiver's report.
     pub pattern: HelloPattern,
+    /// `--reliable`: the test runs the ACK/retransmit layer with these parameters.
+    pub reliable: Option<HelloReliable>,
 }
 
 impl TestParams {
@@ -99,6 +102,7 @@ impl TestParams {
             rate_bps: self.rate_bps,
             pps_milli: self.pps_milli,
             cookie: 0,
+            reliable: self.reliable,
         }
     }
 
@@ -114,12 +118,18 @@ impl TestParams {
             pps_milli: h.pps_milli,
             loss_ranges: h.loss_ranges,
             pattern: h.pattern,
+            reliable: h.reliable,
         }
     }
 
     /// Why a receiver refuses these parameters, if it does: the reason and the limit it names.
     pub fn validate(&self) -> Result<(), (RejectReason, u64)> {
-        if (self.payload_size as usize) < wire::DATA_HEADER_LEN
+        let min_payload = if self.reliable.is_some() {
+            wire::RDATA_HEADER_LEN
+        } else {
+            wire::DATA_HEADER_LEN
+        };
+        if (self.payload_size as usize) < min_payload
             || self.payload_size as usize > wire::MAX_PAYLOAD
         {
             return Err((RejectReason::PayloadSize, wire::MAX_PAYLOAD as u64));
@@ -139,8 +149,13 @@ impl TestParams {
     /// Datagrams per second the receiver plans for: the declared rate, or 2 M/s for an
     /// unpaced sender (beyond what one socket delivers).
     fn planned_pps(&self) -> f64 {
+        // A reliable test's packet numbers also count its retransmissions, which may exceed
+        // the rate by the announced budget.
+        let rexmit = self
+            .reliable
+            .map_or(1.0, |r| 1.0 + f64::from(r.rexmit_budget_pct.min(1000)) / 100.0);
         if self.pps_milli > 0 {
-            self.pps_milli as f64 / 1000.0
+            self.pps_milli as f64 / 1000.0 * rexmit
         } else {
             2_000_000.0
         }
@@ -159,7 +174,8 @@ impl TestParams {
     /// A burst pattern adds twice its burst size; a burst too large for the Hello's field
     /// leaves only the count as the bound.
     pub fn plausible_end(&self, elapsed: Duration) -> u64 {
-        let count_bound = if self.count > 0 {
+        // A reliable test sends its count of messages under more packet numbers than that.
+        let count_bound = if self.count > 0 && self.reliable.is_none() {
             self.count
         } else {
             crate::stats::SEQ_LIMIT
@@ -688,9 +704,41 @@ struct RxSession {
     /// Lost ranges kept for the results, when the sender asked for them.
     loss_ranges: Vec<[u64; 2]>,
     loss_ranges_not_kept: u64,
+    /// `--reliable`: the ARQ receiver this test's RData feeds (None for a plain test).
+    arq: Option<ArqReceiver>,
+    /// One past the highest message id seen, and the wall clock of the last RData: at the
+    /// Fin the ARQ receiver delivers (or counts missing) what still waits behind a gap.
+    arq_msg_end: u64,
+    arq_last_wall_ns: u64,
 }
 
 impl RxSession {
+    /// Feeds the ARQ receiver's timers, hands its deliveries to the (absent) application and
+    /// queues its ACKs, to the validated peer only.
+    fn pump_arq(&mut self, now: Instant, outbox: &mut VecDeque<(SocketAddr, Vec<u8>)>) {
+        let Some(arq) = self.arq.as_mut() else {
+            return;
+        };
+        let now_ns = session_ns(now, self.started);
+        if arq.poll_timeout().is_some_and(|t| t <= now_ns) {
+            arq.handle_timeout(now_ns);
+        }
+        // The measurement is the delivery itself (the layer counts it); no application
+        // consumes the messages.
+        while arq.poll_delivery().is_some() {}
+        while let Some(ack) = arq.poll_ack(now_ns) {
+            let mut bytes = Vec::with_capacity(ack.encoded_len());
+            ack.encode(&mut bytes);
+            outbox.push_back((self.peer, bytes));
+        }
+    }
+
+    /// When the ARQ receiver's next timer is due.
+    fn arq_timeout(&self) -> Option<Instant> {
+        let t = self.arq.as_ref()?.poll_timeout()?;
+        Some(self.started + Duration::from_nanos(t))
+    }
+
     /// Whether this session's statistics keep lost ranges (for the driver's log or the sender).
     fn records_loss_ranges(&self, driver_log: bool) -> bool {
         driver_log || self.params.loss_ranges
@@ -848,6 +896,7 @@ impl ReceiverServer {
             return false;
         }
         match wire::parse(buf) {
+            Ok(Message::RData { frame, len }) => self.handle_rdata(now, recv_ns, src, &frame, len),
             Ok(msg) => self.handle_control(now, src, buf.len(), msg),
             Err(_) => {
                 self.foreign += 1;
@@ -858,6 +907,62 @@ impl ReceiverServer {
             }
         }
         false
+    }
+
+    /// One RData of a reliable test: the raw datagram goes to the plain statistics under its
+    /// packet number (loss, reordering and one-way delay of the path, before recovery), the
+    /// frame to the ARQ receiver, whose ACKs go to the validated peer. From anyone else, for
+    /// another session, or for a plain test: foreign.
+    fn handle_rdata(
+        &mut self,
+        now: Instant,
+        recv_ns: u64,
+        src: SocketAddr,
+        frame: &wire::RDataFrame,
+        len: usize,
+    ) {
+        let Some(s) = self.sessions.get_mut(&frame.session_id) else {
+            self.foreign += 1;
+            return;
+        };
+        if s.peer != src || s.arq.is_none() {
+            self.foreign += 1;
+            return;
+        }
+        let Some(stats) = s.stats.as_mut() else {
+            self.foreign += 1;
+            return;
+        };
+        let pn = frame.packet_number;
+        if pn >= s.plausible_end {
+            s.plausible_end = s
+                .params
+                .plausible_end(now.saturating_duration_since(s.started));
+            if pn >= s.plausible_end {
+                stats.on_implausible();
+                s.last_activity = now;
+                self.implausible += 1;
+                return;
+            }
+        }
+        let now_ns = session_ns(now, s.started);
+        stats.on_datagram(pn, frame.send_ns, recv_ns, now_ns, len);
+        if let Some(arq) = s.arq.as_mut() {
+            arq.handle_data(now_ns, recv_ns, frame, len);
+        }
+        s.arq_msg_end = s.arq_msg_end.max(frame.message_id.saturating_add(1));
+        s.arq_last_wall_ns = recv_ns;
+        s.last_activity = now;
+        s.data_seen = true;
+        s.pump_arq(now, &mut self.outbox);
+    }
+
+    /// Whether a reliable test is running: its ACK timers want the driver's attention at
+    /// sub-millisecond precision.
+    pub fn has_reliable_session(&self) -> bool {
+        self.sessions
+            .values()
+            .any(|s| s.arq.is_some() && s.stats.is_some())
     }
 
     /// The session `id` if `src` is its validated address and `secret` its secret; else the
@@ -881,6 +986,11 @@ impl ReceiverServer {
                 };
                 s.last_activity = now;
                 if matches!(s.state, RxState::Running) {
+                    // The sender is done: nothing waiting behind a gap will be filled.
+                    if let Some(arq) = s.arq.as_mut() {
+                        arq.finish(s.arq_last_wall_ns, s.arq_msg_end);
+                        while arq.poll_delivery().is_some() {}
+                    }
                     s.send_errors = fin.send_errors;
                     s.state = RxState::Draining {
                         until: now + s.params.tmax,
@@ -1063,7 +1173,9 @@ impl ReceiverServer {
         }
         let params = TestParams::from_hello(h);
         let window_bits = params.window_bits();
-        let needed = ReceiverStats::memory_for(window_bits) as u64;
+        let arq_cfg = params.reliable.map(|r| arq_receiver_config(&params, &r));
+        let needed = ReceiverStats::memory_for(window_bits) as u64
+            + arq_cfg.as_ref().map_or(0, arq_receiver_memory);
         let in_use = self.memory_in_use();
         if let Err((reason, limit)) = params.validate() {
             ack.status = HelloStatus::Rejected;
@@ -1133,6 +1245,9 @@ impl ReceiverServer {
                 echo_sent: 0,
                 loss_ranges: Vec::new(),
                 loss_ranges_not_kept: 0,
+                arq: arq_cfg.map(|c| ArqReceiver::new(c, h.session_id, 0)),
+                arq_msg_end: 0,
+                arq_last_wall_ns: 0,
             },
         );
         self.events.push_back(ServerEvent::Started {
@@ -1188,13 +1303,18 @@ impl ReceiverServer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.sessions
             .values()
-            .map(|s| match s.state {
-                RxState::Running => s
-                    .next_interval
-                    .min(s.next_tick)
-                    .min(s.last_activity + PEER_SILENCE_TIMEOUT),
-                RxState::Draining { until, .. } => until.min(s.next_interval).min(s.next_tick),
-                RxState::Finished { linger_until, .. } => linger_until,
+            .map(|s| {
+                let t = match s.state {
+                    RxState::Running => s
+                        .next_interval
+                        .min(s.next_tick)
+                        .min(s.last_activity + PEER_SILENCE_TIMEOUT),
+                    RxState::Draining { until, .. } => {
+                        until.min(s.next_interval).min(s.next_tick)
+                    }
+                    RxState::Finished { linger_until, .. } => return linger_until,
+                };
+                s.arq_timeout().map_or(t, |a| a.min(t))
             })
             .min()
     }
@@ -1230,6 +1350,7 @@ impl ReceiverServer {
             if let Some(stats) = s.stats.as_mut() {
                 stats.on_tick(session_ns(now, s.started));
             }
+            s.pump_arq(now, &mut self.outbox);
             if now >= s.next_tick {
                 s.next_tick = now + s.params.interval.min(LOSS_TICK_MAX);
             }
@@ -1365,6 +1486,7 @@ impl ReceiverServer {
                 .refused_by_allow
                 .map(|n| n - s.gate_at_start.refused_by_allow.unwrap_or(0)),
             stats,
+            reliable: s.arq.as_ref().map(ArqReceiver::stats),
         };
         let json = serde_json::to_vec(&ResultsEnvelope {
             version: REPORT_VERSION,
@@ -1391,6 +1513,7 @@ impl ReceiverServer {
             .collect();
         // The window goes now; the results stay for the sender (bounded by MAX_FINISHED_KEPT).
         s.stats = None;
+        s.arq = None;
         s.memory = json.len() as u64;
         s.state = RxState::Finished {
             chunks,
@@ -1536,6 +1659,39 @@ fn siphash24(key: [u64; 2], msg: &[u8]) -> u64 {
 /// Monotonic nanoseconds since a session started: the clock of its `ReceiverStats`.
 fn session_ns(now: Instant, started: Instant) -> u64 {
     now.saturating_duration_since(started).as_nanos() as u64
+}
+
+/// The ARQ receiver of a reliable test: the sender's mode and window (the reorder buffer
+/// follows the window, capped at the largest `--window`), the layer's ACK policy.
+fn arq_receiver_config(params: &TestParams, r: &HelloReliable) -> ArqConfig {
+    let mut cfg = ArqConfig::default();
+    cfg.ordering = match r.mode {
+        wire::ReliableMode::Unordered => ArqOrdering::Unordered,
+        _ => ArqOrdering::Ordered,
+    };
+    cfg.deadline = match (r.mode, r.deadline_in_rtt) {
+        (wire::ReliableMode::Deadline, false) => ArqDeadline::After { ns: r.deadline },
+        (wire::ReliableMode::Deadline, true) => ArqDeadline::RttMultiple {
+            times_1000: u32::try_from(r.deadline).unwrap_or(u32::MAX),
+        },
+        _ => ArqDeadline::None,
+    };
+    if r.window > 0 {
+        let w = r.window.min(crate::config::MAX_RELIABLE_WINDOW);
+        cfg.max_in_flight = w;
+        cfg.recv_window = w;
+    }
+    cfg.payload_size = params.payload_size;
+    cfg
+}
+
+/// Bytes a reliable test's ARQ receiver may hold (the bound stated in [`crate::arq`]), counted
+/// against the receiver's memory budget with the test's statistics.
+pub fn arq_receiver_memory(cfg: &ArqConfig) -> u64 {
+    // 80 bytes per message of reorder window + 2 KiB fixed + the fixed-size histograms.
+    80 * u64::from(cfg.recv_window.max(1))
+        + 2048
+        + (ArqReceiver::HISTOGRAMS * crate::stats::LatencyHistogram::CAPACITY_BYTES) as u64
 }
 
 /// The results payload carries its version so a mismatched peer fails loudly.

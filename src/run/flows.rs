@@ -388,6 +388,8 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             // The socket's drops, given once (the largest flow's figure covers the others').
             rcvbuf_drops_shared: receivers.len() > 1
                 || receivers.iter().any(|r| r.rcvbuf_drops_shared),
+            // Each flow's reliable figures are in its own report.
+            reliable: None,
         }
     });
     RunReport {

@@ -8,6 +8,7 @@ pub mod flows;
 pub mod loopback;
 pub mod proxy;
 pub mod recv;
+pub mod reliable;
 pub mod send;
 
 use std::fs::File;

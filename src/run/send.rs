@@ -18,7 +18,7 @@ use crate::net::{self, RecvBatch, SendMode, SocketOptions};
 use crate::pacing::Pacer;
 use crate::pacing::Pattern;
 use crate::report;
-use crate::run::{OutputFile, Stop, text_writer, wait_until};
+use crate::run::{OutputFile, Stop, reliable, text_writer, wait_until};
 use crate::session::{ControlError, SenderControl, SenderEvent, TestParams};
 use crate::stats::LatencyHistogram;
 use crate::summary::{
@@ -30,33 +30,33 @@ use crate::wire::{DataHeader, HelloPattern, Kind};
 
 /// Live counters the data thread publishes for interval lines.
 #[derive(Debug, Default)]
-struct LiveCounters {
-    sent: AtomicU64,
-    bytes: AtomicU64,
-    errors: AtomicU64,
+pub(super) struct LiveCounters {
+    pub sent: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
 }
 
 /// What the data thread did.
 #[derive(Debug)]
-struct DataResult {
-    sent: u64,
-    bytes: u64,
-    errors_enobufs: u64,
-    errors_eagain: u64,
-    errors_other: u64,
-    first: Option<Instant>,
-    last: Option<Instant>,
-    lateness: Option<LatencyHistogram>,
-    gaps: LatencyHistogram,
+pub(super) struct DataResult {
+    pub sent: u64,
+    pub bytes: u64,
+    pub errors_enobufs: u64,
+    pub errors_eagain: u64,
+    pub errors_other: u64,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+    pub lateness: Option<LatencyHistogram>,
+    pub gaps: LatencyHistogram,
     /// How late the impairment's releases left against their planned time.
-    release_lateness: LatencyHistogram,
-    impair: Option<ImpairCounters>,
-    mode: SendMode,
-    warnings: Vec<String>,
+    pub release_lateness: LatencyHistogram,
+    pub impair: Option<ImpairCounters>,
+    pub mode: SendMode,
+    pub warnings: Vec<String>,
 }
 
 impl DataResult {
-    fn errors(&self) -> u64 {
+    pub(super) fn errors(&self) -> u64 {
         self.errors_enobufs + self.errors_eagain + self.errors_other
     }
 }
@@ -121,16 +121,26 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         // The receiver keeps its lost ranges for us only when there is a log to write.
         loss_ranges: cfg.outputs.loss_log.is_some(),
         pattern: hello_pattern(cfg),
+        reliable: cfg.reliable.map(|r| r.hello()),
     };
     let mut ctl = SenderControl::new(session_id, params, time::now());
     let key = cfg.key.as_ref();
     let mut replies = Replies::new(session_id, cfg.key.clone());
 
-    // Handshake.
+    // Handshake. The last Hello's round trip seeds `--reliable`'s RTT estimate.
+    let mut last_hello_at = time::now();
+    let handshake_rtt;
     loop {
+        let before = ctl.control_sent();
         flush_control(&sock, &mut ctl, key);
+        if ctl.control_sent() > before {
+            last_hello_at = time::now();
+        }
         match ctl.poll_event() {
-            Some(SenderEvent::Accepted { .. }) => break,
+            Some(SenderEvent::Accepted { .. }) => {
+                handshake_rtt = time::now().saturating_duration_since(last_hello_at);
+                break;
+            }
             Some(SenderEvent::Failed(e)) => {
                 if key.is_some() && replies.unauthenticated > 0 {
                     // A receiver without the key answered: it takes our tag for padding and
@@ -218,13 +228,48 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let live = Arc::new(LiveCounters::default());
     let halt = Arc::new(AtomicBool::new(false));
     let data_sock = sock.try_clone().context("cloning the socket")?;
+    // With --reliable the data thread reads the socket (the ACKs) and hands the receiver's
+    // control over this channel.
+    let (control_tx, control_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let data = {
         let live = Arc::clone(&live);
         let halt = Arc::clone(&halt);
-        thread::Builder::new()
-            .name("udplab-send".into())
-            .spawn(move || data_loop(&data_sock, plan, &halt, &live))
-            .context("starting the send thread")?
+        let spawn = thread::Builder::new().name("udplab-send".into());
+        match cfg.reliable {
+            None => DataThread::Plain(
+                spawn
+                    .spawn(move || data_loop(&data_sock, plan, &halt, &live))
+                    .context("starting the send thread")?,
+            ),
+            Some(r) => {
+                let reliable_plan = reliable::ReliablePlan {
+                    session_id,
+                    payload: plan.payload,
+                    pps: plan.pps,
+                    pattern: plan.pattern,
+                    seed: plan.seed,
+                    duration: plan.duration,
+                    count: plan.count,
+                    impair: plan.impair,
+                    impair_acks: r.impair_acks,
+                    cpu: plan.cpu,
+                    key: plan.key.clone(),
+                    arq: reliable::arq_config(
+                        &r,
+                        cfg.payload_size,
+                        u64::try_from(handshake_rtt.as_nanos()).unwrap_or(u64::MAX),
+                    ),
+                    control: control_tx,
+                };
+                DataThread::Reliable(
+                    spawn
+                        .spawn(move || {
+                            reliable::sender_loop(&data_sock, reliable_plan, &halt, &live)
+                        })
+                        .context("starting the send thread")?,
+                )
+            }
+        }
     };
 
     // While data flows: echoes, control, interval lines.
@@ -243,8 +288,20 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             halt.store(true, Ordering::Relaxed);
         }
         let wake = next_tick.min(time::now() + Duration::from_millis(20));
-        // ICMP errors (the receiver went away) are the data thread's to count.
-        let _ = replies.receive(&sock, Some(wake), &mut ctl);
+        if cfg.reliable.is_some() {
+            // The data thread reads the socket; the receiver's control comes from it.
+            if let Ok(msg) =
+                control_rx.recv_timeout(wake.saturating_duration_since(time::now()))
+            {
+                ctl.handle_datagram(time::now(), &msg);
+                while let Ok(msg) = control_rx.try_recv() {
+                    ctl.handle_datagram(time::now(), &msg);
+                }
+            }
+        } else {
+            // ICMP errors (the receiver went away) are the data thread's to count.
+            let _ = replies.receive(&sock, Some(wake), &mut ctl);
+        }
         while let Some(ev) = ctl.poll_event() {
             if let SenderEvent::Failed(ControlError::PeerAborted) = ev {
                 peer_aborted = true;
@@ -270,9 +327,25 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             next_tick += cfg.interval;
         }
     }
-    let result = data
-        .join()
-        .map_err(|_| anyhow::anyhow!("the send thread panicked"))?;
+    let (result, reliable_result) = match data {
+        DataThread::Plain(h) => (
+            h.join()
+                .map_err(|_| anyhow::anyhow!("the send thread panicked"))?,
+            None,
+        ),
+        DataThread::Reliable(h) => {
+            let r = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("the send thread panicked"))?;
+            // Control that came in as the thread ended.
+            while let Ok(msg) = control_rx.try_recv() {
+                ctl.handle_datagram(time::now(), &msg);
+            }
+            let (data, extras) = r;
+            replies.unauthenticated += extras.unauthenticated;
+            (data, Some(extras))
+        }
+    };
     warnings.extend(result.warnings.iter().cloned());
     // A GSO refusal switched the run to sendmmsg: what the choice said about GSO is moot.
     let choice = if result.mode == choice.mode {
@@ -429,12 +502,49 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         interrupted: stop.requested() || peer_aborted,
         ..RunReport::default()
     };
+    if let (Some(settings), Some(result)) = (cfg.reliable.as_ref(), reliable_result) {
+        let r = reliable::report(
+            settings,
+            result,
+            run.receiver.as_ref(),
+            cfg.impair.is_some(),
+        );
+        if !r.receiver_results {
+            run.warnings.push(
+                "--reliable: the receiver's results did not come back: delivered messages, \
+                 delivery latency and ACKs sent are unknown"
+                    .into(),
+            );
+        }
+        if r.arq.session_given_up {
+            run.warnings.push(format!(
+                "--reliable: the transfer was given up (no ACK progress for {:.1} s)",
+                r.arq.config.as_ref().map_or(0, |c| c.idle_give_up_ns) as f64 / 1e9
+            ));
+        }
+        run.reliable = Some(r);
+    }
     // One flow writes its loss log here; `--flows` writes every flow's into one file.
     if let Some(path) = cfg.outputs.loss_log.as_ref().filter(|_| cfg.flows <= 1) {
         write_loss_log_file(path, &[&run]);
         strip_loss_ranges(&mut run);
     }
     Ok(run)
+}
+
+/// The data thread of a plain or a reliable run.
+enum DataThread {
+    Plain(thread::JoinHandle<DataResult>),
+    Reliable(thread::JoinHandle<(DataResult, reliable::ReliableResult)>),
+}
+
+impl DataThread {
+    fn is_finished(&self) -> bool {
+        match self {
+            DataThread::Plain(h) => h.is_finished(),
+            DataThread::Reliable(h) => h.is_finished(),
+        }
+    }
 }
 
 /// Writes the lost ranges the receiver carried back for `runs` to `path`.
@@ -652,6 +762,7 @@ fn sender_row(
         rtt,
         rate_bps: bytes as f64 * 8.0 / secs,
         pps: sent as f64 / secs,
+        reliable: None,
     }
 }
 
@@ -949,7 +1060,7 @@ fn log_fate(log: &mut BufWriter<OutputFile>, seq: u64, fate: &Fate) {
     }
 }
 
-fn count_error(res: &mut DataResult, e: &io::Error, n: u64) {
+pub(super) fn count_error(res: &mut DataResult, e: &io::Error, n: u64) {
     if net::is_enobufs(e) {
         res.errors_enobufs += n;
     } else if net::is_eagain(e) {
