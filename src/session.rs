@@ -1721,6 +1721,7 @@ mod tests {
             pps_milli: 0,
             loss_ranges: false,
             pattern: HelloPattern::Cbr,
+            reliable: None,
         }
     }
 
