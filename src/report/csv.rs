@@ -146,7 +146,6 @@ pub const SUMMARY_COLUMNS: [&str; 119] = [
 /// How many of the summary's last columns are `--reliable`'s.
 const RELIABLE_COLUMN_COUNT: usize = 45;
 
-
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
 pub const INTERVAL_COLUMNS: [&str; 24] = [
     "run_id",
@@ -1038,7 +1037,10 @@ mod tests {
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
         // Right before the --reliable block, which came after them.
         let end = headers.len() - RELIABLE_COLUMN_COUNT;
-        assert_eq!(headers[end - 2..end], ["implausible", "rcvbuf_drops_shared"]);
+        assert_eq!(
+            headers[end - 2..end],
+            ["implausible", "rcvbuf_drops_shared"]
+        );
         assert_eq!(headers[end], "reliable_mode");
         assert_eq!(rows[0]["rcvbuf_drops_shared"], "false");
         assert_eq!(rows[0]["rcvbuf_drops_pct"], "0.0000");
