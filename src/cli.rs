@@ -332,7 +332,9 @@ fn parse_reliable(s: &str) -> Result<ReliableArg, String> {
                 "deadline={dur}: the RTT multiple must be above 0 and at most 1000"
             ));
         }
-        return Ok(ReliableArg::DeadlineRtt((times * 1000.0).round().max(1.0) as u32));
+        return Ok(ReliableArg::DeadlineRtt(
+            (times * 1000.0).round().max(1.0) as u32
+        ));
     }
     match units::parse_duration(dur) {
         Ok(d) if d.is_zero() => Err(format!("deadline={dur}: the deadline must be above 0")),
@@ -577,7 +579,13 @@ mod tests {
             parse_reliable("deadline=2.5rtt"),
             Ok(ReliableArg::DeadlineRtt(2500))
         );
-        for bad in ["fast", "deadline=", "deadline=0ms", "deadline=-1rtt", "deadline=xrtt"] {
+        for bad in [
+            "fast",
+            "deadline=",
+            "deadline=0ms",
+            "deadline=-1rtt",
+            "deadline=xrtt",
+        ] {
             assert!(parse_reliable(bad).is_err(), "{bad}");
         }
         // A bare --reliable is ordered; the target may come first.

@@ -10,7 +10,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::auth::{self, AllowList, Key};
-use crate::cli::{RateArg, RecvArgs, ReliableArg, ReliableArgs, ReportArgs, SendArgs, ThresholdArgs};
+use crate::cli::{
+    RateArg, RecvArgs, ReliableArg, ReliableArgs, ReportArgs, SendArgs, ThresholdArgs,
+};
 use crate::error::UsageError;
 use crate::impair::ImpairSpec;
 use crate::net::SendMode;
@@ -401,7 +403,9 @@ impl SendConfig {
                     crate::run::reliable::MIN_RELIABLE_SIZE
                 )));
             }
-            if key.is_some() && size < (crate::run::reliable::MIN_RELIABLE_SIZE + auth::TAG_LEN) as u64 {
+            if key.is_some()
+                && size < (crate::run::reliable::MIN_RELIABLE_SIZE + auth::TAG_LEN) as u64
+            {
                 return Err(UsageError(format!(
                     "--size {size}: with --reliable and a key each datagram carries the RData \
                      header and the tag: use --size {} or more",

@@ -151,9 +151,9 @@ impl TestParams {
     fn planned_pps(&self) -> f64 {
         // A reliable test's packet numbers also count its retransmissions, which may exceed
         // the rate by the announced budget.
-        let rexmit = self
-            .reliable
-            .map_or(1.0, |r| 1.0 + f64::from(r.rexmit_budget_pct.min(1000)) / 100.0);
+        let rexmit = self.reliable.map_or(1.0, |r| {
+            1.0 + f64::from(r.rexmit_budget_pct.min(1000)) / 100.0
+        });
         if self.pps_milli > 0 {
             self.pps_milli as f64 / 1000.0 * rexmit
         } else {
@@ -1309,9 +1309,7 @@ impl ReceiverServer {
                         .next_interval
                         .min(s.next_tick)
                         .min(s.last_activity + PEER_SILENCE_TIMEOUT),
-                    RxState::Draining { until, .. } => {
-                        until.min(s.next_interval).min(s.next_tick)
-                    }
+                    RxState::Draining { until, .. } => until.min(s.next_interval).min(s.next_tick),
                     RxState::Finished { linger_until, .. } => return linger_until,
                 };
                 s.arq_timeout().map_or(t, |a| a.min(t))
@@ -1721,6 +1719,7 @@ mod tests {
             pps_milli: 0,
             loss_ranges: false,
             pattern: HelloPattern::Cbr,
+            reliable: None,
         }
     }
 
@@ -2088,5 +2087,123 @@ mod tests {
         // Right session id, wrong peer address: not counted into the test.
         assert!(!srv.handle_datagram(clock.now(), 0, other, &buf, &mut echo));
         assert_eq!(srv.foreign_datagrams(), 3);
+    }
+
+    fn rdata(session_id: u32, pn: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; 200];
+        wire::RDataFrame {
+            session_id,
+            packet_number: pn,
+            message_id: pn,
+            transmission: 1,
+            first_send_ns: 1,
+            send_ns: 1,
+            skip_below: 0,
+            acked_below: 0,
+        }
+        .write(&mut buf);
+        buf
+    }
+
+    /// A reliable test: the peer's RData is acknowledged to the peer; a stranger's RData
+    /// (right session id), a forged Ack, or RData for a plain test are foreign: counted, never
+    /// answered, and the test's figures do not move.
+    #[test]
+    fn acks_go_only_to_the_validated_peer_and_forgeries_are_counted() {
+        let clock = ManualClock::new(0);
+        let mut srv = server(2);
+        let reliable = TestParams {
+            payload_size: 200,
+            echo: false,
+            reliable: Some(HelloReliable::default()),
+            ..params()
+        };
+        let mut ctl = SenderControl::new(5, reliable, clock.now());
+        pump(&clock, &mut ctl, &mut srv);
+        let mut plain_ctl = SenderControl::new(6, params(), clock.now());
+        pump(&clock, &mut plain_ctl, &mut srv);
+        assert_eq!(srv.active_sessions(), 2);
+        assert!(srv.has_reliable_session());
+        let peer: SocketAddr = PEER.parse().unwrap();
+        let stranger: SocketAddr = "192.0.2.10:1".parse().unwrap();
+        let mut echo = [0u8; wire::DATA_HEADER_LEN];
+        // Two RData from the peer: ACK policy answers (every second datagram), to the peer.
+        for pn in 0..2 {
+            srv.handle_datagram(clock.now(), 5, peer, &rdata(5, pn), &mut echo);
+        }
+        let acks: Vec<(SocketAddr, Vec<u8>)> = std::iter::from_fn(|| srv.poll_transmit()).collect();
+        assert!(!acks.is_empty(), "the peer's RData is acknowledged");
+        for (dst, bytes) in &acks {
+            assert_eq!(*dst, peer);
+            let ack = wire::AckFrame::decode(bytes).expect("an Ack");
+            assert_eq!((ack.session_id, ack.largest), (5, 1));
+            assert!(
+                bytes.len() < 200,
+                "an Ack is smaller than the RData it answers"
+            );
+        }
+        let foreign = srv.foreign_datagrams();
+        // The same RData from a stranger, a forged Ack, and RData for the plain test.
+        srv.handle_datagram(clock.now(), 5, stranger, &rdata(5, 2), &mut echo);
+        srv.handle_datagram(clock.now(), 5, stranger, &rdata(5, 3), &mut echo);
+        let mut forged = Vec::new();
+        wire::AckFrame {
+            session_id: 5,
+            largest: 1_000,
+            ack_delay_ns: 0,
+            delivered_below: 1_000,
+            ranges: crate::arq::AckRanges::default(),
+        }
+        .encode(&mut forged);
+        srv.handle_datagram(clock.now(), 5, stranger, &forged, &mut echo);
+        srv.handle_datagram(clock.now(), 5, peer, &rdata(6, 0), &mut echo);
+        assert_eq!(srv.foreign_datagrams(), foreign + 4);
+        assert_eq!(srv.poll_transmit(), None, "nothing answers a forgery");
+        let s = srv.sessions.get(&5).unwrap();
+        let stats = s.arq.as_ref().unwrap().stats();
+        assert_eq!(
+            stats.data_datagrams, 2,
+            "the stranger's RData never counted"
+        );
+        assert_eq!(stats.delivered, 2);
+    }
+
+    #[test]
+    fn a_reliable_test_is_sized_under_the_memory_budget() {
+        let clock = ManualClock::new(0);
+        let big = TestParams {
+            payload_size: 200,
+            echo: false,
+            reliable: Some(HelloReliable {
+                window: crate::config::MAX_RELIABLE_WINDOW,
+                ..HelloReliable::default()
+            }),
+            ..params()
+        };
+        let cfg = arq_receiver_config(&big, &big.reliable.unwrap());
+        assert_eq!(cfg.recv_window, crate::config::MAX_RELIABLE_WINDOW);
+        let arq_bytes = arq_receiver_memory(&cfg);
+        assert!(arq_bytes >= 80 * u64::from(crate::config::MAX_RELIABLE_WINDOW));
+        let stats_bytes = ReceiverStats::memory_for(big.window_bits()) as u64;
+        // A budget that holds the statistics but not the reorder buffer refuses the test.
+        let mut srv = ReceiverServer::new(ServerConfig {
+            max_memory: stats_bytes + arq_bytes - 1,
+            ..ServerConfig::default()
+        });
+        let mut ctl = SenderControl::new(5, big, clock.now());
+        pump(&clock, &mut ctl, &mut srv);
+        assert_eq!(srv.active_sessions(), 0);
+        assert_eq!(srv.refused(), 1);
+        // One byte more and it fits, and the test holds what it was sized for.
+        let mut srv = ReceiverServer::new(ServerConfig {
+            max_memory: stats_bytes + arq_bytes,
+            ..ServerConfig::default()
+        });
+        let mut ctl = SenderControl::new(5, big, clock.now());
+        pump(&clock, &mut ctl, &mut srv);
+        assert_eq!(srv.active_sessions(), 1);
+        assert_eq!(srv.memory_in_use(), stats_bytes + arq_bytes);
+        let held = srv.sessions[&5].arq.as_ref().unwrap().state_bytes() as u64;
+        assert!(held <= arq_bytes, "{held} > {arq_bytes}");
     }
 }

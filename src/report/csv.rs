@@ -9,16 +9,17 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{loss_denominator, measured, measured_signed, percent, return_path};
+use crate::arq::ArqReceiverStats;
 use crate::summary::{
-    BufferInfo, IntervalRow, LatencySummary, MAX_CARRIED_LOSS_RANGES, ReceiverReport, RunReport,
-    SenderReport, SignedLatencySummary,
+    BufferInfo, IntervalRow, LatencySummary, MAX_CARRIED_LOSS_RANGES, ReceiverReport,
+    ReliableReport, RunReport, SenderReport, SignedLatencySummary,
 };
 
 /// First line of a `--loss-log` file.
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 74] = [
+pub const SUMMARY_COLUMNS: [&str; 119] = [
     "run_id",
     "role",
     "target",
@@ -94,7 +95,56 @@ pub const SUMMARY_COLUMNS: [&str; 74] = [
     "refused_by_allow",
     "implausible",
     "rcvbuf_drops_shared",
+    // --reliable (empty cells without it).
+    "reliable_mode",
+    "reliable_impaired",
+    "messages",
+    "delivered",
+    "residual_lost",
+    "residual_loss_pct",
+    "raw_lost_packets",
+    "raw_loss_pct",
+    "retransmissions",
+    "retransmissions_per_message",
+    "rexmit_packet_threshold",
+    "rexmit_time_threshold",
+    "rexmit_pto",
+    "spurious_retransmissions",
+    "spurious_per_message",
+    "duplicate_arrivals",
+    "duplicate_arrivals_per_message",
+    "ack_datagrams",
+    "ack_bytes",
+    "ack_datagram_pct",
+    "ack_byte_pct",
+    "goodput_bps",
+    "wire_efficiency_pct",
+    "delivery_ordered_p50_us",
+    "delivery_ordered_p99_us",
+    "delivery_ordered_max_us",
+    "delivery_unordered_p50_us",
+    "delivery_unordered_p99_us",
+    "delivery_unordered_max_us",
+    "delivery_tx1_p99_us",
+    "delivery_tx2_p99_us",
+    "delivery_tx3plus_p99_us",
+    "recovery_p99_us",
+    "hol_wait_p99_us",
+    "hol_waited_pct",
+    "deadline_drops",
+    "messages_given_up",
+    "srtt_us",
+    "rttvar_us",
+    "min_rtt_us",
+    "packet_threshold",
+    "time_threshold",
+    "max_in_flight",
+    "max_buffered",
+    "bogus_acks",
 ];
+
+/// How many of the summary's last columns are `--reliable`'s.
+const RELIABLE_COLUMN_COUNT: usize = 45;
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
 pub const INTERVAL_COLUMNS: [&str; 24] = [
@@ -479,6 +529,8 @@ struct SummaryRow {
     refused_by_allow: String,
     implausible: String,
     rcvbuf_drops_shared: String,
+    /// The `--reliable` cells; empty: none of them applies.
+    reliable: Vec<String>,
 }
 
 impl SummaryRow {
@@ -651,6 +703,12 @@ impl SummaryRow {
             self.implausible,
             self.rcvbuf_drops_shared,
         ];
+        let mut cells = cells;
+        if self.reliable.is_empty() {
+            cells.extend(std::iter::repeat_n(String::new(), RELIABLE_COLUMN_COUNT));
+        } else {
+            cells.extend(self.reliable);
+        }
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
     }
@@ -676,7 +734,100 @@ fn sender_summary_row(report: &RunReport, sender: &SenderReport) -> SummaryRow {
     row.unauthenticated = opt(sender.unauthenticated);
     row.interrupted = report.interrupted.to_string();
     row.fill_return_path(report);
+    if let Some(r) = &report.reliable {
+        row.reliable = reliable_cells(r);
+    }
     row
+}
+
+/// The `--reliable` cells of a run (the merged figures: both rows of a sender's report carry
+/// them; a receiver's own report has only its side, see [`receiver_reliable_cells`]).
+fn reliable_cells(r: &ReliableReport) -> Vec<String> {
+    let a = &r.arq;
+    let lat = |l: &Option<LatencySummary>| LatencyCells::of(l.as_ref());
+    let (ordered, unordered) = (lat(&a.latency_ordered), lat(&a.latency_unordered));
+    let receiver = |v: String| if r.receiver_results { v } else { String::new() };
+    let pct = |share: f64| decimal(share * 100.0, 4);
+    [
+        r.mode.clone(),
+        r.impaired.clone(),
+        a.messages.to_string(),
+        receiver(a.delivered.to_string()),
+        receiver(a.residual_lost.to_string()),
+        receiver(pct(a.residual_loss)),
+        a.raw_lost_packets.to_string(),
+        pct(a.raw_loss),
+        a.retransmissions.to_string(),
+        decimal(a.retransmissions_per_message, 6),
+        a.rexmit_packet_threshold.to_string(),
+        a.rexmit_time_threshold.to_string(),
+        a.rexmit_pto.to_string(),
+        a.spurious_retransmissions.to_string(),
+        decimal(a.spurious_per_message, 6),
+        receiver(a.duplicate_arrivals.to_string()),
+        receiver(decimal(a.duplicate_arrivals_per_message, 6)),
+        receiver(a.ack_datagrams.to_string()),
+        receiver(a.ack_bytes.to_string()),
+        receiver(pct(a.ack_datagram_share)),
+        receiver(pct(a.ack_byte_share)),
+        receiver(decimal(a.goodput_bps, 1)),
+        receiver(pct(a.wire_efficiency)),
+        ordered.p50,
+        ordered.p99,
+        ordered.max,
+        unordered.p50,
+        unordered.p99,
+        unordered.max,
+        lat(&a.latency_tx1).p99,
+        lat(&a.latency_tx2).p99,
+        lat(&a.latency_tx3plus).p99,
+        lat(&a.recovery_latency).p99,
+        lat(&a.hol_wait).p99,
+        receiver(pct(a.hol_waited_share)),
+        a.deadline_drops.to_string(),
+        a.messages_given_up.to_string(),
+        us_from_ns(a.srtt_ns),
+        us_from_ns(a.rttvar_ns),
+        us_from_ns(a.min_rtt_ns),
+        a.packet_threshold.to_string(),
+        decimal(a.time_threshold, 4),
+        a.max_in_flight.to_string(),
+        receiver(a.max_buffered.to_string()),
+        a.bogus_acks.to_string(),
+    ]
+    .into()
+}
+
+/// A receiver's own report of a reliable test: the cells its side measured.
+fn receiver_reliable_cells(a: &ArqReceiverStats) -> Vec<String> {
+    let lat = |l: &Option<LatencySummary>| LatencyCells::of(l.as_ref());
+    let (ordered, unordered) = (lat(&a.latency_ordered), lat(&a.latency_unordered));
+    let mut cells = vec![String::new(); RELIABLE_COLUMN_COUNT];
+    let mut set = |column: &str, value: String| {
+        if let Some(i) = SUMMARY_COLUMNS[SUMMARY_COLUMNS.len() - RELIABLE_COLUMN_COUNT..]
+            .iter()
+            .position(|c| *c == column)
+        {
+            cells[i] = value;
+        }
+    };
+    set("delivered", a.delivered.to_string());
+    set("duplicate_arrivals", a.duplicate_arrivals.to_string());
+    set("ack_datagrams", a.ack_datagrams.to_string());
+    set("ack_bytes", a.ack_bytes.to_string());
+    set("delivery_ordered_p50_us", ordered.p50);
+    set("delivery_ordered_p99_us", ordered.p99);
+    set("delivery_ordered_max_us", ordered.max);
+    set("delivery_unordered_p50_us", unordered.p50);
+    set("delivery_unordered_p99_us", unordered.p99);
+    set("delivery_unordered_max_us", unordered.max);
+    set("delivery_tx1_p99_us", lat(&a.latency_tx1).p99);
+    set("delivery_tx2_p99_us", lat(&a.latency_tx2).p99);
+    set("delivery_tx3plus_p99_us", lat(&a.latency_tx3plus).p99);
+    set("recovery_p99_us", lat(&a.recovery_latency).p99);
+    set("hol_wait_p99_us", lat(&a.hol_wait).p99);
+    set("max_buffered", a.max_buffered.to_string());
+    cells
 }
 
 fn receiver_summary_row(report: &RunReport, receiver: &ReceiverReport) -> SummaryRow {
@@ -694,6 +845,11 @@ fn receiver_summary_row(report: &RunReport, receiver: &ReceiverReport) -> Summar
     row.interrupted = (report.interrupted || receiver.interrupted).to_string();
     row.unauthenticated = opt(receiver.unauthenticated);
     row.fill_return_path(report);
+    match (&report.reliable, &receiver.reliable) {
+        (Some(r), _) => row.reliable = reliable_cells(r),
+        (None, Some(a)) => row.reliable = receiver_reliable_cells(a),
+        (None, None) => {}
+    }
     row
 }
 
@@ -879,10 +1035,13 @@ mod tests {
     fn implausible_and_a_shared_socket_have_their_columns_at_the_end() {
         let mut report = fixtures::run_report();
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
+        // Right before the --reliable block, which came after them.
+        let end = headers.len() - RELIABLE_COLUMN_COUNT;
         assert_eq!(
-            headers[headers.len() - 2..],
+            headers[end - 2..end],
             ["implausible", "rcvbuf_drops_shared"]
         );
+        assert_eq!(headers[end], "reliable_mode");
         assert_eq!(rows[0]["rcvbuf_drops_shared"], "false");
         assert_eq!(rows[0]["rcvbuf_drops_pct"], "0.0000");
         let receiver = report.receiver.as_mut().unwrap();

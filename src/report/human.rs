@@ -201,7 +201,12 @@ fn write_reliable<W: Write>(w: &mut W, r: &ReliableReport) -> io::Result<()> {
     }
     // The empty header line stays out.
     for (label, value, _) in &t.rows {
-        let width = t.rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+        let width = t
+            .rows
+            .iter()
+            .map(|r| r.0.chars().count())
+            .max()
+            .unwrap_or(0);
         let line = format!("  {label:<width$}  {value}");
         writeln!(w, "{}", line.trim_end())?;
     }

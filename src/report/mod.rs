@@ -153,6 +153,7 @@ pub(crate) mod fixtures {
             rtt: is_sender.then(|| latency(20_000)),
             rate_bps: 9_600_000.0,
             pps: 1000.0,
+            reliable: None,
         }
     }
 
@@ -247,6 +248,7 @@ pub(crate) mod fixtures {
                 unauthenticated: None,
                 refused_by_allow: None,
                 rcvbuf_drops_shared: false,
+                reliable: None,
             }),
             warnings: vec!["SO_SNDBUF clamped to 425984 bytes (net.core.wmem_max)".to_string()],
             interrupted: false,

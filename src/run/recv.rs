@@ -258,7 +258,11 @@ impl Receiver {
                                 "test {session_id:08x} from {peer}: {} B datagrams{}{}, report every {:?}, Tmax {:?}",
                                 params.payload_size,
                                 if params.echo { ", echo on" } else { "" },
-                                if params.reliable.is_some() { ", reliable" } else { "" },
+                                if params.reliable.is_some() {
+                                    ", reliable"
+                                } else {
+                                    ""
+                                },
                                 params.interval,
                                 params.tmax
                             )?;

@@ -203,29 +203,27 @@ pub(super) fn sender_loop(
         .map(|pps| Pacer::new(start, pps, plan.pattern, plan.seed));
     let mut lateness = pacer.as_ref().map(|_| LatencyHistogram::new());
     let mut data_imp: Option<Impairment<Vec<u8>>> = plan.impair.as_ref().map(Impairment::new);
-    let mut ack_imp: Option<Impairment<Vec<u8>>> = plan
-        .impair
-        .filter(|_| plan.impair_acks)
-        .map(|spec| {
+    let mut ack_imp: Option<Impairment<Vec<u8>>> =
+        plan.impair.filter(|_| plan.impair_acks).map(|spec| {
             Impairment::new(&ImpairSpec {
                 seed: spec.seed ^ ACK_SEED_SALT,
                 ..spec
             })
         });
     let mut data = DataResult {
-            sent: 0,
-            bytes: 0,
-            errors_enobufs: 0,
-            errors_eagain: 0,
-            errors_other: 0,
-            first: None,
-            last: None,
-            lateness: None,
-            gaps: LatencyHistogram::new(),
-            release_lateness: LatencyHistogram::new(),
-            impair: None,
-            mode: SendMode::Plain,
-            warnings: Vec::new(),
+        sent: 0,
+        bytes: 0,
+        errors_enobufs: 0,
+        errors_eagain: 0,
+        errors_other: 0,
+        first: None,
+        last: None,
+        lateness: None,
+        gaps: LatencyHistogram::new(),
+        release_lateness: LatencyHistogram::new(),
+        impair: None,
+        mode: SendMode::Plain,
+        warnings: Vec::new(),
     };
     let mut res = ReliableResult {
         arq: arq.stats(),
@@ -272,9 +270,7 @@ pub(super) fn sender_loop(
             Some(p) => {
                 while p.next_deadline() <= now {
                     let due = p.advance();
-                    if !finished
-                        && (res.messages >= limit || end.is_some_and(|e| due >= e))
-                    {
+                    if !finished && (res.messages >= limit || end.is_some_and(|e| due >= e)) {
                         arq.finish();
                         finished = true;
                     }
@@ -325,8 +321,13 @@ pub(super) fn sender_loop(
             release_data(imp, sock, time::now(), &mut data);
         }
         // ACKs (and the receiver's control) that arrived.
-        receive(sock, &mut batch, &key, &mut res, &plan.control, |bytes| {
-            match ack_imp.as_mut() {
+        receive(
+            sock,
+            &mut batch,
+            &key,
+            &mut res,
+            &plan.control,
+            |bytes| match ack_imp.as_mut() {
                 None => {
                     if let Some(ack) = decode_ack(bytes, plan.session_id) {
                         arq.handle_ack(mono_ns(origin, time::now()), &ack);
@@ -335,8 +336,8 @@ pub(super) fn sender_loop(
                 Some(imp) => {
                     let _ = imp.handle(time::now(), bytes.len(), bytes.to_vec());
                 }
-            }
-        });
+            },
+        );
         if let Some(imp) = ack_imp.as_mut() {
             let now = time::now();
             while imp.poll_timeout().is_some_and(|t| t <= now) {
@@ -386,9 +387,7 @@ pub(super) fn sender_loop(
     }
     res.ack_impair = ack_imp.as_ref().map(Impairment::counters);
     res.arq = arq.stats();
-    res.transfer_ns = data
-        .first
-        .map_or(0, |f| mono_ns(f, time::now()));
+    res.transfer_ns = data.first.map_or(0, |f| mono_ns(f, time::now()));
     data.lateness = lateness;
     data.warnings = warnings;
     live.errors.store(data.errors(), Ordering::Relaxed);

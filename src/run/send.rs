@@ -290,9 +290,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         let wake = next_tick.min(time::now() + Duration::from_millis(20));
         if cfg.reliable.is_some() {
             // The data thread reads the socket; the receiver's control comes from it.
-            if let Ok(msg) =
-                control_rx.recv_timeout(wake.saturating_duration_since(time::now()))
-            {
+            if let Ok(msg) = control_rx.recv_timeout(wake.saturating_duration_since(time::now())) {
                 ctl.handle_datagram(time::now(), &msg);
                 while let Ok(msg) = control_rx.try_recv() {
                     ctl.handle_datagram(time::now(), &msg);

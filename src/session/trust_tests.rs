@@ -29,6 +29,7 @@ fn params() -> TestParams {
         pps_milli: 1_000_000,
         loss_ranges: false,
         pattern: HelloPattern::Cbr,
+        reliable: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod impair;
 mod msrv;
 mod netns;
 mod proxy_limits;
+mod reliable;
 mod reliable_peers;
 mod reports;
 mod sim;

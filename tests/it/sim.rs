@@ -31,6 +31,7 @@ fn params(tmax: Duration) -> TestParams {
         pps_milli: 0,
         loss_ranges: false,
         pattern: udplab::wire::HelloPattern::Cbr,
+        reliable: None,
     }
 }
 

@@ -46,6 +46,7 @@ impl Sim {
             pps_milli: 1_000_000,
             loss_ranges: false,
             pattern: udplab::wire::HelloPattern::Cbr,
+            reliable: None,
         };
         let server = ReceiverServer::new(ServerConfig {
             max_sessions: 1,
