@@ -1025,6 +1025,35 @@ REL_COMPARE = [("retx_per_msg", "retransmissions/msg"), ("dup_per_msg", "duplica
                ("lat_max_ms", "latency max ms")]
 
 
+def _targets(retx, dup, p99, mx, up99):
+    return {
+        "udplab-ordered": [("delivered", "delivered", None), ("retx_per_msg", "retx/msg", retx),
+                           ("dup_per_msg", "dup arrivals/msg", dup),
+                           ("ack_byte_pct", "ACK B / data B %", 2.0),
+                           ("lat_p99_ms", "ordered p99 ms", p99),
+                           ("lat_max_ms", "ordered max ms", mx)],
+        "udplab-unordered": [("delivered", "delivered", None),
+                             ("lat_p99_ms", "unordered p99 ms", up99)],
+    }
+
+
+# Issue 10's targets per case (ms, per message, %).
+REL_TARGETS = {
+    "loss1": _targets(0.0105, 0.0001, 2.5, 5, 2),
+    "loss5": _targets(0.055, 0.001, 3, 7, 2),
+    "loss20": _targets(0.27, 0.002, 8, 30, 7),
+    "ge5": _targets(0.057, 0.001, 8, 20, 7),
+    "loss5-delay20": {
+        "udplab-ordered": [("delivered", "delivered", None),
+                           ("lat_mean_ms", "ordered mean ms", 50),
+                           ("lat_p99_ms", "ordered p99 ms", 100),
+                           ("lat_max_ms", "ordered max ms", 145)],
+        "udplab-unordered": [("delivered", "delivered", None),
+                             ("lat_p99_ms", "unordered p99 ms", 70)],
+    },
+}
+
+
 def rel_cell(r, k):
     if k == "wire":
         if r.get("proxy_fwd_in") is not None:
@@ -1102,6 +1131,31 @@ def cmd_reliable_report(a):
                 skips.append(f"- {r['peer']}: the receiver counts {r['recv_delivered']} delivered, "
                              f"the sender's report {r.get('delivered')}")
         md.extend([""] + skips if skips else [])
+    md.append("\n## udplab --reliable against the issue's targets\n")
+    md.append("Issue 10's target table (the bracketed KCP figures there came from another run); "
+              "PASS/FAIL per figure of this run.\n")
+    tlines = []
+    for case in cases:
+        by = {r["peer"]: r for r in recs if r["case"] == case and not r.get("skip")}
+        for peer, checks in REL_TARGETS.get(case, {}).items():
+            r = by.get(peer)
+            if r is None:
+                tlines.append(f"- **N/A** {case} {peer}: not measured")
+                continue
+            for k, name, limit in checks:
+                v = r.get(k)
+                if k == "delivered" and v is not None:
+                    ok = v == r["count"]
+                    tlines.append(f"- **{'PASS' if ok else 'FAIL'}** {case} {peer}: delivered "
+                                  f"{v}/{r['count']}")
+                    continue
+                if v is None:
+                    tlines.append(f"- **N/A** {case} {peer}: {name} not measured")
+                    continue
+                ok = v <= limit
+                tlines.append(f"- **{'PASS' if ok else 'FAIL'}** {case} {peer}: {name} "
+                              f"{v:.4g} (target <= {limit:g})")
+    md.extend(tlines or ["- no udplab --reliable rows in this run"])
     md.append("\n## Where KCP wins\n")
     md.append("Each figure (lower is better) where the better of the two KCP drives beats "
               "udplab --reliable ordered (KCP delivers in order too) in the same run, with the "

@@ -218,6 +218,19 @@ fn reliable_records_and_report_derive_the_figures() {
         "{out}"
     );
     assert!(out.contains("- tcp: not measured: needs root"), "{out}");
+    // The targets for 5%: retx/msg <= 0.055 holds, ordered p99 <= 3 ms does not.
+    assert!(
+        out.contains("- **PASS** loss5 udplab-ordered: retx/msg 0.04 (target <= 0.055)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("- **FAIL** loss5 udplab-ordered: ordered p99 ms 5 (target <= 3)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("- **N/A** loss5 udplab-unordered: not measured"),
+        "{out}"
+    );
     assert!(
         out.contains("| kcp-eager | 1000/1000 | 0.0500 | 0.0040 |"),
         "{out}"
