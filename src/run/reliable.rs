@@ -349,6 +349,14 @@ pub(super) fn sender_loop(
                 }
             }
         }
+        let stats = arq.stats();
+        live.retransmissions
+            .store(stats.retransmissions, Ordering::Relaxed);
+        live.spurious
+            .store(stats.spurious_retransmissions, Ordering::Relaxed);
+        live.messages_acked
+            .store(stats.messages_acked, Ordering::Relaxed);
+        live.srtt_ns.store(stats.srtt_ns, Ordering::Relaxed);
         live.sent.store(data.sent, Ordering::Relaxed);
         live.bytes.store(data.bytes, Ordering::Relaxed);
         live.errors.store(data.errors(), Ordering::Relaxed);
