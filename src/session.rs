@@ -1683,25 +1683,25 @@ fn session_ns(now: Instant, started: Instant) -> u64 {
 /// The ARQ receiver of a reliable test: the sender's mode and window (the reorder buffer
 /// follows the window, capped at the largest `--window`), the layer's ACK policy.
 fn arq_receiver_config(params: &TestParams, r: &HelloReliable) -> ArqConfig {
-    let mut cfg = ArqConfig::default();
-    cfg.ordering = match r.mode {
-        wire::ReliableMode::Unordered => ArqOrdering::Unordered,
-        _ => ArqOrdering::Ordered,
-    };
-    cfg.deadline = match (r.mode, r.deadline_in_rtt) {
-        (wire::ReliableMode::Deadline, false) => ArqDeadline::After { ns: r.deadline },
-        (wire::ReliableMode::Deadline, true) => ArqDeadline::RttMultiple {
-            times_1000: u32::try_from(r.deadline).unwrap_or(u32::MAX),
+    let defaults = ArqConfig::default();
+    let window = (r.window > 0).then(|| r.window.min(crate::config::MAX_RELIABLE_WINDOW));
+    ArqConfig {
+        ordering: match r.mode {
+            wire::ReliableMode::Unordered => ArqOrdering::Unordered,
+            _ => ArqOrdering::Ordered,
         },
-        _ => ArqDeadline::None,
-    };
-    if r.window > 0 {
-        let w = r.window.min(crate::config::MAX_RELIABLE_WINDOW);
-        cfg.max_in_flight = w;
-        cfg.recv_window = w;
+        deadline: match (r.mode, r.deadline_in_rtt) {
+            (wire::ReliableMode::Deadline, false) => ArqDeadline::After { ns: r.deadline },
+            (wire::ReliableMode::Deadline, true) => ArqDeadline::RttMultiple {
+                times_1000: u32::try_from(r.deadline).unwrap_or(u32::MAX),
+            },
+            _ => ArqDeadline::None,
+        },
+        max_in_flight: window.unwrap_or(defaults.max_in_flight),
+        recv_window: window.unwrap_or(defaults.recv_window),
+        payload_size: params.payload_size,
+        ..defaults
     }
-    cfg.payload_size = params.payload_size;
-    cfg
 }
 
 /// Bytes a reliable test's ARQ receiver may hold (the bound stated in [`crate::arq`]), counted
