@@ -28,7 +28,8 @@ use rand::{Rng, SeedableRng};
 use crate::arq::{ArqConfig, ArqDeadline, ArqOrdering, ArqReceiver};
 use crate::stats::{ReceiverStats, StatsConfig};
 use crate::summary::{
-    BufferInfo, IntervalRow, MAX_CARRIED_LOSS_RANGES, REPORT_VERSION, ReceiverReport, keep_interval,
+    BufferInfo, IntervalRow, MAX_CARRIED_LOSS_RANGES, REPORT_VERSION, ReceiverReport,
+    ReliableInterval, keep_interval,
 };
 use crate::wire::{
     self, AbortReason, DataHeader, Fin, FinAck, Hello, HelloAck, HelloPattern, HelloReliable,
@@ -710,6 +711,10 @@ struct RxSession {
     /// Fin the ARQ receiver delivers (or counts missing) what still waits behind a gap.
     arq_msg_end: u64,
     arq_last_wall_ns: u64,
+    /// The ARQ receiver's counters at the last closed interval, and each closed row's
+    /// reliable figures until the row is published (in step with `row_spans`).
+    arq_at_row: crate::arq::ArqReceiverStats,
+    arq_rows: VecDeque<Option<ReliableInterval>>,
 }
 
 impl RxSession {
@@ -1248,6 +1253,8 @@ impl ReceiverServer {
                 arq: arq_cfg.map(|c| ArqReceiver::new(c, h.session_id, 0)),
                 arq_msg_end: 0,
                 arq_last_wall_ns: 0,
+                arq_at_row: Default::default(),
+                arq_rows: VecDeque::new(),
             },
         );
         self.events.push_back(ServerEvent::Started {
@@ -1378,6 +1385,18 @@ impl ReceiverServer {
             stats.close_interval(session_ns(now, s.started));
         }
         s.row_spans.push_back((start_s, end_s));
+        let reliable = s.arq.as_ref().map(|arq| {
+            let now = arq.stats();
+            let was = std::mem::replace(&mut s.arq_at_row, now.clone());
+            ReliableInterval {
+                delivered: now.delivered - was.delivered,
+                duplicate_arrivals: now.duplicate_arrivals - was.duplicate_arrivals,
+                ack_datagrams: now.ack_datagrams - was.ack_datagrams,
+                ack_bytes: now.ack_bytes - was.ack_bytes,
+                ..ReliableInterval::default()
+            }
+        });
+        s.arq_rows.push_back(reliable);
         s.interval_index += 1;
     }
 
@@ -1386,6 +1405,7 @@ impl ReceiverServer {
     fn publish_rows(s: &mut RxSession, id: u32, events: &mut VecDeque<ServerEvent>) {
         while let Some(stats) = s.stats.as_mut().and_then(ReceiverStats::poll_interval) {
             let (start_s, end_s) = s.row_spans.pop_front().unwrap_or_default();
+            let reliable = s.arq_rows.pop_front().flatten();
             let dt = (end_s - start_s).max(1e-9);
             let row = IntervalRow {
                 role: "receiver".into(),
@@ -1394,6 +1414,7 @@ impl ReceiverServer {
                 rate_bps: stats.received_bytes as f64 * 8.0 / dt,
                 pps: stats.received as f64 / dt,
                 stats: Some(stats),
+                reliable,
                 ..IntervalRow::default()
             };
             keep_interval(&mut s.intervals, row.clone(), &mut s.intervals_not_kept);
@@ -1662,25 +1683,25 @@ fn session_ns(now: Instant, started: Instant) -> u64 {
 /// The ARQ receiver of a reliable test: the sender's mode and window (the reorder buffer
 /// follows the window, capped at the largest `--window`), the layer's ACK policy.
 fn arq_receiver_config(params: &TestParams, r: &HelloReliable) -> ArqConfig {
-    let mut cfg = ArqConfig::default();
-    cfg.ordering = match r.mode {
-        wire::ReliableMode::Unordered => ArqOrdering::Unordered,
-        _ => ArqOrdering::Ordered,
-    };
-    cfg.deadline = match (r.mode, r.deadline_in_rtt) {
-        (wire::ReliableMode::Deadline, false) => ArqDeadline::After { ns: r.deadline },
-        (wire::ReliableMode::Deadline, true) => ArqDeadline::RttMultiple {
-            times_1000: u32::try_from(r.deadline).unwrap_or(u32::MAX),
+    let defaults = ArqConfig::default();
+    let window = (r.window > 0).then(|| r.window.min(crate::config::MAX_RELIABLE_WINDOW));
+    ArqConfig {
+        ordering: match r.mode {
+            wire::ReliableMode::Unordered => ArqOrdering::Unordered,
+            _ => ArqOrdering::Ordered,
         },
-        _ => ArqDeadline::None,
-    };
-    if r.window > 0 {
-        let w = r.window.min(crate::config::MAX_RELIABLE_WINDOW);
-        cfg.max_in_flight = w;
-        cfg.recv_window = w;
+        deadline: match (r.mode, r.deadline_in_rtt) {
+            (wire::ReliableMode::Deadline, false) => ArqDeadline::After { ns: r.deadline },
+            (wire::ReliableMode::Deadline, true) => ArqDeadline::RttMultiple {
+                times_1000: u32::try_from(r.deadline).unwrap_or(u32::MAX),
+            },
+            _ => ArqDeadline::None,
+        },
+        max_in_flight: window.unwrap_or(defaults.max_in_flight),
+        recv_window: window.unwrap_or(defaults.recv_window),
+        payload_size: params.payload_size,
+        ..defaults
     }
-    cfg.payload_size = params.payload_size;
-    cfg
 }
 
 /// Bytes a reliable test's ARQ receiver may hold (the bound stated in [`crate::arq`]), counted

@@ -147,7 +147,7 @@ pub const SUMMARY_COLUMNS: [&str; 119] = [
 const RELIABLE_COLUMN_COUNT: usize = 45;
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
-pub const INTERVAL_COLUMNS: [&str; 24] = [
+pub const INTERVAL_COLUMNS: [&str; 32] = [
     "run_id",
     "role",
     "start_s",
@@ -172,6 +172,15 @@ pub const INTERVAL_COLUMNS: [&str; 24] = [
     "pps",
     "send_errors",
     "late",
+    // --reliable (empty cells without it): sender rows the first four, receiver rows the rest.
+    "retransmissions",
+    "spurious_retransmissions",
+    "messages_acked",
+    "srtt_us",
+    "delivered",
+    "duplicate_arrivals",
+    "ack_datagrams",
+    "ack_bytes",
 ];
 
 /// Whether a writer starts with the header line.
@@ -897,6 +906,29 @@ fn interval_record(run_id: &str, row: &IntervalRow) -> Vec<String> {
         opt(is_sender.then_some(row.send_errors)),
         opt(row.stats.as_ref().map(|s| s.late)),
     ]);
+    match &row.reliable {
+        Some(r) if is_sender => cells.extend([
+            r.retransmissions.to_string(),
+            r.spurious_retransmissions.to_string(),
+            r.messages_acked.to_string(),
+            us_from_ns(r.srtt_ns),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]),
+        Some(r) => cells.extend([
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            r.delivered.to_string(),
+            r.duplicate_arrivals.to_string(),
+            r.ack_datagrams.to_string(),
+            r.ack_bytes.to_string(),
+        ]),
+        None => cells.extend(std::iter::repeat_n(String::new(), 8)),
+    }
     debug_assert_eq!(cells.len(), INTERVAL_COLUMNS.len());
     cells
 }

@@ -41,7 +41,7 @@ const SPIN: Duration = Duration::from_micros(60);
 /// The ARQ configuration of a run: the layer's defaults, the user's tuning, the handshake's
 /// round trip as the first RTT estimate.
 pub fn arq_config(r: &ReliableSettings, payload: usize, initial_rtt_ns: u64) -> ArqConfig {
-    let mut cfg = ArqConfig::default();
+    let defaults = ArqConfig::default();
     let (ordering, deadline) = match r.mode {
         ReliableArg::Ordered => (ArqOrdering::Ordered, ArqDeadline::None),
         ReliableArg::Unordered => (ArqOrdering::Unordered, ArqDeadline::None),
@@ -56,26 +56,26 @@ pub fn arq_config(r: &ReliableSettings, payload: usize, initial_rtt_ns: u64) -> 
             ArqDeadline::RttMultiple { times_1000: t },
         ),
     };
-    cfg.ordering = ordering;
-    cfg.deadline = deadline;
-    if let Some(b) = r.rexmit_budget {
-        cfg.rexmit_budget = b;
+    ArqConfig {
+        ordering,
+        deadline,
+        rexmit_budget: r.rexmit_budget.unwrap_or(defaults.rexmit_budget),
+        max_in_flight: r.window.unwrap_or(defaults.max_in_flight),
+        recv_window: r
+            .window
+            .map_or(defaults.recv_window, |w| defaults.recv_window.max(w)),
+        max_transmissions: r.max_transmissions.unwrap_or(defaults.max_transmissions),
+        idle_give_up_ns: r.give_up.map_or(defaults.idle_give_up_ns, |d| {
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+        }),
+        initial_rtt_ns: if initial_rtt_ns > 0 {
+            initial_rtt_ns
+        } else {
+            defaults.initial_rtt_ns
+        },
+        payload_size: payload as u32,
+        ..defaults
     }
-    if let Some(w) = r.window {
-        cfg.max_in_flight = w;
-        cfg.recv_window = cfg.recv_window.max(w);
-    }
-    if let Some(n) = r.max_transmissions {
-        cfg.max_transmissions = n;
-    }
-    if let Some(d) = r.give_up {
-        cfg.idle_give_up_ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    }
-    if initial_rtt_ns > 0 {
-        cfg.initial_rtt_ns = initial_rtt_ns;
-    }
-    cfg.payload_size = payload as u32;
-    cfg
 }
 
 /// The mode as the report names it (`ordered`, `unordered`, `deadline=10ms`, `deadline=4rtt`).
@@ -93,7 +93,7 @@ pub fn mode_name(mode: ReliableArg) -> String {
 fn short_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     for (unit, name) in [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")] {
-        if ns % unit == 0 {
+        if ns.is_multiple_of(unit) {
             return format!("{}{name}", ns / unit);
         }
     }
@@ -349,6 +349,14 @@ pub(super) fn sender_loop(
                 }
             }
         }
+        let stats = arq.stats();
+        live.retransmissions
+            .store(stats.retransmissions, Ordering::Relaxed);
+        live.spurious
+            .store(stats.spurious_retransmissions, Ordering::Relaxed);
+        live.messages_acked
+            .store(stats.messages_acked, Ordering::Relaxed);
+        live.srtt_ns.store(stats.srtt_ns, Ordering::Relaxed);
         live.sent.store(data.sent, Ordering::Relaxed);
         live.bytes.store(data.bytes, Ordering::Relaxed);
         live.errors.store(data.errors(), Ordering::Relaxed);

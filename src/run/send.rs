@@ -34,6 +34,11 @@ pub(super) struct LiveCounters {
     pub sent: AtomicU64,
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
+    /// `--reliable`: the ARQ sender's running totals, for its interval figures.
+    pub retransmissions: AtomicU64,
+    pub spurious: AtomicU64,
+    pub messages_acked: AtomicU64,
+    pub srtt_ns: AtomicU64,
 }
 
 /// What the data thread did.
@@ -85,7 +90,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let bound = net::bind(
         net::unspecified_for(&cfg.addr),
         &SocketOptions {
-            rcvbuf: cfg.rcvbuf,
+            // --reliable reads its ACKs on this socket while sending: unless the user chose,
+            // ask for loopback's 4 MiB (at most net.core.rmem_max, so nothing is clamped).
+            rcvbuf: cfg.rcvbuf.or(cfg.reliable.map(|_| {
+                net::rcvbuf_limit().map_or(crate::run::loopback::LOOPBACK_RCVBUF, |l| {
+                    l.min(crate::run::loopback::LOOPBACK_RCVBUF)
+                })
+            })),
             sndbuf: cfg.sndbuf,
             force_buffers: cfg.force_buf,
             // Echo arrival times for RTT.
@@ -279,6 +290,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut intervals_not_kept = 0u64;
     let mut next_tick = start + cfg.interval;
     let mut prev = (0u64, 0u64, 0u64);
+    let mut reliable_prev = [0u64; 3];
     let mut peer_aborted = false;
     if !cfg.outputs.quiet {
         report::write_interval_header(&mut text, "sender")?;
@@ -308,7 +320,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         }
         let now = time::now();
         if now >= next_tick {
-            let row = sender_row(
+            let mut row = sender_row(
                 &live,
                 &mut prev,
                 &mut replies.rtt,
@@ -316,6 +328,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64(),
                 cfg.interval.as_secs_f64(),
             );
+            if cfg.reliable.is_some() {
+                row.reliable = Some(reliable_row(&live, &mut reliable_prev));
+            }
             if !cfg.outputs.quiet {
                 report::write_interval_line(&mut text, &row)?;
                 text.flush()?;
@@ -360,7 +375,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let elapsed = time::now().saturating_duration_since(start).as_secs_f64();
     let start_s = (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64();
     if elapsed > start_s + 1e-3 && live.sent.load(Ordering::Relaxed) > prev.0 {
-        let row = sender_row(
+        let mut row = sender_row(
             &live,
             &mut prev,
             &mut replies.rtt,
@@ -368,6 +383,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             start_s,
             elapsed - start_s,
         );
+        if cfg.reliable.is_some() {
+            row.reliable = Some(reliable_row(&live, &mut reliable_prev));
+        }
         if !cfg.outputs.quiet {
             report::write_interval_line(&mut text, &row)?;
         }
@@ -762,6 +780,25 @@ fn sender_row(
         pps: sent as f64 / secs,
         reliable: None,
     }
+}
+
+/// The ARQ sender's figures over one interval: retransmissions, spurious ones and messages
+/// acknowledged since `prev` (updated), and the smoothed RTT now.
+fn reliable_row(live: &LiveCounters, prev: &mut [u64; 3]) -> crate::summary::ReliableInterval {
+    let now = [
+        live.retransmissions.load(Ordering::Relaxed),
+        live.spurious.load(Ordering::Relaxed),
+        live.messages_acked.load(Ordering::Relaxed),
+    ];
+    let row = crate::summary::ReliableInterval {
+        retransmissions: now[0] - prev[0],
+        spurious_retransmissions: now[1] - prev[1],
+        messages_acked: now[2] - prev[2],
+        srtt_ns: live.srtt_ns.load(Ordering::Relaxed),
+        ..Default::default()
+    };
+    *prev = now;
+    row
 }
 
 /// Sends queued control datagrams, tagged when there is a key. Failures are retried by the

@@ -105,6 +105,18 @@ fn loopback_reliable_delivers_everything_through_loss_on_data_and_acks() {
     assert!(u(&r["ack_impair_counters"]["dropped"]) > 0);
     assert!(r["latency_ordered"]["count"].as_u64().unwrap() == 3000);
     assert!(r["latency_tx2"]["count"].as_u64().unwrap() > 0);
+    // The interval rows add up to the run's figures.
+    let sum = |role: &str, field: &str| -> u64 {
+        f[role]["intervals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| u(&row["reliable"][field]))
+            .sum()
+    };
+    assert_eq!(sum("sender", "retransmissions"), u(&r["retransmissions"]));
+    assert_eq!(sum("receiver", "delivered"), 3000);
+    assert_eq!(sum("receiver", "ack_datagrams"), u(&r["ack_datagrams"]));
     // The CSV rows carry the same figures at the end of the row.
     let (header, rows) = read_csv(&csv);
     assert_eq!(rows.len(), 2);
