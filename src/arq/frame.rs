@@ -413,7 +413,6 @@ mod tests {
         gap[11] = 1;
         gap.extend_from_slice(&[0x04, 0x00]); // next top would be 5 - 4 - 2 < 0
         assert_eq!(AckFrame::decode(&gap), Err(WireError::BadField("Ack.gap")));
-        assert!(ACK_MAX_LEN < RDATA_HEADER_LEN * 10);
     }
 
     #[test]
@@ -537,7 +536,7 @@ mod tests {
                 Ok(Message::Ack(view)) => {
                     // What parses re-encodes to the same bytes and decodes to the same frame.
                     let frame = view.frame();
-                    prop_assert!(frame.ranges.len() >= 1);
+                    prop_assert!(!frame.ranges.is_empty());
                     prop_assert!(frame.ranges.as_slice().iter().all(|r| r.smallest <= r.largest && r.largest <= frame.largest));
                     let again = encoded(&frame);
                     prop_assert_eq!(AckFrame::decode(&again), Ok(frame));

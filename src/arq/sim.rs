@@ -64,7 +64,7 @@ impl SimConfig {
             session_id: 0x5EED,
             messages,
             pps: 1000,
-            data_impair: spec.clone(),
+            data_impair: spec,
             ack_impair: with_other_seed(spec),
             base_delay_ns: 30_000,
             max_virtual_ns: messages.saturating_mul(1_000_000) + 120_000_000_000,
@@ -106,7 +106,8 @@ pub struct SimResult {
 #[derive(Debug, Clone)]
 enum Wire {
     Data(RDataFrame),
-    Ack(AckFrame),
+    /// Boxed: an ACK carries its 32 ranges inline.
+    Ack(Box<AckFrame>),
 }
 
 struct Link {
@@ -236,7 +237,7 @@ pub fn run(cfg: &SimConfig) -> SimResult {
             }
             if let Some(ack) = receiver.poll_ack(now) {
                 let len = ack.encoded_len();
-                acks.offer(origin, now, len, Wire::Ack(ack));
+                acks.offer(origin, now, len, Wire::Ack(Box::new(ack)));
             }
         }
         while let Some(w) = acks.arrival(now) {
@@ -248,7 +249,7 @@ pub fn run(cfg: &SimConfig) -> SimResult {
             receiver.handle_timeout(now);
             if let Some(ack) = receiver.poll_ack(now) {
                 let len = ack.encoded_len();
-                acks.offer(origin, now, len, Wire::Ack(ack));
+                acks.offer(origin, now, len, Wire::Ack(Box::new(ack)));
             }
         }
         if sender.poll_timeout().is_some_and(|t| t <= now) {
