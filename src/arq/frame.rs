@@ -346,3 +346,207 @@ fn decode_ack(session_id: u32, buf: &[u8]) -> Result<(AckFrame, usize), WireErro
         at,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encoded(ack: &AckFrame) -> Vec<u8> {
+        let mut out = Vec::new();
+        ack.encode(&mut out);
+        out
+    }
+
+    #[test]
+    fn ack_golden_vector_and_size() {
+        let mut ranges = AckRanges::default();
+        assert!(ranges.push(20_000, 20_010));
+        assert!(ranges.push(19_990, 19_997));
+        let ack = AckFrame {
+            session_id: 7,
+            largest: 20_010,
+            ack_delay_ns: 250_000,
+            delivered_below: 19_000,
+            ranges,
+        };
+        let golden = [
+            0x55, 0x44, 0x02, 0x04, // magic, version 2, kind Ack (4)
+            0x00, 0x00, 0x00, 0x07, // session_id
+            0x80, 0x00, 0x4E, 0x2A, // largest 20010 (4-byte varint)
+            0x40, 0xFA, // ack delay 250 µs
+            0x80, 0x00, 0x4A, 0x38, // delivered_below 19000
+            0x01, // one range after the first
+            0x0A, // first range 20000..=20010
+            0x01, 0x07, // gap 1 (20000 - 19997 - 2), len 7: 19990..=19997
+        ];
+        assert_eq!(encoded(&ack), golden);
+        assert_eq!(ack.encoded_len(), golden.len());
+        assert_eq!(AckFrame::decode(&golden), Ok(ack));
+    }
+
+    #[test]
+    fn bad_ack_ranges_are_named() {
+        let mut ranges = AckRanges::default();
+        assert!(ranges.push(5, 10));
+        let ack = AckFrame {
+            session_id: 1,
+            largest: 10,
+            ack_delay_ns: 0,
+            delivered_below: 0,
+            ranges,
+        };
+        let good = encoded(&ack);
+        let mut first = good.clone();
+        *first.last_mut().unwrap() = 11; // first range below packet number 0
+        assert_eq!(
+            AckFrame::decode(&first),
+            Err(WireError::BadField("Ack.first_range"))
+        );
+        let mut count = good.clone();
+        count[11] = 32;
+        assert_eq!(
+            AckFrame::decode(&count),
+            Err(WireError::BadField("Ack.range_count"))
+        );
+        let mut gap = good.clone();
+        gap[11] = 1;
+        gap.extend_from_slice(&[0x04, 0x00]); // next top would be 5 - 4 - 2 < 0
+        assert_eq!(AckFrame::decode(&gap), Err(WireError::BadField("Ack.gap")));
+    }
+
+    #[test]
+    fn rdata_checks_its_fields() {
+        let frame = RDataFrame {
+            session_id: 3,
+            packet_number: 10,
+            message_id: 8,
+            transmission: 1,
+            first_send_ns: 1,
+            send_ns: 2,
+            skip_below: 8,
+            acked_below: 9,
+        };
+        let mut buf = vec![0u8; 1200];
+        frame.write(&mut buf);
+        assert_eq!(RDataFrame::decode(&buf), Ok(frame));
+        let mut zero = buf.clone();
+        zero[56..58].fill(0);
+        assert_eq!(
+            RDataFrame::decode(&zero),
+            Err(WireError::BadField("RData.transmission"))
+        );
+        let mut skip = buf.clone();
+        skip[40..48].copy_from_slice(&9u64.to_be_bytes());
+        assert_eq!(
+            RDataFrame::decode(&skip),
+            Err(WireError::BadField("RData.skip_below"))
+        );
+        assert_eq!(
+            RDataFrame::decode(&buf[..63]),
+            Err(WireError::TooShort {
+                what: "RData",
+                need: 64,
+                got: 63
+            })
+        );
+        assert!(matches!(
+            AckFrame::decode(&buf),
+            Err(WireError::UnexpectedKind(Kind::RData))
+        ));
+    }
+
+    fn arb_ack() -> impl Strategy<Value = AckFrame> {
+        (
+            any::<u32>(),
+            0..VARINT_MAX,
+            any::<u32>(),
+            0..VARINT_MAX,
+            proptest::collection::vec((0u64..100_000, 0u64..100_000), 0..MAX_ACK_RANGES),
+        )
+            .prop_map(|(session_id, largest, delay_us, delivered_below, steps)| {
+                // Build valid descending ranges from the top down while they fit above 0.
+                let mut ranges = AckRanges::default();
+                let mut top = Some(largest);
+                for (i, (len, gap)) in steps.into_iter().enumerate() {
+                    let Some(t) = top else { break };
+                    let smallest = t.saturating_sub(len);
+                    assert!(ranges.push(smallest, t) || i > 0);
+                    top = smallest.checked_sub(gap + 2);
+                }
+                if ranges.is_empty() {
+                    ranges.push(largest, largest);
+                }
+                AckFrame {
+                    session_id,
+                    largest,
+                    ack_delay_ns: u64::from(delay_us) * 1000,
+                    delivered_below,
+                    ranges,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn ack_roundtrips_and_predicts_its_length(ack in arb_ack(), trailing in proptest::collection::vec(any::<u8>(), 0..8)) {
+            let mut bytes = encoded(&ack);
+            prop_assert_eq!(bytes.len(), ack.encoded_len());
+            prop_assert!(bytes.len() <= ACK_MAX_LEN);
+            prop_assert_eq!(AckFrame::decode(&bytes), Ok(ack));
+            bytes.extend_from_slice(&trailing);
+            prop_assert_eq!(AckFrame::decode(&bytes), Ok(ack), "trailing bytes are ignored");
+            for cut in 0..ack.encoded_len() {
+                prop_assert!(AckFrame::decode(&bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn rdata_roundtrips_with_padding(
+            v in any::<[u64; 5]>(),
+            session_id in any::<u32>(),
+            transmission in 1u16..,
+            skip in any::<u64>(),
+            pad in 0usize..1200,
+        ) {
+            let frame = RDataFrame {
+                session_id,
+                packet_number: v[0],
+                message_id: v[1],
+                transmission,
+                first_send_ns: v[2],
+                send_ns: v[3],
+                skip_below: skip.min(v[1]),
+                acked_below: v[4],
+            };
+            let mut buf = vec![0xA5u8; RDATA_HEADER_LEN + pad];
+            frame.write(&mut buf);
+            prop_assert_eq!(RDataFrame::decode(&buf), Ok(frame));
+            prop_assert_eq!(wire::parse(&buf), Ok(Message::RData { frame, len: buf.len() }));
+            let mut emitted = Vec::new();
+            Message::RData { frame, len: buf.len() }.emit(&mut emitted);
+            prop_assert_eq!(&emitted[..], &buf[..RDATA_HEADER_LEN]);
+        }
+
+        #[test]
+        fn arbitrary_acks_and_rdata_never_panic(kind in 3u8..=4, rest in proptest::collection::vec(any::<u8>(), 0..700)) {
+            let mut bytes = vec![0x55, 0x44, wire::VERSION, kind];
+            bytes.extend_from_slice(&rest);
+            match wire::parse(&bytes) {
+                Ok(Message::Ack(view)) => {
+                    // What parses re-encodes to the same bytes and decodes to the same frame.
+                    let frame = view.frame();
+                    prop_assert!(!frame.ranges.is_empty());
+                    prop_assert!(frame.ranges.as_slice().iter().all(|r| r.smallest <= r.largest && r.largest <= frame.largest));
+                    let again = encoded(&frame);
+                    prop_assert_eq!(AckFrame::decode(&again), Ok(frame));
+                }
+                Ok(Message::RData { frame, .. }) => {
+                    prop_assert!(frame.transmission >= 1 && frame.skip_below <= frame.message_id);
+                }
+                Ok(other) => prop_assert!(false, "kind {} parsed as {:?}", kind, other.kind()),
+                Err(_) => {}
+            }
+        }
+    }
+}

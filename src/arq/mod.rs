@@ -15,8 +15,9 @@
 //!   a detected spurious retransmission.
 //! - Loss: packet threshold (starts at [`ArqConfig::initial_packet_threshold`], raised to the
 //!   observed reordering distance after each spurious retransmission, as RACK does) and time
-//!   threshold (`time_threshold` × max(srtt, latest RTT), at least 1 ms; the factor starts at
-//!   9/8 and also grows after a spurious retransmission by time, as RACK's reo_wnd does).
+//!   threshold (9/8 × max(srtt, latest RTT), at least 1 ms, and at least the reordering
+//!   window: 9/8 of the longest delay of a packet wrongly declared lost by time, as RACK's
+//!   reo_wnd grows after a DSACK).
 //!   Probe timeout (RFC 9002 §6.2) with exponential backoff sends the oldest outstanding
 //!   message again and marks nothing lost. No congestion control: the sender's own pacing
 //!   rules; retransmissions go before new data and may exceed the paced rate by
@@ -34,16 +35,16 @@
 //!
 //! With W = `max_in_flight` and R = `recv_window` (messages), per session:
 //!
-//! - sender: message ring W × 32 bytes + packet record ring at most 4·W × 32 bytes, plus fixed
-//!   fields: **≤ 160·W + 1 KiB** bytes;
-//! - receiver: message ring R × 40 bytes + at most 64 received packet-number ranges × 16 bytes
-//!   + the delivery queue (≤ R × 40 bytes, drained by the driver after each call) + four
-//!   latency histograms (fixed size, [`crate::stats::LatencyHistogram`]): **≤ 80·R + 2 KiB +
-//!   the histograms**.
+//! - sender: message ring W × 24 bytes + packet records ≤ 4·W × 32 bytes + retransmission
+//!   queue ≤ 2·W × 16 bytes + fixed fields: **≤ 192·W + 1 KiB**;
+//! - receiver: window R × 24 bytes + delivery queue ≤ 2·R × 40 bytes (drained by the driver
+//!   after each call) + at most 65 packet-number ranges × 16 bytes + fixed fields:
+//!   **≤ 104·R + 2 KiB**, plus seven latency histograms of fixed size
+//!   ([`crate::stats::LatencyHistogram`], the same whatever the run's length).
 //!
 //! [`ArqSender::state_bytes`] and [`ArqReceiver::state_bytes`] count the buffers' capacities;
-//! a test holds them under these formulas over a long run. The defaults (W = R = 4096) give
-//! about 656 KiB for the sender and 330 KiB for the receiver, plus the receiver's histograms.
+//! a test holds them under these formulas over long runs. The defaults (W = R = 4096) give at
+//! most 769 KiB for the sender and 418 KiB for the receiver, plus the receiver's histograms.
 
 pub mod frame;
 mod receiver;
@@ -108,7 +109,8 @@ pub struct ArqConfig {
     pub payload_size: u32,
     /// Packet threshold to start with (RFC 9002's kPacketThreshold is 3).
     pub initial_packet_threshold: u32,
-    /// Keep the packet threshold fixed (no adaptation): for the test that shows why it adapts.
+    /// No reordering adaptation (packet threshold and time threshold stay as configured): for
+    /// the test that shows why they adapt.
     pub fixed_packet_threshold: bool,
 }
 
@@ -126,7 +128,7 @@ impl Default for ArqConfig {
             max_ack_delay_ns: 2_000_000,
             ack_every: 2,
             payload_size: 1200,
-            initial_packet_threshold: 3,
+            initial_packet_threshold: 1,
             fixed_packet_threshold: false,
         }
     }

@@ -58,7 +58,8 @@ pub struct ArqReceiverStats {
     pub skipped: u64,
     /// Of those, in deadline mode: the deadline drops.
     pub deadline_drops: u64,
-    /// Missing messages the end of the session found still missing (after `finish`).
+    /// Messages the end of the session found still missing (after `finish`; in deadline mode
+    /// also counted in `deadline_drops`).
     pub missing_at_finish: u64,
     /// RData of another session: counted and ignored.
     pub foreign: u64,
@@ -286,7 +287,11 @@ impl ArqReceiver {
             self.largest_pn_at_ns = now_ns;
         }
         self.unacked += 1;
-        if immediate || self.unacked >= self.cfg.ack_every.max(1) {
+        // While a message is missing (something waits behind it, or would in ordered mode),
+        // every RData is acknowledged at once: a lost ACK then costs one datagram's spacing,
+        // not two, when the sender needs to learn of a loss.
+        let blocked = self.buffered > 0;
+        if immediate || blocked || self.unacked >= self.cfg.ack_every.max(1) {
             self.ack_now = true;
         } else if self.ack_deadline_ns.is_none() {
             self.ack_deadline_ns = Some(now_ns.saturating_add(self.cfg.max_ack_delay_ns));
@@ -388,15 +393,23 @@ impl ArqReceiver {
         let in_window = total_messages.min(self.base + self.window());
         while self.base < in_window {
             if !self.slot(self.base).received {
-                self.stats.missing_at_finish += 1;
+                self.count_missing_at_finish(1);
                 self.base += 1;
             }
             self.advance(wall_ns);
         }
         // Beyond the window nothing was kept: all of it is missing.
         if total_messages > self.base {
-            self.stats.missing_at_finish += total_messages - self.base;
+            self.count_missing_at_finish(total_messages - self.base);
             self.base = total_messages;
+        }
+    }
+
+    fn count_missing_at_finish(&mut self, n: u64) {
+        self.stats.missing_at_finish += n;
+        // In deadline mode a message missing at the end was given up at its deadline.
+        if self.cfg.deadline != ArqDeadline::None {
+            self.stats.deadline_drops += n;
         }
     }
 

@@ -53,7 +53,7 @@ pub struct ArqReport {
     pub hol_wait: Option<LatencySummary>,
     /// Share of delivered messages that waited for an earlier one.
     pub hol_waited_share: f64,
-    /// Messages given up in deadline mode (by the sender's deadline).
+    /// Messages never delivered because their deadline passed (the receiver skipped them).
     pub deadline_drops: u64,
     pub messages_given_up: u64,
     pub session_given_up: bool,
@@ -62,7 +62,7 @@ pub struct ArqReport {
     pub rttvar_ns: u64,
     pub min_rtt_ns: u64,
     pub packet_threshold: u32,
-    pub time_threshold: f64,
+    pub reorder_window_ns: u64,
     pub max_in_flight: u64,
     pub max_buffered: u64,
     pub sender: ArqSenderStats,
@@ -130,7 +130,7 @@ impl ArqReport {
             recovery_latency: receiver.recovery_latency,
             hol_wait: receiver.hol_wait,
             hol_waited_share: share(receiver.hol_waited, delivered),
-            deadline_drops: sender.deadline_drops,
+            deadline_drops: receiver.deadline_drops,
             messages_given_up: sender.messages_given_up,
             session_given_up: sender.session_given_up,
             bogus_acks: sender.bogus_acks,
@@ -138,7 +138,7 @@ impl ArqReport {
             rttvar_ns: sender.rttvar_ns,
             min_rtt_ns: sender.min_rtt_ns,
             packet_threshold: sender.packet_threshold,
-            time_threshold: sender.time_threshold,
+            reorder_window_ns: sender.reorder_window_ns,
             max_in_flight: sender.max_in_flight,
             max_buffered: receiver.max_buffered,
             config,

@@ -8,12 +8,16 @@ use serde::{Deserialize, Serialize};
 use super::{AckFrame, ArqConfig, ArqDeadline, GRANULARITY_NS, RDataFrame};
 
 /// Most credits (retransmissions beyond the paced rate) saved up: bounds a burst.
-const MAX_REXMIT_CREDIT: f64 = 8.0;
+const MAX_REXMIT_CREDIT: f64 = 32.0;
+/// The probe period doubles at most this many times: a path that comes back after a long
+/// outage (or a loss model whose bursts only end with more datagrams) is probed again soon.
+const MAX_PTO_BACKOFF_EXP: u32 = 4;
 /// Highest packet threshold adaptation may reach.
 const MAX_PACKET_THRESHOLD: u32 = 1024;
-/// Time threshold factor, in 1/1024: RFC 9002's 9/8 to start with, at most 4.
-const TIME_THRESHOLD_START: u64 = 1152;
-const TIME_THRESHOLD_MAX: u64 = 4096;
+/// Time threshold factor, in 1/1024: RFC 9002's 9/8.
+const TIME_THRESHOLD: u64 = 1152;
+/// Largest reordering window adaptation may reach, ns.
+const MAX_REORDER_WINDOW_NS: u64 = 500_000_000;
 
 /// Why a message was sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +77,9 @@ pub struct ArqSenderStats {
     pub messages_acked: u64,
     /// Messages given up after `max_transmissions`.
     pub messages_given_up: u64,
-    /// Messages given up because their deadline passed (deadline mode).
-    pub deadline_drops: u64,
+    /// Messages given up unacknowledged because their deadline passed (deadline mode; some
+    /// may still have been delivered, the receiver's `deadline_drops` says).
+    pub deadline_given_up: u64,
     /// Messages given up by the session give-up (no ACK progress for `idle_give_up_ns`).
     pub session_give_up_messages: u64,
     pub session_given_up: bool,
@@ -116,8 +121,9 @@ pub struct ArqSenderStats {
     pub rtt_samples: u64,
     /// Packet threshold at the end (raised by observed reordering).
     pub packet_threshold: u32,
-    /// Time threshold factor at the end (× max(srtt, latest RTT)).
-    pub time_threshold: f64,
+    /// Reordering window at the end, ns: the time threshold's floor, raised to 9/8 of the
+    /// longest delay of a packet wrongly declared lost by time (RACK's reo_wnd).
+    pub reorder_window_ns: u64,
     /// Most packets in flight at once.
     pub max_in_flight: u64,
     /// Most messages in the window at once.
@@ -171,8 +177,8 @@ pub struct ArqSender {
     slots: u32,
     credit: f64,
     packet_threshold: u32,
-    /// × max(srtt, latest RTT), in 1/1024.
-    time_threshold_1024: u64,
+    /// Floor of the time threshold learnt from spurious retransmissions, ns.
+    reorder_window_ns: u64,
     stats: ArqSenderStats,
 }
 
@@ -210,7 +216,7 @@ impl ArqSender {
             slots: 0,
             credit: MAX_REXMIT_CREDIT,
             packet_threshold,
-            time_threshold_1024: TIME_THRESHOLD_START,
+            reorder_window_ns: 0,
             stats: ArqSenderStats::default(),
         }
     }
@@ -419,7 +425,7 @@ impl ArqSender {
                 continue;
             }
             for pn in lo..=hi {
-                let newly = self.on_packet_acked(pn, ack.largest);
+                let newly = self.on_packet_acked(now_ns, pn, previous_largest);
                 progress |= newly;
                 if newly && pn == ack.largest {
                     largest_newly_acked = true;
@@ -451,15 +457,15 @@ impl ArqSender {
             self.last_progress_ns = now_ns;
         }
         self.detect_lost(now_ns);
-        self.trim();
+        self.trim(now_ns);
     }
 
     /// Marks `pn` acknowledged; true when that is news (it was in flight or declared lost).
-    fn on_packet_acked(&mut self, pn: u64, largest: u64) -> bool {
+    fn on_packet_acked(&mut self, now_ns: u64, pn: u64, largest_before: Option<u64>) -> bool {
         let Some(p) = self.pkt_mut(pn) else {
             return false;
         };
-        let (message_id, status, at_loss) = (p.message_id, p.status, p.largest_acked_at_loss);
+        let (message_id, status, sent_ns) = (p.message_id, p.status, p.sent_ns);
         if status == PktStatus::Acked {
             return false;
         }
@@ -471,15 +477,20 @@ impl ArqSender {
                 // Acknowledged after it was declared lost: the retransmission was spurious.
                 self.stats.spurious_retransmissions += 1;
                 if !self.cfg.fixed_packet_threshold {
-                    // RACK: wait for as much reordering as was just seen.
-                    let distance = largest.max(at_loss).saturating_sub(pn) + 1;
+                    // RACK: wait for as much reordering as was just seen, in packets (it
+                    // arrived after packets up to `largest_before`) and in time.
+                    let distance = largest_before.unwrap_or(pn).saturating_sub(pn) + 1;
                     let distance = u32::try_from(distance).unwrap_or(u32::MAX);
                     self.packet_threshold = self
                         .packet_threshold
                         .max(distance.min(MAX_PACKET_THRESHOLD));
                     if cause == Cause::TimeThreshold {
-                        self.time_threshold_1024 =
-                            (self.time_threshold_1024 + 256).min(TIME_THRESHOLD_MAX);
+                        let took = now_ns
+                            .saturating_sub(sent_ns)
+                            .saturating_mul(TIME_THRESHOLD)
+                            / 1024;
+                        self.reorder_window_ns =
+                            self.reorder_window_ns.max(took.min(MAX_REORDER_WINDOW_NS));
                     }
                 }
             }
@@ -519,7 +530,9 @@ impl ArqSender {
 
     fn loss_delay(&self) -> u64 {
         let rtt = self.srtt_ns.max(self.latest_rtt_ns);
-        (rtt.saturating_mul(self.time_threshold_1024) / 1024).max(GRANULARITY_NS)
+        (rtt.saturating_mul(TIME_THRESHOLD) / 1024)
+            .max(self.reorder_window_ns)
+            .max(GRANULARITY_NS)
     }
 
     /// RFC 9002 §6.1: packet and time thresholds below the largest acknowledged.
@@ -591,7 +604,7 @@ impl ArqSender {
     }
 
     /// Drops what is settled from the fronts of both rings.
-    fn trim(&mut self) {
+    fn trim(&mut self, now_ns: u64) {
         while let Some(m) = self.msgs.front() {
             if matches!(m.status, MsgStatus::Acked | MsgStatus::GivenUp) {
                 self.msgs.pop_front();
@@ -601,13 +614,18 @@ impl ArqSender {
             }
         }
         let cap = 2 * self.cfg.max_in_flight.max(1) as usize;
+        // A lost record stays long enough for a late ACK of it to show a spurious
+        // retransmission: two probe periods.
+        let keep_lost_ns = 2 * self.pto_base();
         while let Some(p) = self.pkts.front() {
             let settled = match p.status {
                 PktStatus::InFlight => false,
                 PktStatus::Acked => true,
                 // A lost record is kept while its message is open (a late ACK of it is a
                 // spurious retransmission to detect), up to the cap.
-                PktStatus::Lost(_) => p.message_id < self.msg_base || self.pkts.len() > cap,
+                PktStatus::Lost(_) => {
+                    now_ns >= p.sent_ns.saturating_add(keep_lost_ns) || self.pkts.len() > cap
+                }
             };
             if !settled {
                 break;
@@ -618,14 +636,23 @@ impl ArqSender {
         self.scan_from = self.scan_from.max(self.pkt_base);
     }
 
+    /// Something sent is not settled: packets in flight, or an outstanding message whose
+    /// packet record was forgotten under the memory bound (the probe settles it).
+    fn pto_armed(&self) -> bool {
+        self.in_flight > 0 || self.outstanding()
+    }
+
     fn outstanding(&self) -> bool {
         self.msg_base < self.next_unsent
     }
 
+    fn pto_base(&self) -> u64 {
+        self.srtt_ns + (4 * self.rttvar_ns).max(GRANULARITY_NS) + self.cfg.max_ack_delay_ns
+    }
+
     fn pto_period(&self) -> u64 {
-        let base =
-            self.srtt_ns + (4 * self.rttvar_ns).max(GRANULARITY_NS) + self.cfg.max_ack_delay_ns;
-        base.saturating_mul(1u64 << self.pto_count.min(16))
+        self.pto_base()
+            .saturating_mul(1u64 << self.pto_count.min(MAX_PTO_BACKOFF_EXP))
     }
 
     fn deadline_ns(&self) -> Option<u64> {
@@ -658,7 +685,7 @@ impl ArqSender {
             }
         };
         if self.loss_time_ns.is_none()
-            && self.in_flight > 0
+            && self.pto_armed()
             && let Some(last) = self.last_ack_eliciting_ns
         {
             at(Some(last.saturating_add(self.pto_period())));
@@ -697,13 +724,13 @@ impl ArqSender {
                     break; // first sends are in id order
                 }
                 m.status = MsgStatus::GivenUp;
-                self.stats.deadline_drops += 1;
+                self.stats.deadline_given_up += 1;
             }
         }
         if self.loss_time_ns.is_some_and(|t| t <= now_ns) {
             self.detect_lost(now_ns);
         } else if self.loss_time_ns.is_none()
-            && self.in_flight > 0
+            && self.pto_armed()
             && self
                 .last_ack_eliciting_ns
                 .is_some_and(|last| now_ns >= last.saturating_add(self.pto_period()))
@@ -711,11 +738,12 @@ impl ArqSender {
             // Probe timeout: marks nothing lost, sends the oldest outstanding message again.
             self.pto_count += 1;
             self.stats.pto_events += 1;
-            self.probes_pending = 1;
+            // Two probes (RFC 9002 §6.2.4): one lost probe does not cost another period.
+            self.probes_pending = 2;
             // Re-arm from now even if the probe cannot go out at once.
             self.last_ack_eliciting_ns = Some(now_ns);
         }
-        self.trim();
+        self.trim(now_ns);
     }
 
     fn give_up_session(&mut self) {
@@ -727,7 +755,7 @@ impl ArqSender {
             }
         }
         self.rexmit.clear();
-        self.trim();
+        self.trim(self.last_progress_ns);
     }
 
     /// Finished, and every message acknowledged or given up (or the session given up).
@@ -748,7 +776,7 @@ impl ArqSender {
         s.min_rtt_ns = self.min_rtt_ns;
         s.latest_rtt_ns = self.latest_rtt_ns;
         s.packet_threshold = self.packet_threshold;
-        s.time_threshold = self.time_threshold_1024 as f64 / 1024.0;
+        s.reorder_window_ns = self.reorder_window_ns;
         s
     }
 

@@ -13,7 +13,7 @@ use super::{
     AckFrame, ArqConfig, ArqOrdering, ArqReceiver, ArqReceiverStats, ArqReport, ArqSender,
     ArqSenderStats, RDataFrame,
 };
-use crate::impair::{ImpairSpec, Impairment};
+use crate::impair::{Fate, ImpairSpec, Impairment};
 
 /// Wall clock of the virtual clock's origin (any fixed epoch; only differences matter).
 const WALL_ORIGIN_NS: u64 = 1_700_000_000_000_000_000;
@@ -37,6 +37,23 @@ pub struct SimConfig {
     pub max_virtual_ns: u64,
 }
 
+/// Datagrams of `payload` bytes at `pps` through `spec` without any recovery (the plain,
+/// unreliable run): how many of `count` are delivered per second of sending.
+pub fn unreliable_delivered_rate(spec: &ImpairSpec, pps: u64, count: u64, payload: usize) -> f64 {
+    let origin = crate::time::now();
+    let mut imp: Impairment<()> = Impairment::new(spec);
+    let mut delivered = 0u64;
+    for k in 0..count {
+        if matches!(
+            imp.handle(at(origin, k * 1_000_000_000 / pps.max(1)), payload, ()),
+            Fate::Passed { .. }
+        ) {
+            delivered += 1;
+        }
+    }
+    delivered as f64 * pps as f64 / count.max(1) as f64
+}
+
 impl SimConfig {
     /// The reference source: `messages` of 1200 B at 1000/s, the same impairment on
     /// both directions, 30 µs base delay.
@@ -47,7 +64,7 @@ impl SimConfig {
             session_id: 0x5EED,
             messages,
             pps: 1000,
-            data_impair: spec.clone(),
+            data_impair: spec,
             ack_impair: with_other_seed(spec),
             base_delay_ns: 30_000,
             max_virtual_ns: messages.saturating_mul(1_000_000) + 120_000_000_000,
@@ -76,17 +93,27 @@ pub struct SimResult {
     pub max_receiver_state_bytes: usize,
     /// The run hit `max_virtual_ns` before the sender was done.
     pub timed_out: bool,
+    /// RData datagrams the data direction's impairment dropped, and its longest run of
+    /// consecutive drops (a message first sent in such a run waits at least that many sends).
+    pub data_dropped: u64,
+    pub longest_data_loss_run: u64,
+    /// The same for ACKs.
+    pub ack_dropped: u64,
+    pub longest_ack_loss_run: u64,
 }
 
 /// A datagram crossing the simulated link.
 #[derive(Debug, Clone)]
 enum Wire {
     Data(RDataFrame),
-    Ack(AckFrame),
+    /// Boxed: an ACK carries its 32 ranges inline.
+    Ack(Box<AckFrame>),
 }
 
 struct Link {
     imp: Impairment<Wire>,
+    loss_run: u64,
+    longest_loss_run: u64,
     /// Released by the impairment, arriving after the base delay: (arrival ns, datagram).
     fifo: VecDeque<(u64, Wire)>,
 }
@@ -95,6 +122,8 @@ impl Link {
     fn new(spec: &ImpairSpec) -> Self {
         Link {
             imp: Impairment::new(spec),
+            loss_run: 0,
+            longest_loss_run: 0,
             fifo: VecDeque::new(),
         }
     }
@@ -108,6 +137,15 @@ impl Link {
     fn release(&mut self, origin: Instant, now: u64, base_delay: u64) {
         while let Some(w) = self.imp.poll_release(at(origin, now)) {
             self.fifo.push_back((now + base_delay, w));
+        }
+    }
+
+    fn offer(&mut self, origin: Instant, now: u64, len: usize, w: Wire) {
+        if self.imp.handle(at(origin, now), len, w) == Fate::Dropped {
+            self.loss_run += 1;
+            self.longest_loss_run = self.longest_loss_run.max(self.loss_run);
+        } else {
+            self.loss_run = 0;
         }
     }
 
@@ -148,6 +186,7 @@ pub fn run(cfg: &SimConfig) -> SimResult {
     let mut next_in_order = 0u64;
     let mut order_violations = 0u64;
     let mut offered = 0u64;
+    let mut slot = 0u64;
     let gap_num = 1_000_000_000u64;
     let pps = cfg.pps.max(1);
     let mut now = 0u64;
@@ -156,7 +195,8 @@ pub fn run(cfg: &SimConfig) -> SimResult {
     let mut timed_out = false;
 
     loop {
-        let next_slot = (offered < cfg.messages).then(|| offered * gap_num / pps);
+        // The pace goes on after the last new message: retransmissions still take slots.
+        let next_slot = Some(slot * gap_num / pps);
         let next = [
             next_slot,
             sender.poll_timeout(),
@@ -197,7 +237,7 @@ pub fn run(cfg: &SimConfig) -> SimResult {
             }
             if let Some(ack) = receiver.poll_ack(now) {
                 let len = ack.encoded_len();
-                acks.imp.handle(at(origin, now), len, Wire::Ack(ack));
+                acks.offer(origin, now, len, Wire::Ack(Box::new(ack)));
             }
         }
         while let Some(w) = acks.arrival(now) {
@@ -209,13 +249,14 @@ pub fn run(cfg: &SimConfig) -> SimResult {
             receiver.handle_timeout(now);
             if let Some(ack) = receiver.poll_ack(now) {
                 let len = ack.encoded_len();
-                acks.imp.handle(at(origin, now), len, Wire::Ack(ack));
+                acks.offer(origin, now, len, Wire::Ack(Box::new(ack)));
             }
         }
         if sender.poll_timeout().is_some_and(|t| t <= now) {
             sender.handle_timeout(now);
         }
         if next_slot.is_some_and(|t| t <= now) {
+            slot += 1;
             if sender.offer(now) {
                 offered += 1;
             }
@@ -224,7 +265,7 @@ pub fn run(cfg: &SimConfig) -> SimResult {
             }
         }
         while let Some(frame) = sender.poll_transmit(now) {
-            data.imp.handle(at(origin, now), payload, Wire::Data(frame));
+            data.offer(origin, now, payload, Wire::Data(frame));
         }
         max_sender_state = max_sender_state.max(sender.state_bytes());
         max_receiver_state = max_receiver_state.max(receiver.state_bytes());
@@ -252,6 +293,10 @@ pub fn run(cfg: &SimConfig) -> SimResult {
         max_sender_state_bytes: max_sender_state,
         max_receiver_state_bytes: max_receiver_state,
         timed_out,
+        data_dropped: data.imp.counters().dropped,
+        longest_data_loss_run: data.longest_loss_run,
+        ack_dropped: acks.imp.counters().dropped,
+        longest_ack_loss_run: acks.longest_loss_run,
     }
 }
 

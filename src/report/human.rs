@@ -938,6 +938,55 @@ mod tests {
     }
 
     #[test]
+    fn a_reliable_run_shows_its_cost_block() {
+        let mut report = fixtures::run_report();
+        assert!(!human(&report).contains("reliable"));
+        report.reliable = Some(ReliableReport {
+            mode: "deadline=10ms".into(),
+            impaired: "data+acks".into(),
+            receiver_results: true,
+            arq: crate::arq::ArqReport {
+                messages: 1000,
+                delivered: 990,
+                residual_lost: 10,
+                residual_loss: 0.01,
+                retransmissions: 55,
+                retransmissions_per_message: 0.055,
+                rexmit_packet_threshold: 30,
+                rexmit_time_threshold: 20,
+                rexmit_pto: 5,
+                deadline_drops: 10,
+                ack_datagrams: 500,
+                ack_datagram_share: 0.47,
+                srtt_ns: 40_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let text = human(&report);
+        assert!(
+            text.contains("reliable deadline=10ms: impairment on data and ACKs"),
+            "{text}"
+        );
+        assert_eq!(
+            squeezed_line(&text, "delivered / messages"),
+            "delivered / messages 990 / 1000 (residual loss 10 = 1.00%)"
+        );
+        assert!(
+            squeezed_line(&text, "retransmissions per message")
+                .ends_with("0.0550 (55: packet threshold 30, time threshold 20, probe timeout 5)"),
+            "{text}"
+        );
+        assert!(squeezed_line(&text, "deadline drops / given up").ends_with("10 / 0"));
+        // Without the receiver's results its figures are not shown as zeros.
+        report.reliable.as_mut().unwrap().receiver_results = false;
+        let text = human(&report);
+        assert!(text.contains("results are missing"), "{text}");
+        assert!(!text.contains("delivered / messages"), "{text}");
+        assert!(!text.contains("goodput"), "{text}");
+    }
+
+    #[test]
     fn missing_receiver_and_echo_drop_their_rows() {
         let mut report = fixtures::run_report();
         report.receiver = None;

@@ -1,5 +1,6 @@
 //! udplab's integration tests, one binary: simulation, CLI over loopback, impairment, netns.
 
+mod arq_sim;
 mod auth;
 mod cli;
 mod common;
