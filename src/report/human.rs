@@ -179,9 +179,9 @@ fn write_reliable<W: Write>(w: &mut W, r: &ReliableReport) -> io::Result<()> {
         &mut t,
         "reordering threshold",
         format!(
-            "{} packets, {} RTT",
+            "{} packets, reordering window {}",
             a.packet_threshold,
-            sig3(a.time_threshold)
+            fmt_ns(a.reorder_window_ns)
         ),
     );
     one(
