@@ -3,15 +3,21 @@
 #
 #   benches/compare.sh            full run: every run 10 s, 3 runs each, medians (about 25 min)
 #   benches/compare.sh --quick    development: 1 run each, 3 s runs, small memory runs
+#   benches/compare.sh --only reliable   only the reliable-mode peers: KCP, udplab --reliable, TCP
 #
 # Options: --udplab PATH (default: $CARGO_TARGET_DIR or target, release build),
-#          --only 1,2,... (run only these scenarios), --out DIR (default: results),
-#          --mem-reps N (runs of the large --count run in scenario 6; default 1, quick 1).
+#          --only 1,2,...,reliable (run only these scenarios), --out DIR (default: results),
+#          --mem-reps N (runs of the large --count run in scenario 6; default 1, quick 1),
+#          --reliable-count N (messages per reliable run; default 20000, quick 2000),
+#          --reliable-cases LIST (comma-separated case names, default all: see RELIABLE_CASES).
 # Writes DIR/bench-<date>.csv and DIR/bench-<date>.md (-quick in the names with --quick) and
 # prints the table and every target with PASS/FAIL. Raw logs stay in a temporary directory
 # whose path is printed. Sender on CPU 0, receiver on CPU 1 (taskset); only 127.0.0.1; every
 # process bounded with `timeout -k 3 N`. Installs iperf3, iperf and sockperf from the
 # distribution's packages when missing (needs root and apt-get).
+# The reliable scenario writes DIR/reliable-peers-<date>.md (and .jsonl, one record per run): every
+# peer through `udplab proxy` with the same impairment both ways, 1000 msg/s x 1200 B; its TCP
+# rows need root, ip and nft (network namespaces) and are skipped with the reason otherwise.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -19,7 +25,9 @@ REPO="$(cd "$HERE/.." && pwd)"
 TOOLS="$HERE/compare_tools.py"
 
 QUICK=0
-ONLY="1,2,3,4,5,6"
+ONLY="1,2,3,4,5,6,reliable"
+RELIABLE_COUNT=""
+RELIABLE_CASES_OPT=""
 OUT="$REPO/results"
 UDPLAB=""
 MEM_REPS_OPT=""
@@ -30,7 +38,9 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2"; shift ;;
         --udplab) UDPLAB="$2"; shift ;;
         --mem-reps) MEM_REPS_OPT="$2"; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --reliable-count) RELIABLE_COUNT="$2"; shift ;;
+        --reliable-cases) RELIABLE_CASES_OPT="$2"; shift ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -53,10 +63,15 @@ log() { printf '%s [%4ds] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - T0))" "$*" >&2
 T0=$SECONDS
 
 # --- tools -------------------------------------------------------------------------------------
+# The reliable scenario alone needs none of the other tools.
+TOOL_SCENARIOS=0
+for sc in 1 2 3 4 5 6; do want $sc && TOOL_SCENARIOS=1; done
 missing=()
-command -v iperf3 >/dev/null || missing+=(iperf3)
-command -v iperf >/dev/null || missing+=(iperf)
-command -v sockperf >/dev/null || missing+=(sockperf)
+if [ "$TOOL_SCENARIOS" = 1 ]; then
+    command -v iperf3 >/dev/null || missing+=(iperf3)
+    command -v iperf >/dev/null || missing+=(iperf)
+    command -v sockperf >/dev/null || missing+=(sockperf)
+fi
 for t in taskset timeout python3; do
     command -v $t >/dev/null || { echo "compare.sh: $t is required" >&2; exit 2; }
 done
@@ -331,6 +346,8 @@ le() { python3 -c "import sys; a=float(sys.argv[1]); sys.exit(0 if a==a and a<=f
 BUF4="--sndbuf 4M --rcvbuf 4M"
 
 # --- machine description -----------------------------------------------------------------------
+# Only the tool scenarios (1-6) write bench-<date>.md; the reliable scenario has its own file.
+if [ "$TOOL_SCENARIOS" = 1 ]; then
 {
     echo "# udplab vs iperf3 / iperf2 / sockperf on loopback — $DATE$SUFFIX"
     echo
@@ -356,6 +373,7 @@ EOF
     echo "- Loss = (sent − distinct received) / sent for every tool. CPU % = (user + sys CPU seconds from GNU time) / test duration. Received figures are the receiver's."
     echo "- Runs: $REPS per configuration, ${DUR} s each (zero-loss search steps ${SEARCH_DUR} s); sender taskset -c 0, receiver taskset -c 1; 127.0.0.1 only"
 } > "$MD.tmp"
+fi
 
 # --- 1. maximum offered rate -------------------------------------------------------------------
 if want 1; then
@@ -522,12 +540,22 @@ EOF
     done
 fi
 
+# --- reliable: KCP (stock and eager), udplab --reliable, kernel TCP ---------------------------
+if want reliable; then
+    # shellcheck source=benches/reliable_peers.sh
+    . "$HERE/reliable_peers.sh"
+    reliable_scenario
+fi
+
 # --- report ------------------------------------------------------------------------------------
 TOTAL=$((SECONDS - T0))
-{
-    echo "- Load average at end: $(cut -d' ' -f1-3 /proc/loadavg); total time of this run: $((TOTAL / 60)) min $((TOTAL % 60)) s"
-} >> "$MD.tmp"
-mv "$MD.tmp" "$MD"
-python3 "$TOOLS" report --records "$RECORDS" --csv "$CSV" --md "$MD"
-echo
-echo "total time: $((TOTAL / 60)) min $((TOTAL % 60)) s; wrote $CSV and $MD; raw logs in $RAW"
+if [ "$TOOL_SCENARIOS" = 1 ]; then
+    {
+        echo "- Load average at end: $(cut -d' ' -f1-3 /proc/loadavg); total time of this run: $((TOTAL / 60)) min $((TOTAL % 60)) s"
+    } >> "$MD.tmp"
+    mv "$MD.tmp" "$MD"
+    python3 "$TOOLS" report --records "$RECORDS" --csv "$CSV" --md "$MD"
+    echo
+    echo "wrote $CSV and $MD"
+fi
+echo "total time: $((TOTAL / 60)) min $((TOTAL % 60)) s; raw logs in $RAW"

@@ -10,6 +10,8 @@ Subcommands (each prints what compare.sh needs on stdout):
                                   to UDP port P, gap percentiles written as JSON
   ceiling-recv / ceiling-send     bare UDP receiver (recvmmsg via ctypes) and GSO sender
   report --records F --csv F --md F   medians, ratios, targets (PASS/FAIL), table
+  reliable-record / reliable-report   one record per run of the reliable scenario (KCP, udplab
+                                  --reliable, TCP; benches/reliable_peers.sh) and its table
 Only the standard library is used.
 """
 
@@ -848,6 +850,343 @@ def cmd_report(a):
 
 
 # ---------------------------------------------------------------------------------------------
+# The reliable scenario (benches/reliable_peers.sh): one record per (case, peer) run.
+
+
+def load_json(path):
+    """A JSON document, or the last JSON line of a program's stdout; None when absent."""
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+def dig(d, *paths):
+    """The first of several dotted paths present in nested dicts d (None if none is)."""
+    for p in paths:
+        cur = d
+        for k in p.split("."):
+            if isinstance(cur, dict) and k in cur:
+                cur = cur[k]
+            else:
+                cur = None
+                break
+        if cur is not None:
+            return cur
+    return None
+
+
+def proxy_fields(r, path):
+    px = load_json(path)
+    if not px:
+        return
+    for side, key in (("forward", "fwd"), ("reverse", "rev")):
+        d = px.get(side) or {}
+        r[f"proxy_{key}_in"] = d.get("received")
+        r[f"proxy_{key}_out"] = d.get("sent")
+        r[f"proxy_{key}_dropped"] = (d.get("impair") or {}).get("dropped", 0)
+    if r.get("proxy_fwd_in"):
+        r["proxy_ack_dgram_pct"] = pct(r.get("proxy_rev_in") or 0, r["proxy_fwd_in"])
+
+
+def rel_kcp(a, r):
+    snd, rcv = load_json(a.send), load_json(a.recv)
+    if not snd or not rcv:
+        r["skip"] = "kcp_peer wrote no figures (see its stderr in the raw logs)"
+        return
+    n = a.count
+    r["delivered"] = rcv.get("delivered")
+    r["all_acked"] = snd.get("all_acked")
+    r["retx_per_msg"] = snd["retransmissions"] / n
+    r["dup_per_msg"] = rcv["duplicate_arrivals"] / n
+    data_b, ack_b = snd["sent"]["bytes"], rcv["sent"]["bytes"]
+    r["data_bytes"], r["ack_bytes"] = data_b, ack_b
+    r["ack_byte_pct"] = pct(ack_b, data_b)
+    lat = rcv.get("latency_ms") or {}
+    for k in ("mean", "p50", "p99", "max"):
+        r[f"lat_{k}_ms"] = lat.get(k)
+    r["goodput_mbps"] = rcv.get("goodput_bps", 0) / 1e6
+    r["latency_kind"] = "ordered"
+
+
+def rel_udplab(a, r):
+    snd, rcv = load_json(a.send), load_json(a.recv)
+    err = ""
+    if a.send_err and os.path.exists(a.send_err):
+        err = open(a.send_err).read()
+    if a.rc == 2 and "unexpected argument '--reliable'" in err:
+        r["skip"] = "this udplab build has no --reliable (issue 10's layer not merged yet)"
+        return
+    if not snd:
+        r["skip"] = f"udplab send rc={a.rc} wrote no JSON: {err.strip().splitlines()[-1] if err.strip() else ''}"
+        return
+    # `total.reliable` of the sender's JSON: both ends' figures merged (ArqReport, flattened)
+    # once the receiver's results came back; latencies are LatencySummary objects in ns.
+    rel = dig(snd, "total.reliable", "reliable") or {}
+    if not rel:
+        r["skip"] = f"udplab send rc={a.rc}: no reliable figures in its JSON"
+        return
+    n = a.count
+    r["receiver_results"] = rel.get("receiver_results")
+    r["delivered"] = rel.get("delivered") if rel.get("receiver_results", True) else None
+    # The receiver's own view, to check that both ends agree on the count.
+    r["recv_delivered"] = dig(rcv or {}, "total.receiver.reliable.delivered",
+                              "total.reliable.delivered")
+    if isinstance(rel.get("retransmissions"), (int, float)):
+        r["retx_per_msg"] = rel["retransmissions"] / n
+    if isinstance(rel.get("duplicate_arrivals"), (int, float)):
+        r["dup_per_msg"] = rel["duplicate_arrivals"] / n
+    r["spurious_per_msg"] = rel.get("spurious_per_message")
+    r["data_bytes"], r["ack_bytes"] = rel.get("data_bytes"), rel.get("ack_bytes")
+    if r["data_bytes"] and r["ack_bytes"] is not None:
+        r["ack_byte_pct"] = pct(r["ack_bytes"], r["data_bytes"])
+    kind = "unordered" if a.peer.endswith("unordered") else "ordered"
+    r["latency_kind"] = kind
+    lat = rel.get(f"latency_{kind}") or {}
+    for k in ("mean", "p50", "p99", "max"):
+        v = lat.get(f"{k}_ns")
+        r[f"lat_{k}_ms"] = v / 1e6 if isinstance(v, (int, float)) else None
+    gp = rel.get("goodput_bps")
+    r["goodput_mbps"] = gp / 1e6 if isinstance(gp, (int, float)) else None
+    r["mode"] = rel.get("mode")
+
+
+def rel_tcp(a, r):
+    snd, rcv = load_json(a.send), load_json(a.recv)
+    if not rcv:
+        r["skip"] = "the TCP receiver wrote no figures (see the raw logs)"
+        return
+    r["delivered"] = rcv.get("delivered")
+    lat = rcv.get("latency_ms") or {}
+    for k in ("mean", "p50", "p99", "max"):
+        r[f"lat_{k}_ms"] = lat.get(k)
+    r["goodput_mbps"] = rcv.get("goodput_bps", 0) / 1e6
+    r["latency_kind"] = "ordered (stream)"
+    if rcv.get("complete") is False:
+        r["note"] = (f"the stream had delivered only {rcv.get('delivered')} messages when the "
+                     f"receiver's {rcv.get('max_s'):.0f} s bound ran out")
+    if snd and snd.get("tcp_total_retrans") is not None:
+        r["retx_per_msg"] = snd["tcp_total_retrans"] / a.count
+        r["retx_note"] = "TCP segments retransmitted (tcpi_total_retrans) per message"
+    nft = load_json(a.nft)
+    if nft:
+        counters = {}
+        for item in nft.get("nftables", []):
+            c = item.get("counter")
+            if c:
+                counters[c["name"]] = c
+        if counters:
+            r["nft_fwd_packets"] = counters.get("fwd_in", {}).get("packets")
+            r["nft_rev_packets"] = counters.get("rev_in", {}).get("packets")
+            r["nft_fwd_bytes"] = counters.get("fwd_in", {}).get("bytes")
+            r["nft_rev_bytes"] = counters.get("rev_in", {}).get("bytes")
+            r["nft_dropped"] = counters.get("dropped", {}).get("packets")
+
+
+def cmd_reliable_record(a):
+    r = {"case": a.case, "impair": a.impair or "none", "peer": a.peer, "count": a.count, "rc": a.rc}
+    if a.skip:
+        r["skip"] = a.skip
+    else:
+        {"kcp": rel_kcp, "udplab": rel_udplab, "tcp": rel_tcp}[a.kind](a, r)
+        if a.proxy:
+            proxy_fields(r, a.proxy)
+    with open(a.records, "a") as f:
+        f.write(json.dumps(r) + "\n")
+
+
+REL_PEERS = ["udplab-ordered", "udplab-unordered", "kcp-eager", "kcp-stock", "tcp"]
+REL_COLS = [
+    ("peer", "peer"), ("delivered", "delivered"), ("retx_per_msg", "retx/msg"),
+    ("dup_per_msg", "dup arrivals/msg"), ("ack_byte_pct", "ACK B / data B %"),
+    ("proxy_ack_dgram_pct", "ACK dg / data dg % (proxy)"), ("lat_mean_ms", "lat mean ms"),
+    ("lat_p50_ms", "lat p50 ms"), ("lat_p99_ms", "lat p99 ms"), ("lat_max_ms", "lat max ms"),
+    ("goodput_mbps", "goodput Mbit/s"), ("wire", "datagrams fwd/rev (dropped)"),
+]
+# Lower is better for these; a row "KCP wins" where the best KCP drive is lower than udplab's.
+REL_COMPARE = [("retx_per_msg", "retransmissions/msg"), ("dup_per_msg", "duplicate arrivals/msg"),
+               ("ack_byte_pct", "ACK bytes/data bytes %"), ("lat_mean_ms", "latency mean ms"),
+               ("lat_p50_ms", "latency p50 ms"), ("lat_p99_ms", "latency p99 ms"),
+               ("lat_max_ms", "latency max ms")]
+
+
+def _targets(retx, dup, p99, mx, up99):
+    return {
+        "udplab-ordered": [("delivered", "delivered", None), ("retx_per_msg", "retx/msg", retx),
+                           ("dup_per_msg", "dup arrivals/msg", dup),
+                           ("ack_byte_pct", "ACK B / data B %", 2.0),
+                           ("lat_p99_ms", "ordered p99 ms", p99),
+                           ("lat_max_ms", "ordered max ms", mx)],
+        "udplab-unordered": [("delivered", "delivered", None),
+                             ("lat_p99_ms", "unordered p99 ms", up99)],
+    }
+
+
+# Issue 10's targets per case (ms, per message, %).
+REL_TARGETS = {
+    "loss1": _targets(0.0105, 0.0001, 2.5, 5, 2),
+    "loss5": _targets(0.055, 0.001, 3, 7, 2),
+    "loss20": _targets(0.27, 0.002, 8, 30, 7),
+    "ge5": _targets(0.057, 0.001, 8, 20, 7),
+    "loss5-delay20": {
+        "udplab-ordered": [("delivered", "delivered", None),
+                           ("lat_mean_ms", "ordered mean ms", 50),
+                           ("lat_p99_ms", "ordered p99 ms", 100),
+                           ("lat_max_ms", "ordered max ms", 145)],
+        "udplab-unordered": [("delivered", "delivered", None),
+                             ("lat_p99_ms", "unordered p99 ms", 70)],
+    },
+}
+
+
+def rel_cell(r, k):
+    if k == "wire":
+        if r.get("proxy_fwd_in") is not None:
+            return (f"{r['proxy_fwd_in']} ({r['proxy_fwd_dropped']}) / "
+                    f"{r['proxy_rev_in']} ({r['proxy_rev_dropped']})")
+        if r.get("nft_fwd_packets") is not None:
+            return f"{r['nft_fwd_packets']} / {r['nft_rev_packets']} ({r.get('nft_dropped') or 0} both, nft)"
+        return ""
+    if k == "delivered":
+        v = r.get("delivered")
+        return "" if v is None else f"{v}/{r['count']}"
+    v = r.get(k)
+    if v is None:
+        return ""
+    if k in ("retx_per_msg", "dup_per_msg"):
+        return f"{v:.4f}"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def cmd_reliable_report(a):
+    with open(a.records) as f:
+        recs = [json.loads(l) for l in f if l.strip()]
+    cases = []
+    for r in recs:
+        if r["case"] not in cases:
+            cases.append(r["case"])
+    md = []
+    md.append("\n## How it was run\n")
+    md.append(f"- {a.count} messages of 1200 B at 1000 messages/s per run; every UDP peer through "
+              "`udplab proxy --listen 127.0.0.1:0 --to RECEIVER --impair X,seed="
+              f"{a.fwd_seed} --reverse-impair X,seed={a.rev_seed} --interval 0 --json F` "
+              "(the same seeds for every peer: the same loss pattern per direction).")
+    md.append("- KCP: `kcp_peer kcp-recv --bind 127.0.0.1:0 --count N --drive D`, then "
+              "`kcp_peer kcp-send PROXY --count N --drive D` (benches/kcp_peer.rs: kcp 0.6, "
+              "`set_nodelay(true, 10, 2, true)`, `set_wndsize(256, 256)`, MTU 1400; stock: "
+              "`update()` every 1 ms; eager: also `flush()` after every `send()` and `input()`; "
+              "waits are ppoll(2) of at most 1 ms).")
+    md.append("- udplab: `udplab recv --bind 127.0.0.1:0 --once --quiet --json F`, then "
+              "`udplab send PROXY --reliable ordered|unordered --pps 1000 --size 1200 --count N "
+              "--json F --quiet`.")
+    md.append("- TCP (informational): `kcp_peer tcp-recv` in namespace B, `kcp_peer tcp-send` "
+              "(TCP_NODELAY, one write per message) in A, routed through namespace R whose "
+              "nftables forward chain drops `numgen random mod 10000 < 100·loss%` (both "
+              "directions); GE 5% is `tc netem loss gemodel 1.316% 25% 100% 0%` and delay=20ms "
+              "`netem delay 20ms` on both of R's egress links. Counts in `wire` come from R's "
+              "nftables counters; retx/msg is the sender's tcpi_total_retrans per message.")
+    md.append("- Latency: one-way, for KCP and TCP from the time the message was due by the "
+              "1000/s schedule (its wall-clock stamp in the message: a TCP writer blocked on a "
+              "full send buffer shows in it), for udplab from the message's first send, to its "
+              "delivery to the receiving application, in order for "
+              "KCP, TCP and udplab-ordered, as it arrives for udplab-unordered. ACK B / data B: "
+              "bytes each end wrote (UDP payload), acknowledgement side over data side. "
+              "retx/msg for KCP: PUSH segments sent beyond the first of each message (parsed "
+              "from the datagrams the sender wrote); dup arrivals: PUSH segments the receiver "
+              "had already seen. `wire`: datagrams the proxy received from the sender (fwd) and "
+              "from the receiver (rev), with what its impairment dropped.")
+    md.append("\n## Results\n")
+    for case in cases:
+        rows = [r for r in recs if r["case"] == case]
+        rows.sort(key=lambda r: REL_PEERS.index(r["peer"]) if r["peer"] in REL_PEERS else 99)
+        md.append(f"\n### {case}: `{rows[0]['impair']}` both ways\n")
+        md.append("| " + " | ".join(h for _, h in REL_COLS) + " |")
+        md.append("|" + "|".join("---" for _ in REL_COLS) + "|")
+        skips = []
+        for r in rows:
+            if r.get("skip"):
+                skips.append(f"- {r['peer']}: not measured: {r['skip']}")
+                continue
+            md.append("| " + " | ".join(rel_cell(r, k) for k, _ in REL_COLS) + " |")
+            if r.get("note"):
+                skips.append(f"- {r['peer']}: {r['note']}")
+            if r.get("recv_delivered") is not None and r["recv_delivered"] != r.get("delivered"):
+                skips.append(f"- {r['peer']}: the receiver counts {r['recv_delivered']} delivered, "
+                             f"the sender's report {r.get('delivered')}")
+        md.extend([""] + skips if skips else [])
+    md.append("\n## udplab --reliable against the issue's targets\n")
+    md.append("Issue 10's target table (the bracketed KCP figures there came from another run); "
+              "PASS/FAIL per figure of this run.\n")
+    tlines = []
+    for case in cases:
+        by = {r["peer"]: r for r in recs if r["case"] == case and not r.get("skip")}
+        for peer, checks in REL_TARGETS.get(case, {}).items():
+            r = by.get(peer)
+            if r is None:
+                tlines.append(f"- **N/A** {case} {peer}: not measured")
+                continue
+            for k, name, limit in checks:
+                v = r.get(k)
+                if k == "delivered" and v is not None:
+                    ok = v == r["count"]
+                    tlines.append(f"- **{'PASS' if ok else 'FAIL'}** {case} {peer}: delivered "
+                                  f"{v}/{r['count']}")
+                    continue
+                if v is None:
+                    tlines.append(f"- **N/A** {case} {peer}: {name} not measured")
+                    continue
+                ok = v <= limit
+                tlines.append(f"- **{'PASS' if ok else 'FAIL'}** {case} {peer}: {name} "
+                              f"{v:.4g} (target <= {limit:g})")
+    md.extend(tlines or ["- no udplab --reliable rows in this run"])
+    md.append("\n## Where KCP wins\n")
+    md.append("Each figure (lower is better) where the better of the two KCP drives beats "
+              "udplab --reliable ordered (KCP delivers in order too) in the same run, with the "
+              "margin.\n")
+    wins = []
+    for case in cases:
+        by = {r["peer"]: r for r in recs if r["case"] == case and not r.get("skip")}
+        kcps = [by[p] for p in ("kcp-eager", "kcp-stock") if p in by]
+        ud = by.get("udplab-ordered")
+        if not kcps or not ud:
+            wins.append(f"- {case}: no comparison (udplab --reliable or KCP not measured)")
+            continue
+        for k, name in REL_COMPARE:
+            uv = ud.get(k)
+            cands = [(r.get(k), r["peer"]) for r in kcps if r.get(k) is not None]
+            if uv is None or not cands:
+                continue
+            kv, kp = min(cands)
+            if kv < uv:
+                rel = f", {100 * (uv - kv) / uv:.0f}% lower" if uv else ""
+                wins.append(f"- {case}: {name}: {kp} {kv:.4g} vs udplab-ordered {uv:.4g} "
+                            f"(by {uv - kv:.4g}{rel})")
+    if not wins:
+        wins.append("- none: udplab --reliable is at least as good on every figure compared")
+    md.extend(wins)
+    with open(a.md, "a") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main():
@@ -907,6 +1246,28 @@ def main():
     cs.add_argument("--pps", type=float, help="paced: datagrams per second")
     cs.add_argument("--plain", action="store_true", help="one send() per datagram (no GSO)")
 
+    rr = sub.add_parser("reliable-record")
+    rr.add_argument("--records", required=True)
+    rr.add_argument("--case", required=True)
+    rr.add_argument("--impair", default="")
+    rr.add_argument("--peer", required=True)
+    rr.add_argument("--kind", choices=["kcp", "udplab", "tcp"], required=True)
+    rr.add_argument("--count", type=int, required=True)
+    rr.add_argument("--send")
+    rr.add_argument("--recv")
+    rr.add_argument("--send-err")
+    rr.add_argument("--proxy")
+    rr.add_argument("--nft")
+    rr.add_argument("--skip")
+    rr.add_argument("--rc", type=int, default=0)
+
+    rq = sub.add_parser("reliable-report")
+    rq.add_argument("--records", required=True)
+    rq.add_argument("--md", required=True)
+    rq.add_argument("--count", type=int, required=True)
+    rq.add_argument("--fwd-seed", type=int, required=True)
+    rq.add_argument("--rev-seed", type=int, required=True)
+
     rp = sub.add_parser("report")
     rp.add_argument("--records", required=True)
     rp.add_argument("--csv", required=True)
@@ -937,6 +1298,10 @@ def main():
         cmd_ceiling_send(a)
     elif a.cmd == "report":
         cmd_report(a)
+    elif a.cmd == "reliable-record":
+        cmd_reliable_record(a)
+    elif a.cmd == "reliable-report":
+        cmd_reliable_report(a)
 
 
 if __name__ == "__main__":

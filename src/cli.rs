@@ -29,6 +29,8 @@ Examples:
   udplab suite ci/udp.toml --junit report.xml --json suite.json --csv suite.csv
   udplab suite ci/udp.toml --baseline main.json --max-regression loss=+0.1pp,latency_p99=+20%
   udplab compare main.json pr.json                 side by side; exit 1 on a regression
+  udplab loopback --reliable --impair loss=20%,seed=3 --count 100000
+  udplab send 192.0.2.7:5210 --reliable deadline=4rtt --pps 1000 --size 1200
 
 Thresholds: percentages need a % sign (--max-loss 0.5% is 5 in 1000; a bare 0.5 is refused).
 A threshold passes only when it was measured: a run that sent nothing, whose receiver results
@@ -440,6 +442,84 @@ pub struct SendArgs {
     /// (--pattern cbr or burst=N, paced).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub omit: Option<Duration>,
+    #[command(flatten)]
+    pub reliable: ReliableArgs,
+}
+
+/// `--reliable` and its tuning (send and loopback).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReliableArgs {
+    /// Run the ACK/retransmit layer over the test and measure its cost: `ordered` (default:
+    /// every message once, in order), `unordered` (once, as it arrives) or `deadline=DUR`
+    /// (ordered; a message still missing DUR after its first send is given up and counted; DUR
+    /// may be a multiple of the smoothed RTT, e.g. 4rtt). `--rate max` means window-limited
+    /// bulk transfer. On `send`, --impair hits the data only: impair the ACKs with
+    /// `udplab proxy --reverse-impair`. Put HOST before --reliable (or write --reliable=MODE).
+    /// Examples: `udplab loopback --reliable --impair loss=5%`,
+    /// `udplab send 192.0.2.7 --reliable deadline=10ms --pps 1000 --size 1200`.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "ordered", value_parser = parse_reliable)]
+    pub reliable: Option<ReliableArg>,
+    /// Retransmissions may exceed the paced rate by this share (with --reliable), e.g. 25%.
+    /// Example: `--reliable --rexmit-budget 50%`.
+    #[arg(long, value_parser = parse_percent, allow_hyphen_values = true, requires = "reliable")]
+    pub rexmit_budget: Option<f64>,
+    /// Messages in flight at most (the sender's window, with --reliable; it bounds both ends'
+    /// memory and, with --rate max, the throughput). Example: `--reliable --window 2048`.
+    #[arg(long, value_parser = parse_whole, allow_hyphen_values = true, requires = "reliable")]
+    pub window: Option<usize>,
+    /// Transmissions of one message before it is given up (with --reliable).
+    /// Example: `--reliable --max-transmissions 20`.
+    #[arg(long, value_parser = parse_whole, allow_hyphen_values = true, requires = "reliable")]
+    pub max_transmissions: Option<usize>,
+    /// Give the whole transfer up after this long without ACK progress (with --reliable).
+    /// Example: `--reliable --give-up 5s`.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, requires = "reliable")]
+    pub give_up: Option<Duration>,
+}
+
+/// The delivery mode `--reliable` names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReliableArg {
+    Ordered,
+    Unordered,
+    /// Given up this long after the first send.
+    Deadline(Duration),
+    /// Given up after this multiple of the smoothed RTT, × 1000.
+    DeadlineRtt(u32),
+}
+
+fn parse_reliable(s: &str) -> Result<ReliableArg, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let expected = || {
+        format!(
+            "invalid reliable mode \"{s}\": expected ordered, unordered or deadline=DUR (e.g. \
+             deadline=10ms or deadline=4rtt); with `send`, put HOST before --reliable"
+        )
+    };
+    match t.as_str() {
+        "ordered" => return Ok(ReliableArg::Ordered),
+        "unordered" => return Ok(ReliableArg::Unordered),
+        _ => {}
+    }
+    let Some(dur) = t.strip_prefix("deadline=") else {
+        return Err(expected());
+    };
+    if let Some(times) = dur.strip_suffix("rtt") {
+        let times: f64 = times.trim().parse().map_err(|_| expected())?;
+        if !times.is_finite() || times <= 0.0 || times > 1000.0 {
+            return Err(format!(
+                "deadline={dur}: the RTT multiple must be above 0 and at most 1000"
+            ));
+        }
+        return Ok(ReliableArg::DeadlineRtt(
+            (times * 1000.0).round().max(1.0) as u32
+        ));
+    }
+    match units::parse_duration(dur) {
+        Ok(d) if d.is_zero() => Err(format!("deadline={dur}: the deadline must be above 0")),
+        Ok(d) => Ok(ReliableArg::Deadline(d)),
+        Err(e) => Err(format!("deadline={dur}: {e}")),
+    }
 }
 
 /// `--rate` is a bit rate or `max`.
@@ -741,6 +821,43 @@ mod tests {
         assert!(e.contains("write it with a percent sign, e.g. 0.5%"), "{e}");
         assert!(parse_err(&["--max-reorder", "1"]).contains("e.g. 1%"));
         assert!(parse_err(&["--rate", "0.5"]).contains("below 1 bit/s"));
+    }
+
+    #[test]
+    fn reliable_modes_parse_with_their_deadlines() {
+        assert_eq!(parse_reliable("ordered"), Ok(ReliableArg::Ordered));
+        assert_eq!(parse_reliable("Unordered"), Ok(ReliableArg::Unordered));
+        assert_eq!(
+            parse_reliable("deadline=10ms"),
+            Ok(ReliableArg::Deadline(Duration::from_millis(10)))
+        );
+        assert_eq!(
+            parse_reliable("deadline=4rtt"),
+            Ok(ReliableArg::DeadlineRtt(4000))
+        );
+        assert_eq!(
+            parse_reliable("deadline=2.5rtt"),
+            Ok(ReliableArg::DeadlineRtt(2500))
+        );
+        for bad in [
+            "fast",
+            "deadline=",
+            "deadline=0ms",
+            "deadline=-1rtt",
+            "deadline=xrtt",
+        ] {
+            assert!(parse_reliable(bad).is_err(), "{bad}");
+        }
+        // A bare --reliable is ordered; the target may come first.
+        let cli = Cli::try_parse_from(["udplab", "send", "127.0.0.1:9", "--reliable"]).unwrap();
+        let Command::Send(cmd) = cli.command else {
+            panic!("send")
+        };
+        assert_eq!(cmd.opts.reliable.reliable, Some(ReliableArg::Ordered));
+        let e = parse_err(&["--window", "8"]);
+        assert!(e.contains("--reliable"), "tuning needs --reliable: {e}");
+        let e = parse_err(&["--reliable", "sometimes"]);
+        assert!(e.contains("put HOST before --reliable"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::auth::{self, AllowList, Key};
-use crate::cli::{RateArg, RecvArgs, ReportArgs, SendArgs, ThresholdArgs};
+use crate::cli::{
+    RateArg, RecvArgs, ReliableArg, ReliableArgs, ReportArgs, SendArgs, ThresholdArgs,
+};
 use crate::error::UsageError;
 use crate::impair::ImpairSpec;
 use crate::net::SendMode;
@@ -186,6 +188,98 @@ pub struct SendConfig {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `--omit`: the warm-up left out of the statistics (zero: none).
     pub omit: Duration,
+    /// `--reliable`: the ACK/retransmit layer and its tuning; None: the plain measurement.
+    pub reliable: Option<ReliableSettings>,
+}
+
+/// `--reliable` and its tuning, validated. Tuning left out takes the ARQ layer's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReliableSettings {
+    pub mode: ReliableArg,
+    /// Share of the paced rate retransmissions may add (0.25 = 25%).
+    pub rexmit_budget: Option<f64>,
+    /// Messages in flight at most.
+    pub window: Option<u32>,
+    /// Transmissions of one message before it is given up.
+    pub max_transmissions: Option<u32>,
+    /// No ACK progress for this long gives the transfer up.
+    pub give_up: Option<Duration>,
+    /// The `--impair` spec also hits the ACKs (loopback, where both directions are ours; on
+    /// `send` only `udplab proxy --reverse-impair` can).
+    pub impair_acks: bool,
+}
+
+/// Largest `--window`: the receiver's reorder buffer follows it.
+pub const MAX_RELIABLE_WINDOW: u32 = 1 << 20;
+
+impl ReliableSettings {
+    fn from_args(a: &ReliableArgs) -> Result<Option<Self>, UsageError> {
+        let Some(mode) = a.reliable else {
+            return Ok(None);
+        };
+        if let Some(b) = a.rexmit_budget
+            && !(0.0..=10.0).contains(&b)
+        {
+            return Err(UsageError(
+                "--rexmit-budget: 0% to 1000% of the paced rate".into(),
+            ));
+        }
+        let window = match a.window {
+            None => None,
+            Some(w) if w == 0 || w > MAX_RELIABLE_WINDOW as usize => {
+                return Err(UsageError(format!(
+                    "--window {w}: 1..={MAX_RELIABLE_WINDOW} messages in flight"
+                )));
+            }
+            Some(w) => Some(w as u32),
+        };
+        let max_transmissions = match a.max_transmissions {
+            None => None,
+            Some(n) if n == 0 || n > 1000 => {
+                return Err(UsageError(format!(
+                    "--max-transmissions {n}: 1..=1000 transmissions per message"
+                )));
+            }
+            Some(n) => Some(n as u32),
+        };
+        if a.give_up.is_some_and(|d| d < Duration::from_millis(10)) {
+            return Err(UsageError("--give-up: at least 10ms".into()));
+        }
+        Ok(Some(ReliableSettings {
+            mode,
+            rexmit_budget: a.rexmit_budget,
+            window,
+            max_transmissions,
+            give_up: a.give_up,
+            impair_acks: false,
+        }))
+    }
+
+    /// What the Hello announces (flag bit 2, bytes 72..96).
+    pub fn hello(&self) -> wire::HelloReliable {
+        let (mode, deadline, deadline_in_rtt) = match self.mode {
+            ReliableArg::Ordered => (wire::ReliableMode::Ordered, 0, false),
+            ReliableArg::Unordered => (wire::ReliableMode::Unordered, 0, false),
+            ReliableArg::Deadline(d) => (
+                wire::ReliableMode::Deadline,
+                u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+                false,
+            ),
+            ReliableArg::DeadlineRtt(t) => (wire::ReliableMode::Deadline, u64::from(t), true),
+        };
+        wire::HelloReliable {
+            mode,
+            deadline,
+            deadline_in_rtt,
+            window: self.window.unwrap_or(0),
+            // The layer's default budget when the user gave none.
+            rexmit_budget_pct: (self
+                .rexmit_budget
+                .unwrap_or(crate::arq::ArqConfig::default().rexmit_budget)
+                * 100.0)
+                .round() as u32,
+        }
+    }
 }
 
 impl SendConfig {
@@ -380,6 +474,48 @@ impl SendConfig {
                 )));
             }
         }
+        let reliable = ReliableSettings::from_args(&args.reliable)?;
+        if reliable.is_some() {
+            let clash = [
+                (args.reverse, "-R/--reverse"),
+                (addr.ip().is_multicast(), "a multicast target"),
+                (!omit.is_zero(), "--omit"),
+                (args.hdr_log.is_some(), "--hdr-log"),
+            ];
+            if let Some((_, name)) = clash.iter().find(|(set, _)| *set) {
+                return Err(UsageError(format!(
+                    "--reliable cannot be combined with {name} (not supported yet)"
+                )));
+            }
+            if args.echo {
+                return Err(UsageError(
+                    "--echo with --reliable: the ACKs already measure the RTT (srtt, min RTT in \
+                     the report); drop --echo"
+                        .into(),
+                ));
+            }
+            if args.impair_log.is_some() {
+                return Err(UsageError(
+                    "--impair-log logs plain Data sequences: use it without --reliable".into(),
+                ));
+            }
+            if size < crate::run::reliable::MIN_RELIABLE_SIZE as u64 {
+                return Err(UsageError(format!(
+                    "--size {size}: with --reliable each datagram carries the RData header: use \
+                     --size {} or more",
+                    crate::run::reliable::MIN_RELIABLE_SIZE
+                )));
+            }
+            if key.is_some()
+                && size < (crate::run::reliable::MIN_RELIABLE_SIZE + auth::TAG_LEN) as u64
+            {
+                return Err(UsageError(format!(
+                    "--size {size}: with --reliable and a key each datagram carries the RData \
+                     header and the tag: use --size {} or more",
+                    crate::run::reliable::MIN_RELIABLE_SIZE + auth::TAG_LEN
+                )));
+            }
+        }
         Ok(SendConfig {
             target: target.to_string(),
             addr,
@@ -419,6 +555,7 @@ impl SendConfig {
             hdr_log: args.hdr_log.clone().map(|p| (p, HdrLog::new())),
             labels: args.label.iter().cloned().collect(),
             omit,
+            reliable,
         })
     }
 

@@ -4,6 +4,7 @@
 //! that takes time as an argument, a driver (`net`, `run`) that owns sockets, threads and
 //! clocks, and report writers that only see the plain structs in `summary`.
 
+pub mod arq;
 pub mod auth;
 pub mod cli;
 pub mod config;

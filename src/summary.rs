@@ -305,6 +305,10 @@ pub struct ReceiverReport {
     /// Warm-up datagrams that arrived (duplicates included), not counted.
     #[serde(default)]
     pub omitted: u64,
+    /// `--reliable`: the ARQ receiver's figures (its `stats` then count RData datagrams by
+    /// packet number: the path's raw loss before recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reliable: Option<crate::arq::ArqReceiverStats>,
 }
 
 /// How a test's Data arrived marked (IP_RECVTOS / IP_RECVTTL on the receiver), against the
@@ -451,6 +455,9 @@ pub struct IntervalRow {
     /// Payload bits per second sent (sender) or received (receiver) in the interval.
     pub rate_bps: f64,
     pub pps: f64,
+    /// `--reliable`: the ARQ layer's figures over the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reliable: Option<ReliableInterval>,
 }
 
 /// What every JSON document udplab writes starts with: which format, which program, which
@@ -513,6 +520,9 @@ pub struct RunReport {
     /// `--label KEY=VALUE` tags (a CI job's commit, host, scenario), by key.
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--reliable`: what the ACK/retransmit layer cost, both ends' figures merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reliable: Option<ReliableReport>,
 }
 
 /// Which way a test's data went, as the reports name it.
@@ -537,6 +547,47 @@ impl Direction {
             Direction::Reverse => "reverse",
         }
     }
+}
+
+/// A `--reliable` run: the mode, where the impairment applied, and the ARQ layer's figures
+/// (sender's and receiver's views merged; shares are fractions, times ns).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReliableReport {
+    /// `ordered`, `unordered`, `deadline=10ms` or `deadline=4rtt`.
+    pub mode: String,
+    /// Directions `--impair` hit: `none`, `data` (send: ACKs only through `udplab proxy
+    /// --reverse-impair`) or `data+acks` (loopback).
+    pub impaired: String,
+    /// False when the receiver's results never came back: the receiver's figures (delivered,
+    /// latency, ACKs sent) are then missing, and residual loss is not known.
+    pub receiver_results: bool,
+    /// Pacing slots that found the window full (no new message could be queued).
+    pub window_blocked: u64,
+    /// The ACK direction's impairment counters (loopback).
+    pub ack_impair_counters: Option<ImpairCounters>,
+    #[serde(flatten)]
+    pub arq: crate::arq::ArqReport,
+}
+
+/// One interval of a `--reliable` run: sender rows carry the sender's figures, receiver rows
+/// the receiver's; counts are over the interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReliableInterval {
+    /// Sender: retransmissions sent, by any cause.
+    pub retransmissions: u64,
+    /// Sender: retransmissions found spurious.
+    pub spurious_retransmissions: u64,
+    /// Sender: messages acknowledged.
+    pub messages_acked: u64,
+    /// Sender: smoothed RTT at the interval's end, ns.
+    pub srtt_ns: u64,
+    /// Receiver: messages delivered to the application side.
+    pub delivered: u64,
+    /// Receiver: RData datagrams that carried a message already received.
+    pub duplicate_arrivals: u64,
+    /// Receiver: ACK datagrams sent, and their bytes.
+    pub ack_datagrams: u64,
+    pub ack_bytes: u64,
 }
 
 /// One threshold compared with the run's measurement.

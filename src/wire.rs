@@ -16,7 +16,9 @@
 //! |-----:|---------------|---------------------|--------------------------|
 //! | 1    | `Data`        | sender → receiver   | 24 + padding (≤ 65507)   |
 //! | 2    | `Echo`        | receiver → sender   | 24                       |
-//! | 16   | `Hello`       | sender → receiver   | 72                       |
+//! | 3    | `RData`       | sender → receiver   | 64 + padding (≤ 65507)   |
+//! | 4    | `Ack`         | receiver → sender   | 13 to 553 (varints)      |
+//! | 16   | `Hello`       | sender → receiver   | 72 (96 with `reliable`)  |
 //! | 17   | `HelloAck`    | receiver → sender   | 44                       |
 //! | 18   | `Fin`         | sender → receiver   | 40                       |
 //! | 19   | `FinAck`      | receiver → sender   | 24                       |
@@ -65,12 +67,47 @@
 //! be used to amplify traffic. Data carries no secret (the header stays 24 bytes): the receiver
 //! counts it only from the test's validated address.
 //!
+//! # RData (kind 3): sender → receiver, reliable data (`--reliable`, see [`crate::arq`])
+//!
+//! | offset | size | field            | meaning                                              |
+//! |-------:|-----:|------------------|------------------------------------------------------|
+//! | 8      | 8    | `packet_number`  | never reused: a retransmission gets a new one        |
+//! | 16     | 8    | `message_id`     | the message carried, 0 for the first                 |
+//! | 24     | 8    | `first_send_ns`  | sender wall clock at the message's first transmission, ns since Unix epoch |
+//! | 32     | 8    | `send_ns`        | sender wall clock at this transmission               |
+//! | 40     | 8    | `skip_below`     | no message below this id will be sent again (acknowledged or given up); ≤ `message_id` |
+//! | 48     | 8    | `acked_below`    | largest packet number the sender saw acknowledged + 1 (0: none): the receiver stops repeating ranges below it |
+//! | 56     | 2    | `transmission`   | 1 for the first transmission, 2 for the first retransmission, ...; never 0 |
+//! | 58     | 6    | reserved         | zero                                                 |
+//!
+//! Then padding up to the payload size, as Data. A `transmission` of 0 or a `skip_below` above
+//! `message_id` is rejected (`BadField`).
+//!
+//! # Ack (kind 4): receiver → sender, acknowledges RData
+//!
+//! After the prefix, fields are QUIC variable-length integers (RFC 9000 §16: the top two bits
+//! of the first byte give the length, 1, 2, 4 or 8 bytes), so a typical Ack is about 20 bytes:
+//!
+//! | field             | size     | meaning                                                   |
+//! |-------------------|---------:|-----------------------------------------------------------|
+//! | `largest`         | varint   | largest packet number received                            |
+//! | `ack_delay_us`    | varint   | µs between receiving `largest` and sending this Ack       |
+//! | `delivered_below` | varint   | every message below this id was received (or skipped on the sender's word) |
+//! | `range_count`     | 1        | ranges after the first, 0..=31                            |
+//! | `first_range`     | varint   | the first range is `largest − first_range ..= largest`    |
+//! | (`gap`, `len`) × `range_count` | varint × 2 | QUIC gap coding: the next range's top is the previous range's smallest − `gap` − 2; it spans `len` + 1 packet numbers downwards |
+//!
+//! A range running below packet number 0, or more than 31 extra ranges, is rejected
+//! (`BadField`); bytes after the last range are ignored. An Ack is never larger than
+//! [`crate::arq::frame::ACK_MAX_LEN`] (553) bytes and in practice much smaller than the RData
+//! (≥ 64 bytes) that caused it; the receiver sends at most one Ack per RData received.
+//!
 //! # Hello (kind 16): sender → receiver, starts a test
 //!
 //! | offset | size | field          | meaning                                                |
 //! |-------:|-----:|----------------|--------------------------------------------------------|
 //! | 8      | 4    | `payload_size` | size of each Data datagram's UDP payload, bytes        |
-//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bit 3: reverse (the receiver sends the Data, paced as this Hello says, to the validated sender, which measures; the results carry the receiver's sender-side report); bit 5: multicast announcement (see below); bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
+//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bit 2: reliable (the ACK/retransmit layer: RData and Ack replace Data, parameters at 72..96, see below); bit 3: reverse (the receiver sends the Data, paced as this Hello says, to the validated sender, which measures; the results carry the receiver's sender-side report); bit 5: multicast announcement (see below); bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
 //! | 16     | 8    | `interval_ns`  | reporting interval, ns                                 |
 //! | 24     | 8    | `tmax_ns`      | waiting time for late datagrams after the end (RFC 7680), ns |
 //! | 32     | 8    | `count`        | datagrams the sender will send, 0 = not fixed          |
@@ -78,7 +115,7 @@
 //! | 48     | 8    | `rate_bps`     | target rate, bit/s of UDP payload, 0 = unpaced         |
 //! | 56     | 8    | `pps_milli`    | target datagrams per second × 1000, 0 = unpaced        |
 //! | 64     | 8    | `cookie`       | 0 in the first Hello; then the cookie of the receiver's retry answer (v2) |
-//! | 72     | 24   | reserved       | zero (reliable-mode parameters)                        |
+//! | 72     | 24   | reliable       | the reliable-mode parameters (flag bit 2), table below; zero without |
 //! | 96     | 8    | `omit_ns`      | warm-up excluded from the statistics (`--omit`), ns; the Hello is 104 bytes when it is not 0, else it ends at 72 (absent reads as 0) |
 //!
 //! A Hello with flag bit 5 set is a **multicast announcement**: sent by `udplab send` to a
@@ -98,6 +135,22 @@
 //! | 105    | 1    | `tos`          | the TOS / traffic-class byte the sender marks its Data with |
 //! | 106    | 1    | `ttl`          | the TTL / hop limit the sender sends with              |
 //! | 107    | 5    | reserved       | zero                                                   |
+//!
+//! Appended Hello fields (a Hello may be longer than 72 bytes; an older receiver ignores the
+//! rest). Flag bit 2 (`reliable`, `--reliable`) says the test runs the ACK/retransmit layer:
+//! Data is replaced by RData, answered by Ack. Its parameters follow the 72 bytes:
+//!
+//! | offset | size | field              | meaning                                            |
+//! |-------:|-----:|--------------------|----------------------------------------------------|
+//! | 72     | 1    | `reliable_mode`    | 1 ordered, 2 unordered, 3 deadline (ordered; late messages given up) |
+//! | 73     | 1    | `reliable_flags`   | bit 7: `deadline` is a multiple of the smoothed RTT × 1000, not ns; other bits zero |
+//! | 74     | 6    | reserved           | zero                                               |
+//! | 80     | 8    | `deadline`         | mode 3: ns after a message's first send (or RTT multiple × 1000); else 0 |
+//! | 88     | 4    | `window`           | the sender's in-flight window, messages (the receiver sizes its reorder buffer from it; 0 = receiver's default) |
+//! | 92     | 4    | `rexmit_budget_pct`| retransmissions may exceed the paced rate by this many percent (the receiver's plausibility bound on packet numbers follows it) |
+//!
+//! A Hello with bit 2 set but shorter than 96 bytes asks for an ordered reliable test with the
+//! receiver's defaults; an unknown `reliable_mode` is an error.
 //!
 //! The parser checks only the layout; whether the parameters are acceptable (for example
 //! `payload_size` between [`DATA_HEADER_LEN`] and [`MAX_PAYLOAD`]) is the receiver's decision,
@@ -172,6 +225,8 @@
 //! | 9      | 7    | reserved | zero (v2)                       |
 //! | 16     | 8    | `secret` | the test's secret (v2)          |
 
+pub use crate::arq::frame::{ACK_MIN_LEN, AckFrame, AckView, RDATA_HEADER_LEN, RDataFrame};
+
 /// First two bytes of every udplab datagram: ASCII "UD".
 pub const MAGIC: u16 = 0x5544;
 /// Wire format version this module speaks.
@@ -210,6 +265,11 @@ const HELLO_FLAG_ECHO: u32 = 1;
 const HELLO_FLAG_LOSS_RANGES: u32 = 1 << 1;
 const HELLO_FLAG_MULTICAST: u32 = 1 << 5;
 const HELLO_FLAG_REVERSE: u32 = 1 << 3;
+const HELLO_FLAG_RELIABLE: u32 = 1 << 2;
+/// Length of a Hello that carries the reliable-mode parameters (flag bit 2).
+pub const HELLO_RELIABLE_LEN: usize = 96;
+/// `reliable_flags` bit 7: the deadline is an RTT multiple × 1000.
+const RELIABLE_DEADLINE_RTT: u8 = 0x80;
 const HELLO_PATTERN_SHIFT: u32 = 8;
 const HELLO_BURST_SHIFT: u32 = 16;
 
@@ -221,12 +281,22 @@ const fn prefix_word(kind: Kind) -> u32 {
     ((MAGIC as u32) << 16) | ((VERSION as u32) << 8) | kind as u32
 }
 
+/// The 8-byte common prefix of a message of `kind` for `session_id`.
+pub fn prefix_bytes(kind: Kind, session_id: u32) -> [u8; PREFIX_LEN] {
+    let mut out = [0u8; PREFIX_LEN];
+    out[..4].copy_from_slice(&prefix_word(kind).to_be_bytes());
+    out[4..].copy_from_slice(&session_id.to_be_bytes());
+    out
+}
+
 /// Message kind, the byte at offset 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
     Data = 1,
     Echo = 2,
+    RData = 3,
+    Ack = 4,
     Hello = 16,
     HelloAck = 17,
     Fin = 18,
@@ -238,9 +308,11 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in wire-value order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Data,
         Kind::Echo,
+        Kind::RData,
+        Kind::Ack,
         Kind::Hello,
         Kind::HelloAck,
         Kind::Fin,
@@ -255,6 +327,8 @@ impl Kind {
         Some(match value {
             1 => Kind::Data,
             2 => Kind::Echo,
+            3 => Kind::RData,
+            4 => Kind::Ack,
             16 => Kind::Hello,
             17 => Kind::HelloAck,
             18 => Kind::Fin,
@@ -270,6 +344,8 @@ impl Kind {
     pub const fn min_len(self) -> usize {
         match self {
             Kind::Data | Kind::Echo => DATA_HEADER_LEN,
+            Kind::RData => RDATA_HEADER_LEN,
+            Kind::Ack => ACK_MIN_LEN,
             Kind::Hello => HELLO_LEN,
             Kind::HelloAck => HELLO_ACK_LEN,
             Kind::Fin => FIN_LEN,
@@ -285,6 +361,8 @@ impl Kind {
         match self {
             Kind::Data => "Data",
             Kind::Echo => "Echo",
+            Kind::RData => "RData",
+            Kind::Ack => "Ack",
             Kind::Hello => "Hello",
             Kind::HelloAck => "HelloAck",
             Kind::Fin => "Fin",
@@ -325,6 +403,9 @@ pub enum WireError {
     /// A field holds a value its message does not define; names the field.
     #[error("invalid value in field {0}")]
     BadField(&'static str),
+    /// A well-formed message of another kind than the caller asked for.
+    #[error("expected another message kind, got {0}")]
+    UnexpectedKind(Kind),
     /// A ResultChunk whose `len` runs past the end of the datagram.
     #[error("ResultChunk claims {len} data bytes but only {available} are present")]
     ChunkTruncated { len: usize, available: usize },
@@ -409,6 +490,8 @@ pub struct Hello {
     /// Warm-up excluded from the statistics (`--omit`), ns; 0 = none. Sent only when not 0
     /// (the Hello then grows to [`HELLO_OMIT_LEN`] bytes).
     pub omit_ns: u64,
+    /// Flag bit 2 and bytes 72..96: the test runs the ACK/retransmit layer (`--reliable`).
+    pub reliable: Option<HelloReliable>,
 }
 
 /// The IP marking a sender sets on its Data, announced in its Hello.
@@ -418,6 +501,70 @@ pub struct HelloMarking {
     pub tos: Option<u8>,
     /// TTL / hop limit (`--ttl`); None: the route's default.
     pub ttl: Option<u8>,
+}
+
+/// Delivery mode of a reliable test, as the Hello's `reliable_mode` byte carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReliableMode {
+    /// Every message exactly once, in order.
+    #[default]
+    Ordered,
+    /// Every message exactly once, as it arrives.
+    Unordered,
+    /// In order; a message still missing its deadline after its first send is given up.
+    Deadline,
+}
+
+/// The reliable-mode parameters of a Hello (bytes 72..96).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct HelloReliable {
+    pub mode: ReliableMode,
+    /// Mode `Deadline`: ns after a message's first send, or (with `deadline_in_rtt`) a multiple
+    /// of the smoothed RTT × 1000.
+    pub deadline: u64,
+    pub deadline_in_rtt: bool,
+    /// The sender's in-flight window in messages; 0: the receiver's default.
+    pub window: u32,
+    /// Retransmissions may exceed the paced rate by this many percent.
+    pub rexmit_budget_pct: u32,
+}
+
+impl HelloReliable {
+    fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        if buf.len() < HELLO_RELIABLE_LEN {
+            return Ok(HelloReliable::default());
+        }
+        let mode = match buf[72] {
+            1 => ReliableMode::Ordered,
+            2 => ReliableMode::Unordered,
+            3 => ReliableMode::Deadline,
+            _ => return Err(WireError::BadField("Hello.reliable_mode")),
+        };
+        Ok(HelloReliable {
+            mode,
+            deadline_in_rtt: buf[73] & RELIABLE_DEADLINE_RTT != 0,
+            deadline: be_u64(buf, 80),
+            window: be_u32(buf, 88),
+            rexmit_budget_pct: be_u32(buf, 92),
+        })
+    }
+
+    fn emit(&self, out: &mut Vec<u8>) {
+        let mode = match self.mode {
+            ReliableMode::Ordered => 1,
+            ReliableMode::Unordered => 2,
+            ReliableMode::Deadline => 3,
+        };
+        let flags = if self.deadline_in_rtt {
+            RELIABLE_DEADLINE_RTT
+        } else {
+            0
+        };
+        out.extend_from_slice(&[mode, flags, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&self.deadline.to_be_bytes());
+        out.extend_from_slice(&self.window.to_be_bytes());
+        out.extend_from_slice(&self.rexmit_budget_pct.to_be_bytes());
+    }
 }
 
 /// The receiver's answer to a Hello.
@@ -563,6 +710,12 @@ pub enum Message<'a> {
         len: usize,
     },
     Echo(DataHeader),
+    /// `len` is the whole datagram's length, padding included.
+    RData {
+        frame: RDataFrame,
+        len: usize,
+    },
+    Ack(AckView<'a>),
     Hello(Hello),
     HelloAck(HelloAck),
     Fin(Fin),
@@ -636,6 +789,11 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             len: buf.len(),
         },
         Kind::Echo => Message::Echo(data_header()),
+        Kind::RData => Message::RData {
+            frame: parse_rdata(session_id, buf)?,
+            len: buf.len(),
+        },
+        Kind::Ack => Message::Ack(AckView::parse(session_id, buf)?),
         Kind::Hello => Message::Hello(Hello {
             session_id,
             payload_size: be_u32(buf, 8),
@@ -663,6 +821,11 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
                 be_u64(buf, HELLO_OMIT_OFFSET)
             } else {
                 0
+            },
+            reliable: if be_u32(buf, 12) & HELLO_FLAG_RELIABLE != 0 {
+                Some(HelloReliable::parse(buf)?)
+            } else {
+                None
             },
         }),
         Kind::HelloAck => Message::HelloAck(HelloAck {
@@ -698,6 +861,26 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             secret: be_u64(buf, 16),
         },
     })
+}
+
+fn parse_rdata(session_id: u32, buf: &[u8]) -> Result<RDataFrame, WireError> {
+    let frame = RDataFrame {
+        session_id,
+        packet_number: be_u64(buf, 8),
+        message_id: be_u64(buf, 16),
+        first_send_ns: be_u64(buf, 24),
+        send_ns: be_u64(buf, 32),
+        skip_below: be_u64(buf, 40),
+        acked_below: be_u64(buf, 48),
+        transmission: be_u16(buf, 56),
+    };
+    if frame.transmission == 0 {
+        return Err(WireError::BadField("RData.transmission"));
+    }
+    if frame.skip_below > frame.message_id {
+        return Err(WireError::BadField("RData.skip_below"));
+    }
+    Ok(frame)
 }
 
 fn parse_result_chunk(session_id: u32, buf: &[u8]) -> Result<ResultChunk<'_>, WireError> {
@@ -823,6 +1006,8 @@ impl Message<'_> {
         match self {
             Message::Data { .. } => Kind::Data,
             Message::Echo(_) => Kind::Echo,
+            Message::RData { .. } => Kind::RData,
+            Message::Ack(_) => Kind::Ack,
             Message::Hello(_) => Kind::Hello,
             Message::HelloAck(_) => Kind::HelloAck,
             Message::Fin(_) => Kind::Fin,
@@ -837,6 +1022,8 @@ impl Message<'_> {
     pub fn session_id(&self) -> u32 {
         match self {
             Message::Data { header, .. } | Message::Echo(header) => header.session_id,
+            Message::RData { frame, .. } => frame.session_id,
+            Message::Ack(view) => view.session_id(),
             Message::Hello(m) => m.session_id,
             Message::HelloAck(m) => m.session_id,
             Message::Fin(m) => m.session_id,
@@ -848,8 +1035,9 @@ impl Message<'_> {
         }
     }
 
-    /// Appends the message's bytes to `out`. Data emits only its 24-byte header (its `len` is
-    /// ignored): the caller appends the padding. A ResultChunk emits its `data` after the
+    /// Appends the message's bytes to `out`. Data emits only its 24-byte header and RData its
+    /// 64-byte header (their `len` is ignored): the caller appends the padding. An Ack emits the
+    /// bytes it was parsed from (build new ones with [`AckFrame::encode`]). A ResultChunk emits its `data` after the
     /// header; `index`/`count` are written as given.
     ///
     /// # Panics
@@ -859,6 +1047,19 @@ impl Message<'_> {
     pub fn emit(&self, out: &mut Vec<u8>) {
         // Where this message starts: `out` may already hold earlier bytes.
         let start = out.len();
+        match self {
+            Message::RData { frame, .. } => {
+                let at = out.len();
+                out.resize(at + RDATA_HEADER_LEN, 0);
+                frame.write(&mut out[at..]);
+                return;
+            }
+            Message::Ack(view) => {
+                out.extend_from_slice(view.bytes());
+                return;
+            }
+            _ => {}
+        }
         out.extend_from_slice(&prefix_word(self.kind()).to_be_bytes());
         out.extend_from_slice(&self.session_id().to_be_bytes());
         match self {
@@ -866,6 +1067,7 @@ impl Message<'_> {
                 out.extend_from_slice(&header.seq.to_be_bytes());
                 out.extend_from_slice(&header.send_ns.to_be_bytes());
             }
+            Message::RData { .. } | Message::Ack(_) => {}
             Message::Hello(m) => {
                 let mut flags = m.pattern.flags();
                 if m.echo {
@@ -880,6 +1082,9 @@ impl Message<'_> {
                 if m.reverse {
                     flags |= HELLO_FLAG_REVERSE;
                 }
+                if m.reliable.is_some() {
+                    flags |= HELLO_FLAG_RELIABLE;
+                }
                 out.extend_from_slice(&m.payload_size.to_be_bytes());
                 out.extend_from_slice(&flags.to_be_bytes());
                 for field in [
@@ -893,10 +1098,14 @@ impl Message<'_> {
                 ] {
                     out.extend_from_slice(&field.to_be_bytes());
                 }
+                if let Some(r) = &m.reliable {
+                    // 72..96.
+                    r.emit(out);
+                }
                 let has_marking = m.marking != HelloMarking::default();
                 if m.omit_ns != 0 || has_marking {
-                    // Appended fields in offset order; 72..96 (reserved) and an absent omit
-                    // are zero.
+                    // Appended fields in offset order; 72..96 (no --reliable) and an absent
+                    // omit are zero.
                     out.resize(start + HELLO_OMIT_OFFSET, 0);
                     out.extend_from_slice(&m.omit_ns.to_be_bytes());
                 }
@@ -987,6 +1196,44 @@ mod tests {
             multicast: false,
             marking: HelloMarking::default(),
             omit_ns: 0,
+            reliable: None,
+        }
+    }
+
+    fn sample_rdata() -> RDataFrame {
+        RDataFrame {
+            session_id: 7,
+            packet_number: 1001,
+            message_id: 990,
+            transmission: 2,
+            first_send_ns: 1_700_000_000_123_456_789,
+            send_ns: 1_700_000_000_124_456_789,
+            skip_below: 980,
+            acked_below: 995,
+        }
+    }
+
+    fn sample_ack() -> AckFrame {
+        let mut ranges = crate::arq::AckRanges::default();
+        assert!(ranges.push(20_000, 20_010));
+        assert!(ranges.push(19_990, 19_997));
+        assert!(ranges.push(100, 100));
+        AckFrame {
+            session_id: 7,
+            largest: 20_010,
+            ack_delay_ns: 250_000,
+            delivered_below: 19_000,
+            ranges,
+        }
+    }
+
+    /// An Ack borrowed from leaked bytes, so samples can stay `'static`.
+    fn sample_ack_view() -> AckView<'static> {
+        let mut bytes = Vec::new();
+        sample_ack().encode(&mut bytes);
+        match parse(Box::leak(bytes.into_boxed_slice())) {
+            Ok(Message::Ack(view)) => view,
+            other => panic!("sample Ack does not parse: {other:?}"),
         }
     }
 
@@ -1052,6 +1299,11 @@ mod tests {
                 len: DATA_HEADER_LEN,
             },
             Message::Echo(header),
+            Message::RData {
+                frame: sample_rdata(),
+                len: RDATA_HEADER_LEN,
+            },
+            Message::Ack(sample_ack_view()),
             Message::Hello(sample_hello()),
             Message::HelloAck(HelloAck {
                 retry_after_s: 12,
@@ -1098,6 +1350,7 @@ mod tests {
             assert_eq!(parse(&bytes), Ok(*msg), "{}", msg.kind());
             let expected_len = match msg {
                 Message::ResultChunk(c) => RESULT_CHUNK_HEADER_LEN + c.data.len(),
+                Message::Ack(view) => view.bytes().len(),
                 _ => msg.kind().min_len(),
             };
             assert_eq!(bytes.len(), expected_len, "{}", msg.kind());
@@ -1108,12 +1361,12 @@ mod tests {
     #[test]
     fn kind_values_are_the_documented_ones() {
         let values: Vec<u8> = Kind::ALL.iter().map(|k| *k as u8).collect();
-        assert_eq!(values, [1, 2, 16, 17, 18, 19, 20, 21, 22]);
+        assert_eq!(values, [1, 2, 3, 4, 16, 17, 18, 19, 20, 21, 22]);
         for kind in Kind::ALL {
             assert_eq!(Kind::from_u8(kind as u8), Some(kind));
         }
         assert_eq!(Kind::from_u8(0), None);
-        assert_eq!(Kind::from_u8(3), None);
+        assert_eq!(Kind::from_u8(5), None);
         assert_eq!(Kind::from_u8(23), None);
     }
 
@@ -1187,6 +1440,15 @@ mod tests {
             bytes.extend_from_slice(&[0xFF; 5]);
             let parsed = parse(&bytes).expect("trailing bytes are accepted");
             match msg {
+                Message::RData { frame, .. } => {
+                    assert_eq!(
+                        parsed,
+                        Message::RData {
+                            frame,
+                            len: bytes.len()
+                        }
+                    )
+                }
                 Message::Data { header, .. } => {
                     assert_eq!(
                         parsed,
@@ -1287,6 +1549,57 @@ mod tests {
             ..hello
         }));
         assert_eq!(&forward[12..16], &[0x00, 0x00, 0x01, 0x00]);
+    }
+
+    #[test]
+    fn a_reliable_hello_appends_its_parameters_and_roundtrips() {
+        let hello = Hello {
+            reliable: Some(HelloReliable {
+                mode: ReliableMode::Deadline,
+                deadline: 4_000,
+                deadline_in_rtt: true,
+                window: 1024,
+                rexmit_budget_pct: 50,
+            }),
+            ..sample_hello()
+        };
+        let bytes = emitted(&Message::Hello(hello));
+        assert_eq!(bytes.len(), HELLO_RELIABLE_LEN);
+        assert_eq!(
+            &bytes[12..16],
+            &[0x00, 0x00, 0x00, 0x05],
+            "flags: echo | reliable"
+        );
+        assert_eq!(
+            &bytes[72..96],
+            &[
+                3, 0x80, 0, 0, 0, 0, 0, 0, // mode deadline, deadline in RTT × 1000
+                0, 0, 0, 0, 0, 0, 0x0F, 0xA0, // 4000
+                0, 0, 0x04, 0x00, // window 1024
+                0, 0, 0, 50, // retransmission budget 50%
+            ]
+        );
+        assert_eq!(parse(&bytes), Ok(Message::Hello(hello)));
+        // An answer to it is still smaller than any Hello.
+        const { assert!(HELLO_ACK_LEN < HELLO_LEN && HELLO_LEN < HELLO_RELIABLE_LEN) };
+        // A plain Hello keeps its 72 bytes and says nothing about reliability.
+        let plain = emitted(&Message::Hello(sample_hello()));
+        assert_eq!(plain.len(), HELLO_LEN);
+        assert!(matches!(
+            parse(&plain),
+            Ok(Message::Hello(Hello { reliable: None, .. }))
+        ));
+        // The reliable bit without the appended bytes: ordered with the receiver's defaults.
+        let mut short = plain.clone();
+        short[15] |= 0x04;
+        let Ok(Message::Hello(h)) = parse(&short) else {
+            panic!("a short reliable Hello parses");
+        };
+        assert_eq!(h.reliable, Some(HelloReliable::default()));
+        // An unknown mode is named.
+        let mut bad = bytes.clone();
+        bad[72] = 9;
+        assert_eq!(parse(&bad), Err(WireError::BadField("Hello.reliable_mode")));
     }
 
     #[test]
@@ -1552,9 +1865,29 @@ mod tests {
                         cookie: v[6],
                         marking: HelloMarking { tos, ttl },
                         omit_ns,
+                        reliable: None,
                     }
                 },
             )
+    }
+
+    fn arb_reliable() -> impl Strategy<Value = Option<HelloReliable>> {
+        let mode = prop_oneof![
+            Just(ReliableMode::Ordered),
+            Just(ReliableMode::Unordered),
+            Just(ReliableMode::Deadline),
+        ];
+        proptest::option::of(
+            (mode, any::<u64>(), any::<bool>(), any::<[u32; 2]>()).prop_map(
+                |(mode, deadline, deadline_in_rtt, [window, rexmit_budget_pct])| HelloReliable {
+                    mode,
+                    deadline,
+                    deadline_in_rtt,
+                    window,
+                    rexmit_budget_pct,
+                },
+            ),
+        )
     }
 
     /// Every fixed-size (non-borrowing, non-Data) message.
@@ -1569,7 +1902,8 @@ mod tests {
         let reason = prop_oneof![Just(AbortReason::Interrupted), Just(AbortReason::Error)];
         prop_oneof![
             arb_header().prop_map(Message::Echo),
-            arb_hello().prop_map(Message::Hello),
+            (arb_hello(), arb_reliable())
+                .prop_map(|(h, reliable)| Message::Hello(Hello { reliable, ..h })),
             (
                 any::<u32>(),
                 status,
@@ -1648,6 +1982,7 @@ mod tests {
             let want = match &msg {
                 Message::Hello(h) if h.marking != HelloMarking::default() => HELLO_MARKING_END,
                 Message::Hello(h) if h.omit_ns != 0 => HELLO_OMIT_LEN,
+                Message::Hello(h) if h.reliable.is_some() => HELLO_RELIABLE_LEN,
                 _ => msg.kind().min_len(),
             };
             prop_assert_eq!(bytes.len(), want);

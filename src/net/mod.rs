@@ -18,7 +18,7 @@ pub use batch::{
     is_gso_refused, max_gso_segments, send_batch, send_each,
 };
 pub use cpu::{parse_cpu_list, pin_current_thread, tighten_timer_slack};
-pub use poll::{PollSet, is_out_of_fds, socket_drops};
+pub use poll::{PollSet, is_out_of_fds, socket_drops, wait_readable};
 pub use snmp::{UdpSnmp, udp_snmp, udp6_snmp};
 pub use socket::{
     BoundSocket, NetError, SocketOptions, bind, bind_listener, bind_shared, is_local_destination,

@@ -131,6 +131,43 @@ pub fn socket_drops(sock: &UdpSocket) -> io::Result<u64> {
     }
 }
 
+/// Waits until `sock` is readable (or has an error to collect) or `timeout` passes, with
+/// nanosecond resolution (ppoll): the reliable sender's wait for an ACK or its next deadline,
+/// where poll(2)'s millisecond would make every timer up to a millisecond late. Returns
+/// whether the socket is ready; EINTR counts as not ready.
+pub fn wait_readable(sock: &UdpSocket, timeout: Duration) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: one live, exclusively borrowed pollfd; the timespec outlives the call; a
+        // null signal mask leaves the thread's mask unchanged.
+        let rc = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+        if rc >= 0 {
+            return Ok(rc > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        Err(e)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut set = PollSet::new();
+        set.push(sock);
+        set.wait(timeout).map(|n| n > 0)
+    }
+}
+
 /// The process has no file descriptor left (EMFILE), or the system none (ENFILE).
 pub fn is_out_of_fds(e: &io::Error) -> bool {
     #[cfg(unix)]
@@ -146,6 +183,18 @@ pub fn is_out_of_fds(e: &io::Error) -> bool {
 
 #[cfg(all(test, unix))]
 mod tests {
+    #[test]
+    fn wait_readable_sees_a_datagram_and_times_out_without_one() {
+        use std::net::UdpSocket;
+        use std::time::Duration;
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(!super::wait_readable(&a, Duration::from_micros(200)).unwrap());
+        b.send_to(b"x", a.local_addr().unwrap()).unwrap();
+        // Bounded: the datagram is on loopback; the wait returns as soon as it is queued.
+        assert!(super::wait_readable(&a, Duration::from_secs(5)).unwrap());
+    }
+
     use super::*;
 
     #[test]

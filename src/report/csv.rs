@@ -9,17 +9,18 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{loss_denominator, measured, measured_signed, percent, return_path};
+use crate::arq::ArqReceiverStats;
 use crate::net::marking::dscp_of;
 use crate::summary::{
-    BufferInfo, IntervalRow, LatencySummary, MAX_CARRIED_LOSS_RANGES, ReceiverReport, RunReport,
-    SenderReport, SignedLatencySummary,
+    BufferInfo, IntervalRow, LatencySummary, MAX_CARRIED_LOSS_RANGES, ReceiverReport,
+    ReliableReport, RunReport, SenderReport, SignedLatencySummary,
 };
 
 /// First line of a `--loss-log` file.
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 86] = [
+pub const SUMMARY_COLUMNS: [&str; 131] = [
     "run_id",
     "role",
     "target",
@@ -107,10 +108,59 @@ pub const SUMMARY_COLUMNS: [&str; 86] = [
     "path_mtu",
     "direction",
     "labels",
+    // --reliable (empty cells without it).
+    "reliable_mode",
+    "reliable_impaired",
+    "messages",
+    "delivered",
+    "residual_lost",
+    "residual_loss_pct",
+    "raw_lost_packets",
+    "raw_loss_pct",
+    "retransmissions",
+    "retransmissions_per_message",
+    "rexmit_packet_threshold",
+    "rexmit_time_threshold",
+    "rexmit_pto",
+    "spurious_retransmissions",
+    "spurious_per_message",
+    "duplicate_arrivals",
+    "duplicate_arrivals_per_message",
+    "ack_datagrams",
+    "ack_bytes",
+    "ack_datagram_pct",
+    "ack_byte_pct",
+    "goodput_bps",
+    "wire_efficiency_pct",
+    "delivery_ordered_p50_us",
+    "delivery_ordered_p99_us",
+    "delivery_ordered_max_us",
+    "delivery_unordered_p50_us",
+    "delivery_unordered_p99_us",
+    "delivery_unordered_max_us",
+    "delivery_tx1_p99_us",
+    "delivery_tx2_p99_us",
+    "delivery_tx3plus_p99_us",
+    "recovery_p99_us",
+    "hol_wait_p99_us",
+    "hol_waited_pct",
+    "deadline_drops",
+    "messages_given_up",
+    "srtt_us",
+    "rttvar_us",
+    "min_rtt_us",
+    "packet_threshold",
+    "reorder_window_us",
+    "max_in_flight",
+    "max_buffered",
+    "bogus_acks",
 ];
 
+/// How many of the summary's last columns are `--reliable`'s.
+const RELIABLE_COLUMN_COUNT: usize = 45;
+
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
-pub const INTERVAL_COLUMNS: [&str; 24] = [
+pub const INTERVAL_COLUMNS: [&str; 32] = [
     "run_id",
     "role",
     "start_s",
@@ -135,6 +185,15 @@ pub const INTERVAL_COLUMNS: [&str; 24] = [
     "pps",
     "send_errors",
     "late",
+    // --reliable (empty cells without it): sender rows the first four, receiver rows the rest.
+    "retransmissions",
+    "spurious_retransmissions",
+    "messages_acked",
+    "srtt_us",
+    "delivered",
+    "duplicate_arrivals",
+    "ack_datagrams",
+    "ack_bytes",
 ];
 
 /// Whether a writer starts with the header line.
@@ -504,6 +563,8 @@ struct SummaryRow {
     path_mtu: String,
     direction: String,
     labels: String,
+    /// The `--reliable` cells; empty: none of them applies.
+    reliable: Vec<String>,
 }
 
 impl SummaryRow {
@@ -712,6 +773,12 @@ impl SummaryRow {
             self.direction,
             self.labels,
         ];
+        let mut cells = cells;
+        if self.reliable.is_empty() {
+            cells.extend(std::iter::repeat_n(String::new(), RELIABLE_COLUMN_COUNT));
+        } else {
+            cells.extend(self.reliable);
+        }
         debug_assert_eq!(cells.len(), SUMMARY_COLUMNS.len());
         cells
     }
@@ -754,7 +821,100 @@ fn sender_summary_row(report: &RunReport, sender: &SenderReport) -> SummaryRow {
     row.unauthenticated = opt(sender.unauthenticated);
     row.interrupted = report.interrupted.to_string();
     row.fill_return_path(report);
+    if let Some(r) = &report.reliable {
+        row.reliable = reliable_cells(r);
+    }
     row
+}
+
+/// The `--reliable` cells of a run (the merged figures: both rows of a sender's report carry
+/// them; a receiver's own report has only its side, see [`receiver_reliable_cells`]).
+fn reliable_cells(r: &ReliableReport) -> Vec<String> {
+    let a = &r.arq;
+    let lat = |l: &Option<LatencySummary>| LatencyCells::of(l.as_ref());
+    let (ordered, unordered) = (lat(&a.latency_ordered), lat(&a.latency_unordered));
+    let receiver = |v: String| if r.receiver_results { v } else { String::new() };
+    let pct = |share: f64| decimal(share * 100.0, 4);
+    [
+        r.mode.clone(),
+        r.impaired.clone(),
+        a.messages.to_string(),
+        receiver(a.delivered.to_string()),
+        receiver(a.residual_lost.to_string()),
+        receiver(pct(a.residual_loss)),
+        a.raw_lost_packets.to_string(),
+        pct(a.raw_loss),
+        a.retransmissions.to_string(),
+        decimal(a.retransmissions_per_message, 6),
+        a.rexmit_packet_threshold.to_string(),
+        a.rexmit_time_threshold.to_string(),
+        a.rexmit_pto.to_string(),
+        a.spurious_retransmissions.to_string(),
+        decimal(a.spurious_per_message, 6),
+        receiver(a.duplicate_arrivals.to_string()),
+        receiver(decimal(a.duplicate_arrivals_per_message, 6)),
+        receiver(a.ack_datagrams.to_string()),
+        receiver(a.ack_bytes.to_string()),
+        receiver(pct(a.ack_datagram_share)),
+        receiver(pct(a.ack_byte_share)),
+        receiver(decimal(a.goodput_bps, 1)),
+        receiver(pct(a.wire_efficiency)),
+        ordered.p50,
+        ordered.p99,
+        ordered.max,
+        unordered.p50,
+        unordered.p99,
+        unordered.max,
+        lat(&a.latency_tx1).p99,
+        lat(&a.latency_tx2).p99,
+        lat(&a.latency_tx3plus).p99,
+        lat(&a.recovery_latency).p99,
+        lat(&a.hol_wait).p99,
+        receiver(pct(a.hol_waited_share)),
+        a.deadline_drops.to_string(),
+        a.messages_given_up.to_string(),
+        us_from_ns(a.srtt_ns),
+        us_from_ns(a.rttvar_ns),
+        us_from_ns(a.min_rtt_ns),
+        a.packet_threshold.to_string(),
+        us_from_ns(a.reorder_window_ns),
+        a.max_in_flight.to_string(),
+        receiver(a.max_buffered.to_string()),
+        a.bogus_acks.to_string(),
+    ]
+    .into()
+}
+
+/// A receiver's own report of a reliable test: the cells its side measured.
+fn receiver_reliable_cells(a: &ArqReceiverStats) -> Vec<String> {
+    let lat = |l: &Option<LatencySummary>| LatencyCells::of(l.as_ref());
+    let (ordered, unordered) = (lat(&a.latency_ordered), lat(&a.latency_unordered));
+    let mut cells = vec![String::new(); RELIABLE_COLUMN_COUNT];
+    let mut set = |column: &str, value: String| {
+        if let Some(i) = SUMMARY_COLUMNS[SUMMARY_COLUMNS.len() - RELIABLE_COLUMN_COUNT..]
+            .iter()
+            .position(|c| *c == column)
+        {
+            cells[i] = value;
+        }
+    };
+    set("delivered", a.delivered.to_string());
+    set("duplicate_arrivals", a.duplicate_arrivals.to_string());
+    set("ack_datagrams", a.ack_datagrams.to_string());
+    set("ack_bytes", a.ack_bytes.to_string());
+    set("delivery_ordered_p50_us", ordered.p50);
+    set("delivery_ordered_p99_us", ordered.p99);
+    set("delivery_ordered_max_us", ordered.max);
+    set("delivery_unordered_p50_us", unordered.p50);
+    set("delivery_unordered_p99_us", unordered.p99);
+    set("delivery_unordered_max_us", unordered.max);
+    set("delivery_tx1_p99_us", lat(&a.latency_tx1).p99);
+    set("delivery_tx2_p99_us", lat(&a.latency_tx2).p99);
+    set("delivery_tx3plus_p99_us", lat(&a.latency_tx3plus).p99);
+    set("recovery_p99_us", lat(&a.recovery_latency).p99);
+    set("hol_wait_p99_us", lat(&a.hol_wait).p99);
+    set("max_buffered", a.max_buffered.to_string());
+    cells
 }
 
 fn receiver_summary_row(report: &RunReport, receiver: &ReceiverReport) -> SummaryRow {
@@ -772,6 +932,11 @@ fn receiver_summary_row(report: &RunReport, receiver: &ReceiverReport) -> Summar
     row.interrupted = (report.interrupted || receiver.interrupted).to_string();
     row.unauthenticated = opt(receiver.unauthenticated);
     row.fill_return_path(report);
+    match (&report.reliable, &receiver.reliable) {
+        (Some(r), _) => row.reliable = reliable_cells(r),
+        (None, Some(a)) => row.reliable = receiver_reliable_cells(a),
+        (None, None) => {}
+    }
     row
 }
 
@@ -819,6 +984,29 @@ fn interval_record(run_id: &str, row: &IntervalRow) -> Vec<String> {
         opt(is_sender.then_some(row.send_errors)),
         opt(row.stats.as_ref().map(|s| s.late)),
     ]);
+    match &row.reliable {
+        Some(r) if is_sender => cells.extend([
+            r.retransmissions.to_string(),
+            r.spurious_retransmissions.to_string(),
+            r.messages_acked.to_string(),
+            us_from_ns(r.srtt_ns),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]),
+        Some(r) => cells.extend([
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            r.delivered.to_string(),
+            r.duplicate_arrivals.to_string(),
+            r.ack_datagrams.to_string(),
+            r.ack_bytes.to_string(),
+        ]),
+        None => cells.extend(std::iter::repeat_n(String::new(), 8)),
+    }
     debug_assert_eq!(cells.len(), INTERVAL_COLUMNS.len());
     cells
 }
@@ -1022,6 +1210,10 @@ mod tests {
         let (headers, rows) = parse(&summary_text(&report, Header::Include));
         // Columns 73 and 74 (later columns, such as `labels`, come after them).
         assert_eq!(headers[72..74], ["implausible", "rcvbuf_drops_shared"]);
+        assert_eq!(
+            headers[86], "reliable_mode",
+            "the --reliable block follows them"
+        );
         assert_eq!(rows[0]["rcvbuf_drops_shared"], "false");
         assert_eq!(rows[0]["rcvbuf_drops_pct"], "0.0000");
         let receiver = report.receiver.as_mut().unwrap();
@@ -1235,9 +1427,9 @@ mod tests {
             err,
             CsvError::HeaderMismatch {
                 first_difference: 8,
-                found_columns: 24,
+                found_columns,
                 ..
-            }
+            } if found_columns == INTERVAL_COLUMNS.len()
         ));
     }
 

@@ -8,8 +8,8 @@ use std::io::{self, Write};
 use super::{loss_denominator, measured, measured_signed, percent, return_path};
 use crate::net::marking::{dscp_label, dscp_name, dscp_of, ecn_name};
 use crate::summary::{
-    BufferInfo, Direction, IntervalRow, ReceiverReport, RunReport, SenderReport,
-    SignedLatencySummary,
+    BufferInfo, Direction, IntervalRow, LatencySummary, ReceiverReport, ReliableReport, RunReport,
+    SenderReport, SignedLatencySummary,
 };
 
 /// Writes the run summary: a header line and the sender/receiver table. Warnings are not part
@@ -34,7 +34,191 @@ pub fn write_human<W: Write>(mut w: W, report: &RunReport) -> io::Result<()> {
     }
     let table = summary_table(report);
     write_table(&mut w, &table)?;
+    if let Some(r) = &report.reliable {
+        write_reliable(&mut w, r)?;
+    }
     w.flush()
+}
+
+/// The `--reliable` block: what recovery cost (counts, shares, latency, the estimator's state).
+fn write_reliable<W: Write>(w: &mut W, r: &ReliableReport) -> io::Result<()> {
+    let a = &r.arq;
+    writeln!(
+        w,
+        "reliable {}: impairment on {}{}",
+        r.mode,
+        match r.impaired.as_str() {
+            "none" => "no direction",
+            "data" => "data only (ACKs: udplab proxy --reverse-impair)",
+            "data+acks" => "data and ACKs",
+            other => other,
+        },
+        if r.receiver_results {
+            ""
+        } else {
+            " (the receiver's results are missing: its figures are not known)"
+        }
+    )?;
+    let mut t = Table {
+        columns: (String::new(), String::new(), String::new()),
+        rows: Vec::new(),
+    };
+    let one = |t: &mut Table, label: &str, value: String| t.row(label, Some(value), None);
+    let pct = |part: f64| fmt_pct(part * 100.0);
+    if r.receiver_results {
+        one(
+            &mut t,
+            "delivered / messages",
+            format!(
+                "{} / {} (residual loss {} = {})",
+                a.delivered,
+                a.messages,
+                a.residual_lost,
+                pct(a.residual_loss)
+            ),
+        );
+    } else {
+        one(&mut t, "messages", a.messages.to_string());
+    }
+    one(
+        &mut t,
+        "raw loss (never acknowledged)",
+        format!(
+            "{} of {} datagrams ({})",
+            a.raw_lost_packets,
+            a.data_datagrams,
+            pct(a.raw_loss)
+        ),
+    );
+    one(
+        &mut t,
+        "retransmissions per message",
+        format!(
+            "{} ({}: packet threshold {}, time threshold {}, probe timeout {})",
+            sig3(a.retransmissions_per_message),
+            a.retransmissions,
+            a.rexmit_packet_threshold,
+            a.rexmit_time_threshold,
+            a.rexmit_pto
+        ),
+    );
+    one(
+        &mut t,
+        "spurious rexmits / duplicates",
+        format!(
+            "{} ({} per message) / {} arrived twice ({} per message)",
+            a.spurious_retransmissions,
+            sig3(a.spurious_per_message),
+            a.duplicate_arrivals,
+            sig3(a.duplicate_arrivals_per_message)
+        ),
+    );
+    if r.receiver_results {
+        one(
+            &mut t,
+            "ACK datagrams / bytes",
+            format!(
+                "{} ({} of data datagrams) / {} ({} of data bytes)",
+                a.ack_datagrams,
+                pct(a.ack_datagram_share),
+                fmt_bytes(a.ack_bytes),
+                pct(a.ack_byte_share)
+            ),
+        );
+        one(
+            &mut t,
+            "goodput / wire efficiency",
+            format!("{} / {}", fmt_bps(a.goodput_bps), pct(a.wire_efficiency)),
+        );
+    }
+    let three = |l: &LatencySummary| {
+        format!(
+            "{} / {} / {}",
+            fmt_ns(l.p50_ns),
+            fmt_ns(l.p99_ns),
+            fmt_ns(l.max_ns)
+        )
+    };
+    for (label, l) in [
+        ("delivery ordered p50/p99/max", &a.latency_ordered),
+        ("delivery unordered p50/p99/max", &a.latency_unordered),
+        ("  sent once", &a.latency_tx1),
+        ("  sent twice", &a.latency_tx2),
+        ("  sent 3+ times", &a.latency_tx3plus),
+        ("recovery p50/p99/max", &a.recovery_latency),
+        ("head-of-line wait p50/p99/max", &a.hol_wait),
+    ] {
+        if let Some(l) = measured(l.as_ref()) {
+            one(&mut t, label, three(l));
+        }
+    }
+    if r.receiver_results {
+        one(
+            &mut t,
+            "waited behind a gap",
+            format!("{} of delivered messages", pct(a.hol_waited_share)),
+        );
+    }
+    one(
+        &mut t,
+        "deadline drops / given up",
+        format!(
+            "{} / {}{}",
+            a.deadline_drops,
+            a.messages_given_up,
+            if a.session_given_up {
+                " (the whole transfer was given up)"
+            } else {
+                ""
+            }
+        ),
+    );
+    one(
+        &mut t,
+        "srtt / rttvar / min RTT",
+        format!(
+            "{} / {} / {}",
+            fmt_ns(a.srtt_ns),
+            fmt_ns(a.rttvar_ns),
+            fmt_ns(a.min_rtt_ns)
+        ),
+    );
+    one(
+        &mut t,
+        "reordering threshold",
+        format!(
+            "{} packets, reordering window {}",
+            a.packet_threshold,
+            fmt_ns(a.reorder_window_ns)
+        ),
+    );
+    one(
+        &mut t,
+        "max in flight / max buffered",
+        format!("{} / {} messages", a.max_in_flight, a.max_buffered),
+    );
+    if a.bogus_acks > 0 {
+        one(&mut t, "bogus ACKs ignored", a.bogus_acks.to_string());
+    }
+    if let Some(c) = &r.ack_impair_counters {
+        one(
+            &mut t,
+            "ACK impairment dropped",
+            format!("{} of {}", c.dropped + c.queue_dropped, c.offered),
+        );
+    }
+    // The empty header line stays out.
+    for (label, value, _) in &t.rows {
+        let width = t
+            .rows
+            .iter()
+            .map(|r| r.0.chars().count())
+            .max()
+            .unwrap_or(0);
+        let line = format!("  {label:<width$}  {value}");
+        writeln!(w, "{}", line.trim_end())?;
+    }
+    Ok(())
 }
 
 /// Writes the line that introduces a role's interval lines, saying what the fields mean.
@@ -907,6 +1091,55 @@ mod tests {
             line("rcvbuf drops (SO_RXQ_OVFL)"),
             "rcvbuf drops (SO_RXQ_OVFL) 30 (the socket's, shared with other tests)"
         );
+    }
+
+    #[test]
+    fn a_reliable_run_shows_its_cost_block() {
+        let mut report = fixtures::run_report();
+        assert!(!human(&report).contains("reliable"));
+        report.reliable = Some(ReliableReport {
+            mode: "deadline=10ms".into(),
+            impaired: "data+acks".into(),
+            receiver_results: true,
+            arq: crate::arq::ArqReport {
+                messages: 1000,
+                delivered: 990,
+                residual_lost: 10,
+                residual_loss: 0.01,
+                retransmissions: 55,
+                retransmissions_per_message: 0.055,
+                rexmit_packet_threshold: 30,
+                rexmit_time_threshold: 20,
+                rexmit_pto: 5,
+                deadline_drops: 10,
+                ack_datagrams: 500,
+                ack_datagram_share: 0.47,
+                srtt_ns: 40_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let text = human(&report);
+        assert!(
+            text.contains("reliable deadline=10ms: impairment on data and ACKs"),
+            "{text}"
+        );
+        assert_eq!(
+            squeezed_line(&text, "delivered / messages"),
+            "delivered / messages 990 / 1000 (residual loss 10 = 1.00%)"
+        );
+        assert!(
+            squeezed_line(&text, "retransmissions per message")
+                .ends_with("0.0550 (55: packet threshold 30, time threshold 20, probe timeout 5)"),
+            "{text}"
+        );
+        assert!(squeezed_line(&text, "deadline drops / given up").ends_with("10 / 0"));
+        // Without the receiver's results its figures are not shown as zeros.
+        report.reliable.as_mut().unwrap().receiver_results = false;
+        let text = human(&report);
+        assert!(text.contains("results are missing"), "{text}");
+        assert!(!text.contains("delivered / messages"), "{text}");
+        assert!(!text.contains("goodput"), "{text}");
     }
 
     #[test]

@@ -157,6 +157,7 @@ pub(crate) mod fixtures {
             rtt: is_sender.then(|| latency(20_000)),
             rate_bps: 9_600_000.0,
             pps: 1000.0,
+            reliable: None,
         }
     }
 
@@ -262,6 +263,7 @@ pub(crate) mod fixtures {
                 omit_s: 0.0,
                 omitted_sequences: 0,
                 omitted: 0,
+                reliable: None,
             }),
             warnings: vec!["SO_SNDBUF clamped to 425984 bytes (net.core.wmem_max)".to_string()],
             interrupted: false,

@@ -402,6 +402,8 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             omit_s: receivers[0].omit_s,
             omitted_sequences: receivers.iter().map(|r| r.omitted_sequences).sum(),
             omitted: receivers.iter().map(|r| r.omitted).sum(),
+            // Each flow's reliable figures are in its own report.
+            reliable: None,
         }
     });
     RunReport {

@@ -36,6 +36,10 @@ pub fn with_receiver<T>(
     stop: &Stop,
     sender: impl FnOnce(&SendConfig, &Stop) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
+    // Both directions are ours here: `--impair` hits the ACKs too (with their own fates).
+    if let Some(r) = cfg.reliable.as_mut() {
+        r.impair_acks = true;
+    }
     let ip: IpAddr = if rx_opts.ipv6 {
         Ipv6Addr::LOCALHOST.into()
     } else {

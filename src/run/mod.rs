@@ -9,6 +9,7 @@ pub mod loopback;
 pub mod plot;
 pub mod proxy;
 pub mod recv;
+pub mod reliable;
 pub mod reverse;
 pub mod send;
 

@@ -34,6 +34,8 @@ use std::sync::atomic::Ordering;
 const BUSY_POLL_AFTER_DATA: Duration = Duration::from_millis(2);
 /// Longest the receive loop blocks before looking at its timers.
 const RECV_TICK: Duration = Duration::from_millis(5);
+/// Shortest read timeout while a reliable test's timers are due soon.
+const RELIABLE_MIN_TICK: Duration = Duration::from_micros(50);
 /// How long a `--once` receiver keeps answering result requests after the last one.
 const ONCE_QUIET: Duration = Duration::from_secs(1);
 
@@ -183,12 +185,31 @@ impl Receiver {
         // take a millisecond, which a small buffer may not absorb at high rates.
         let mut polling = false;
         let mut last_data = time::now();
+        // A reliable test's ACK timers (delayed ACKs, ~ms) need a wake-up at their time, not
+        // at the next RECV_TICK: while one runs, the read timeout follows the next timer.
+        let mut read_timeout = RECV_TICK;
         loop {
             let want_poll = cfg.busy_poll
                 && time::now().saturating_duration_since(last_data) < BUSY_POLL_AFTER_DATA;
             if want_poll != polling {
                 sock.set_nonblocking(want_poll)?;
                 polling = want_poll;
+            }
+            if !polling && server.has_reliable_session() {
+                let wanted = server
+                    .poll_timeout()
+                    .map_or(RECV_TICK, |t| t.saturating_duration_since(time::now()))
+                    .clamp(RELIABLE_MIN_TICK, RECV_TICK);
+                // In 50 µs steps: a new timeout (a syscall) only when the timer moved.
+                let wanted = Duration::from_micros(wanted.as_micros() as u64 / 50 * 50)
+                    .max(RELIABLE_MIN_TICK);
+                if wanted != read_timeout {
+                    sock.set_read_timeout(Some(wanted))?;
+                    read_timeout = wanted;
+                }
+            } else if read_timeout != RECV_TICK {
+                sock.set_read_timeout(Some(RECV_TICK))?;
+                read_timeout = RECV_TICK;
             }
             match batch.recv(sock) {
                 Ok(n) => {
@@ -314,7 +335,7 @@ impl Receiver {
                         } else if !cfg.silent {
                             writeln!(
                                 text,
-                                "{}test {session_id:08x} from {peer}: {} B datagrams{}, report every {:?}, Tmax {:?}",
+                                "{}test {session_id:08x} from {peer}: {} B datagrams{}{}, report every {:?}, Tmax {:?}",
                                 if cfg.multicast.is_some() {
                                     "multicast "
                                 } else {
@@ -322,6 +343,11 @@ impl Receiver {
                                 },
                                 params.payload_size,
                                 if params.echo { ", echo on" } else { "" },
+                                if params.reliable.is_some() {
+                                    ", reliable"
+                                } else {
+                                    ""
+                                },
                                 params.interval,
                                 params.tmax
                             )?;
@@ -680,6 +706,7 @@ fn zero_params() -> TestParams {
         pattern: HelloPattern::Unknown,
         marking: Default::default(),
         omit: Duration::ZERO,
+        reliable: None,
     }
 }
 

@@ -392,6 +392,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         omit_s: 0.0,
         omitted_sequences: 0,
         omitted: 0,
+        reliable: None,
         stats,
     };
     let sender = sender.map(|mut s| {
@@ -468,6 +469,7 @@ mod tests {
             pattern: HelloPattern::Cbr,
             marking: Default::default(),
             omit: Duration::ZERO,
+            reliable: None,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::net::{self, RecvBatch, SendMode, SocketOptions};
 use crate::pacing::Pacer;
 use crate::pacing::Pattern;
 use crate::report;
-use crate::run::{OutputFile, Stop, text_writer, wait_until};
+use crate::run::{OutputFile, Stop, reliable, text_writer, wait_until};
 use crate::session::{
     ControlError, MULTICAST_ANNOUNCE_EVERY, SenderControl, SenderEvent, TestParams,
     multicast_announcement, multicast_fin,
@@ -38,6 +38,11 @@ pub(crate) struct LiveCounters {
     pub(crate) sent: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// `--reliable`: the ARQ sender's running totals, for its interval figures.
+    pub(crate) retransmissions: AtomicU64,
+    pub(crate) spurious: AtomicU64,
+    pub(crate) messages_acked: AtomicU64,
+    pub(crate) srtt_ns: AtomicU64,
 }
 
 /// What the data thread did.
@@ -49,14 +54,14 @@ pub(crate) struct DataResult {
     pub(crate) errors_eagain: u64,
     /// Larger than the path MTU with `--df` (EMSGSIZE).
     pub(crate) errors_emsgsize: u64,
-    errors_other: u64,
+    pub(crate) errors_other: u64,
     pub(crate) first: Option<Instant>,
     pub(crate) last: Option<Instant>,
     pub(crate) lateness: Option<LatencyHistogram>,
     pub(crate) gaps: LatencyHistogram,
     /// How late the impairment's releases left against their planned time.
-    release_lateness: LatencyHistogram,
-    impair: Option<ImpairCounters>,
+    pub(crate) release_lateness: LatencyHistogram,
+    pub(crate) impair: Option<ImpairCounters>,
     pub(crate) mode: SendMode,
     pub(crate) warnings: Vec<String>,
 }
@@ -122,7 +127,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let bound = net::bind(
         cfg.bind.unwrap_or_else(|| net::unspecified_for(&cfg.addr)),
         &SocketOptions {
-            rcvbuf: cfg.rcvbuf,
+            // --reliable reads its ACKs on this socket while sending: unless the user chose,
+            // ask for loopback's 4 MiB (at most net.core.rmem_max, so nothing is clamped).
+            rcvbuf: cfg.rcvbuf.or(cfg.reliable.map(|_| {
+                net::rcvbuf_limit().map_or(crate::run::loopback::LOOPBACK_RCVBUF, |l| {
+                    l.min(crate::run::loopback::LOOPBACK_RCVBUF)
+                })
+            })),
             sndbuf: cfg.sndbuf,
             force_buffers: cfg.force_buf,
             // Echo arrival times for RTT.
@@ -189,10 +200,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         ));
     }
 
-    // Handshake (none with a group).
-    if !group {
-        handshake(&sock, &mut ctl, &mut replies, cfg, stop)?;
-    }
+    // Handshake (none with a group). The last Hello's round trip seeds `--reliable`'s RTT
+    // estimate.
+    let handshake_rtt = if group {
+        Duration::ZERO
+    } else {
+        handshake(&sock, &mut ctl, &mut replies, cfg, stop)?
+    };
 
     let mut text = text_writer(&cfg.outputs);
     let interval_stream = crate::run::open_interval_stream(&cfg.outputs)?;
@@ -246,11 +260,52 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         dest: None,
     };
     let data_sock = sock.try_clone().context("cloning the socket")?;
-    let DataThread {
-        handle: data,
-        halt,
-        live,
-    } = spawn_data_thread(data_sock, plan).context("starting the send thread")?;
+    // With --reliable the data thread reads the socket (the ACKs) and hands the receiver's
+    // control over this channel.
+    let (control_tx, control_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (data, halt, live) = match cfg.reliable {
+        None => {
+            let DataThread { handle, halt, live } =
+                spawn_data_thread(data_sock, plan).context("starting the send thread")?;
+            (SenderThread::Plain(handle), halt, live)
+        }
+        Some(r) => {
+            let live = Arc::new(LiveCounters::default());
+            let halt = Arc::new(AtomicBool::new(false));
+            let spawn = thread::Builder::new().name("udplab-send".into());
+            {
+                let reliable_plan = reliable::ReliablePlan {
+                    session_id,
+                    payload: plan.payload,
+                    pps: plan.pps,
+                    pattern: plan.pattern,
+                    seed: plan.seed,
+                    duration: plan.duration,
+                    count: plan.count,
+                    impair: plan.impair,
+                    impair_acks: r.impair_acks,
+                    cpu: plan.cpu,
+                    key: plan.key.clone(),
+                    arq: reliable::arq_config(
+                        &r,
+                        cfg.payload_size,
+                        u64::try_from(handshake_rtt.as_nanos()).unwrap_or(u64::MAX),
+                    ),
+                    control: control_tx,
+                };
+                let handle = {
+                    let live = Arc::clone(&live);
+                    let halt = Arc::clone(&halt);
+                    spawn
+                        .spawn(move || {
+                            reliable::sender_loop(&data_sock, reliable_plan, &halt, &live)
+                        })
+                        .context("starting the send thread")?
+                };
+                (SenderThread::Reliable(handle), halt, live)
+            }
+        }
+    };
 
     // While data flows: echoes, control, interval lines.
     let start = time::now();
@@ -260,6 +315,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut next_tick = start + cfg.interval;
     let mut next_announcement = start + MULTICAST_ANNOUNCE_EVERY;
     let mut prev = (0u64, 0u64, 0u64);
+    let mut reliable_prev = [0u64; 3];
     let mut peer_aborted = false;
     if !cfg.outputs.quiet {
         report::write_interval_header(&mut text, "sender")?;
@@ -269,8 +325,18 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             halt.store(true, Ordering::Relaxed);
         }
         let wake = next_tick.min(time::now() + Duration::from_millis(20));
-        // ICMP errors (the receiver went away) are the data thread's to count.
-        let _ = replies.receive(&sock, Some(wake), &mut ctl);
+        if cfg.reliable.is_some() {
+            // The data thread reads the socket; the receiver's control comes from it.
+            if let Ok(msg) = control_rx.recv_timeout(wake.saturating_duration_since(time::now())) {
+                ctl.handle_datagram(time::now(), &msg);
+                while let Ok(msg) = control_rx.try_recv() {
+                    ctl.handle_datagram(time::now(), &msg);
+                }
+            }
+        } else {
+            // ICMP errors (the receiver went away) are the data thread's to count.
+            let _ = replies.receive(&sock, Some(wake), &mut ctl);
+        }
         if group && time::now() >= next_announcement {
             // Late joiners learn the test; members see the sender is alive. Best effort.
             let _ = send_tagged(&sock, &announcement, key);
@@ -287,7 +353,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             let start_s =
                 (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64();
             log_rtt(cfg, start_s, cfg.interval.as_secs_f64(), &replies.rtt);
-            let row = sender_row(
+            let mut row = sender_row(
                 &live,
                 &mut prev,
                 &mut replies.rtt,
@@ -295,6 +361,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64(),
                 cfg.interval.as_secs_f64(),
             );
+            if cfg.reliable.is_some() {
+                row.reliable = Some(reliable_row(&live, &mut reliable_prev));
+            }
             if !cfg.outputs.quiet {
                 report::write_interval_line(&mut text, &row)?;
                 text.flush()?;
@@ -304,9 +373,25 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             next_tick += cfg.interval;
         }
     }
-    let result = data
-        .join()
-        .map_err(|_| anyhow::anyhow!("the send thread panicked"))?;
+    let (result, reliable_result) = match data {
+        SenderThread::Plain(h) => (
+            h.join()
+                .map_err(|_| anyhow::anyhow!("the send thread panicked"))?,
+            None,
+        ),
+        SenderThread::Reliable(h) => {
+            let r = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("the send thread panicked"))?;
+            // Control that came in as the thread ended.
+            while let Ok(msg) = control_rx.try_recv() {
+                ctl.handle_datagram(time::now(), &msg);
+            }
+            let (data, extras) = r;
+            replies.unauthenticated += extras.unauthenticated;
+            (data, Some(extras))
+        }
+    };
     warnings.extend(result.warnings.iter().cloned());
     // A GSO refusal switched the run to sendmmsg: what the choice said about GSO is moot.
     let choice = if result.mode == choice.mode {
@@ -324,7 +409,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let start_s = (intervals.len() as u64 + intervals_not_kept) as f64 * cfg.interval.as_secs_f64();
     if elapsed > start_s + 1e-3 && live.sent.load(Ordering::Relaxed) > prev.0 {
         log_rtt(cfg, start_s, elapsed - start_s, &replies.rtt);
-        let row = sender_row(
+        let mut row = sender_row(
             &live,
             &mut prev,
             &mut replies.rtt,
@@ -332,6 +417,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             start_s,
             elapsed - start_s,
         );
+        if cfg.reliable.is_some() {
+            row.reliable = Some(reliable_row(&live, &mut reliable_prev));
+        }
         if !cfg.outputs.quiet {
             report::write_interval_line(&mut text, &row)?;
         }
@@ -490,6 +578,28 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         labels: cfg.labels.clone(),
         ..RunReport::default()
     };
+    if let (Some(settings), Some(result)) = (cfg.reliable.as_ref(), reliable_result) {
+        let r = reliable::report(
+            settings,
+            result,
+            run.receiver.as_ref(),
+            cfg.impair.is_some(),
+        );
+        if !r.receiver_results {
+            run.warnings.push(
+                "--reliable: the receiver's results did not come back: delivered messages, \
+                 delivery latency and ACKs sent are unknown"
+                    .into(),
+            );
+        }
+        if r.arq.session_given_up {
+            run.warnings.push(format!(
+                "--reliable: the transfer was given up (no ACK progress for {:.1} s)",
+                r.arq.config.as_ref().map_or(0, |c| c.idle_give_up_ns) as f64 / 1e9
+            ));
+        }
+        run.reliable = Some(r);
+    }
     // One flow writes its loss log here; `--flows` writes every flow's into one file.
     if let Some(path) = cfg.outputs.loss_log.as_ref().filter(|_| cfg.flows <= 1) {
         write_loss_log_file(path, &[&run]);
@@ -517,6 +627,7 @@ pub(crate) fn test_params(cfg: &SendConfig) -> TestParams {
             tos: cfg.tos,
             ttl: cfg.ttl,
         },
+        reliable: cfg.reliable.map(|r| r.hello()),
     }
 }
 
@@ -549,19 +660,27 @@ impl HandshakeRx for Replies {
     }
 }
 
-/// Runs the handshake until the receiver accepts (`Ok`) or it fails (the error the user sees).
+/// Runs the handshake until the receiver accepts (`Ok`: the round trip of the last Hello, which
+/// seeds `--reliable`'s RTT estimate) or it fails (the error the user sees).
 pub(crate) fn handshake(
     sock: &UdpSocket,
     ctl: &mut SenderControl,
     replies: &mut impl HandshakeRx,
     cfg: &SendConfig,
     stop: &Stop,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
     let key = cfg.key.as_ref();
+    let mut last_hello_at = time::now();
     loop {
+        let before = ctl.control_sent();
         flush_control(sock, ctl, key);
+        if ctl.control_sent() > before {
+            last_hello_at = time::now();
+        }
         match ctl.poll_event() {
-            Some(SenderEvent::Accepted { .. }) => return Ok(()),
+            Some(SenderEvent::Accepted { .. }) => {
+                return Ok(time::now().saturating_duration_since(last_hello_at));
+            }
             Some(SenderEvent::Failed(e)) => {
                 if key.is_some() && replies.unauthenticated() > 0 {
                     // A receiver without the key answered: it takes our tag for padding and
@@ -627,6 +746,21 @@ pub fn write_hdr_log(cfg: &SendConfig) {
     match log.write(&mut bytes) {
         Ok(()) => crate::run::write_file(path, &bytes, false),
         Err(e) => crate::run::record_output_failure(&path.display().to_string(), e),
+    }
+}
+
+/// The data thread of a plain or a reliable run.
+enum SenderThread {
+    Plain(thread::JoinHandle<DataResult>),
+    Reliable(thread::JoinHandle<(DataResult, reliable::ReliableResult)>),
+}
+
+impl SenderThread {
+    fn is_finished(&self) -> bool {
+        match self {
+            SenderThread::Plain(h) => h.is_finished(),
+            SenderThread::Reliable(h) => h.is_finished(),
+        }
     }
 }
 
@@ -850,6 +984,7 @@ fn sender_row(
         rtt,
         rate_bps: bytes as f64 * 8.0 / secs,
         pps: sent as f64 / secs,
+        reliable: None,
     }
 }
 
@@ -882,6 +1017,25 @@ fn send_tagged(sock: &UdpSocket, msg: &[u8], key: Option<&Key>) -> io::Result<()
             sock.send(&tagged).map(drop)
         }
     }
+}
+
+/// The ARQ sender's figures over one interval: retransmissions, spurious ones and messages
+/// acknowledged since `prev` (updated), and the smoothed RTT now.
+fn reliable_row(live: &LiveCounters, prev: &mut [u64; 3]) -> crate::summary::ReliableInterval {
+    let now = [
+        live.retransmissions.load(Ordering::Relaxed),
+        live.spurious.load(Ordering::Relaxed),
+        live.messages_acked.load(Ordering::Relaxed),
+    ];
+    let row = crate::summary::ReliableInterval {
+        retransmissions: now[0] - prev[0],
+        spurious_retransmissions: now[1] - prev[1],
+        messages_acked: now[2] - prev[2],
+        srtt_ns: live.srtt_ns.load(Ordering::Relaxed),
+        ..Default::default()
+    };
+    *prev = now;
+    row
 }
 
 /// Sends queued control datagrams, tagged when there is a key. Failures are retried by the
@@ -1212,7 +1366,7 @@ fn log_fate(log: &mut BufWriter<OutputFile>, seq: u64, fate: &Fate) {
     }
 }
 
-fn count_error(res: &mut DataResult, e: &io::Error, n: u64) {
+pub(super) fn count_error(res: &mut DataResult, e: &io::Error, n: u64) {
     if net::is_enobufs(e) {
         res.errors_enobufs += n;
     } else if net::is_eagain(e) {

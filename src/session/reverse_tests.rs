@@ -27,6 +27,7 @@ fn params() -> TestParams {
         pattern: HelloPattern::Cbr,
         marking: Default::default(),
         omit: Duration::ZERO,
+        reliable: None,
     }
 }
 

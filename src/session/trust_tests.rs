@@ -31,6 +31,7 @@ fn params() -> TestParams {
         pattern: HelloPattern::Cbr,
         marking: Default::default(),
         omit: Duration::ZERO,
+        reliable: None,
     }
 }
 

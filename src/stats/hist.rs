@@ -148,6 +148,9 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// Bytes one histogram holds, whatever it records (memory budgets count it).
+    pub const CAPACITY_BYTES: usize = layout::LEN * std::mem::size_of::<u64>();
+
     pub fn new() -> Self {
         Self {
             counts: vec![0u64; layout::LEN].into_boxed_slice(),

@@ -1,5 +1,6 @@
 //! udplab's integration tests, one binary: simulation, CLI over loopback, impairment, netns.
 
+mod arq_sim;
 mod auth;
 mod cli;
 mod common;
@@ -13,6 +14,8 @@ mod netns;
 mod netns_marking;
 mod plot;
 mod proxy_limits;
+mod reliable;
+mod reliable_peers;
 mod reports;
 mod reverse;
 mod sim;

@@ -292,6 +292,7 @@ fn a_reverse_request_from_an_unvalidated_address_gets_no_data() {
             cookie,
             marking: Default::default(),
             omit_ns: 0,
+            reliable: None,
         };
         let mut bytes = Vec::new();
         Message::Hello(hello).emit(&mut bytes);

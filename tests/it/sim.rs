@@ -33,6 +33,7 @@ fn params(tmax: Duration) -> TestParams {
         pattern: udplab::wire::HelloPattern::Cbr,
         marking: Default::default(),
         omit: Duration::ZERO,
+        reliable: None,
     }
 }
 

@@ -317,6 +317,7 @@ fn recv_dscp_marks_the_receivers_replies() {
         cookie: 0,
         marking: HelloMarking::default(),
         omit_ns: 0,
+        reliable: None,
     })
     .emit(&mut hello);
     client.send(&hello).unwrap();

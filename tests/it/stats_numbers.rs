@@ -48,6 +48,7 @@ impl Sim {
             pattern: udplab::wire::HelloPattern::Cbr,
             marking: Default::default(),
             omit: Duration::ZERO,
+            reliable: None,
         };
         let server = ReceiverServer::new(ServerConfig {
             max_sessions: 1,

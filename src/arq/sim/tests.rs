@@ -1,0 +1,281 @@
+//! Unit tests of the reliable layer's state machines on a manual clock, and of its memory
+//! bound over long simulated runs. The target table is in `tests/it/arq_sim.rs`.
+
+use super::*;
+use crate::arq::frame::AckRanges;
+use crate::arq::{ArqDeadline, Delivered};
+
+fn ack(session_id: u32, largest: u64, ranges: &[(u64, u64)], delivered_below: u64) -> AckFrame {
+    let mut r = AckRanges::default();
+    for &(lo, hi) in ranges {
+        assert!(r.push(lo, hi));
+    }
+    AckFrame {
+        session_id,
+        largest,
+        ack_delay_ns: 0,
+        delivered_below,
+        ranges: r,
+    }
+}
+
+fn sender_with(n: u64) -> (ArqSender, Vec<RDataFrame>) {
+    let mut s = ArqSender::new(ArqConfig::default(), 9, 0);
+    let mut sent = Vec::new();
+    for k in 0..n {
+        assert!(s.offer(k * 1_000_000));
+        sent.push(
+            s.poll_transmit(k * 1_000_000)
+                .expect("a paced slot sends the new message"),
+        );
+    }
+    (s, sent)
+}
+
+#[test]
+fn an_ack_for_a_packet_number_never_sent_is_rejected_and_counted() {
+    let (mut s, _) = sender_with(3);
+    let before = s.stats();
+    s.handle_ack(3_000_000, &ack(9, 3, &[(0, 3)], 0)); // packet 3 was never sent
+    s.handle_ack(3_000_000, &ack(9, 2, &[(0, 2)], 4)); // message 3 was never sent
+    s.handle_ack(3_000_000, &ack(8, 2, &[(0, 2)], 0)); // another session
+    let after = s.stats();
+    assert_eq!(after.bogus_acks, 2);
+    assert_eq!(after.foreign_acks, 1);
+    assert_eq!(after.packets_acked, 0, "nothing of a rejected ACK is taken");
+    assert_eq!(after.messages_acked, before.messages_acked);
+    assert_eq!(after.acks_received, 0);
+    // A genuine ACK still works afterwards.
+    s.handle_ack(3_100_000, &ack(9, 2, &[(0, 2)], 3));
+    assert_eq!(s.stats().packets_acked, 3);
+    s.finish();
+    assert!(s.is_done());
+}
+
+#[test]
+fn a_retransmission_gets_a_new_packet_number_and_counts_its_cause() {
+    let (mut s, sent) = sender_with(3);
+    assert_eq!(
+        sent.iter().map(|f| f.packet_number).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    // Packet 0 missing, 1 and 2 acknowledged 2.1 ms after packet 0 left: lost by the packet
+    // threshold (1) and by time (1 ms floor): the packet threshold is checked first.
+    s.handle_ack(2_100_000, &ack(9, 2, &[(1, 2)], 0));
+    let again = s
+        .poll_transmit(2_100_000)
+        .expect("retransmission goes at once (budget)");
+    assert_eq!(again.message_id, 0);
+    assert_eq!(again.packet_number, 3, "never reused");
+    assert_eq!(again.transmission, 2);
+    assert_eq!(again.first_send_ns, sent[0].first_send_ns);
+    let st = s.stats();
+    assert_eq!(st.retransmissions, 1);
+    assert_eq!(st.rexmit_packet_threshold, 1);
+    assert_eq!(st.rtt_samples, 1);
+    // The original arrives after all: a spurious retransmission, detected and counted.
+    s.handle_ack(2_200_000, &ack(9, 2, &[(0, 2)], 0));
+    assert_eq!(s.stats().spurious_retransmissions, 1);
+}
+
+#[test]
+fn the_probe_timeout_marks_nothing_lost_and_sends_the_oldest_message_again() {
+    let (mut s, _) = sender_with(2);
+    s.finish();
+    let t = s
+        .poll_timeout()
+        .expect("a PTO is armed while packets are in flight");
+    s.handle_timeout(t);
+    let probe = s.poll_transmit(t).expect("the probe");
+    assert_eq!(probe.message_id, 0);
+    assert_eq!(probe.transmission, 2);
+    let second = s.poll_transmit(t).expect("a second probe");
+    assert_eq!(second.message_id, 0);
+    assert_eq!(second.packet_number, probe.packet_number + 1);
+    assert_eq!(s.poll_transmit(t), None);
+    let st = s.stats();
+    assert_eq!(st.pto_events, 1);
+    assert_eq!(st.rexmit_pto, 2);
+    assert_eq!(st.packets_declared_lost, 0, "a PTO declares nothing lost");
+    // Backoff: the next probe waits twice as long.
+    let t2 = s.poll_timeout().unwrap();
+    assert!(
+        t2 - t >= 2 * (t - 1_000_000) - 1,
+        "backoff doubles the period"
+    );
+}
+
+#[test]
+fn a_message_is_given_up_after_max_transmissions_and_the_receiver_skips_it() {
+    let cfg = ArqConfig {
+        max_transmissions: 2,
+        ack_every: 1,
+        ..ArqConfig::default()
+    };
+    let mut s = ArqSender::new(cfg.clone(), 1, 0);
+    let mut r = ArqReceiver::new(cfg, 1, 0);
+    let mut now = 0;
+    let mut pn_of_0 = Vec::new();
+    for k in 0..6u64 {
+        now = k * 1_000_000;
+        s.offer(now);
+        while let Some(f) = s.poll_transmit(now) {
+            if f.message_id == 0 {
+                pn_of_0.push(f.packet_number); // message 0 is always lost
+                continue;
+            }
+            r.handle_data(now, now, &f, 1200);
+            if let Some(a) = r.poll_ack(now) {
+                s.handle_ack(now, &a);
+            }
+        }
+    }
+    assert_eq!(pn_of_0.len(), 2, "two transmissions, then given up");
+    assert_eq!(s.stats().messages_given_up, 1);
+    assert_eq!(s.skip_below(), 6, "everything else acknowledged");
+    // The next RData tells the receiver not to wait for message 0 any longer.
+    now += 1_000_000;
+    s.offer(now);
+    let f = s.poll_transmit(now).unwrap();
+    assert_eq!(f.skip_below, 6);
+    r.handle_data(now, now, &f, 1200);
+    let delivered: Vec<Delivered> = std::iter::from_fn(|| r.poll_delivery()).collect();
+    assert_eq!(delivered.first().map(|d| d.message_id), Some(1));
+    assert_eq!(delivered.len(), 6, "messages 1..=6 in order");
+    assert_eq!(r.stats().skipped, 1);
+}
+
+#[test]
+fn the_receiver_never_sends_more_acks_than_data_it_received() {
+    let cfg = ArqConfig {
+        ack_every: 1,
+        ..ArqConfig::default()
+    };
+    let mut r = ArqReceiver::new(cfg, 1, 0);
+    assert_eq!(
+        r.poll_ack(0),
+        None,
+        "nothing received, nothing to acknowledge"
+    );
+    let f = RDataFrame {
+        session_id: 1,
+        packet_number: 5,
+        message_id: 0,
+        transmission: 1,
+        first_send_ns: 0,
+        send_ns: 0,
+        skip_below: 0,
+        acked_below: 0,
+    };
+    // A tiny datagram: its ACK would be larger than what came in, so none is sent.
+    r.handle_data(0, 0, &f, 8);
+    assert_eq!(r.poll_ack(0), None);
+    assert_eq!(r.stats().acks_held_for_amplification, 1);
+    r.handle_data(
+        0,
+        0,
+        &RDataFrame {
+            packet_number: 6,
+            ..f
+        },
+        1200,
+    );
+    let a = r.poll_ack(0).expect("now the bytes allow an ACK");
+    assert_eq!(a.largest, 6);
+    assert!(a.ranges.contains(5) && a.ranges.contains(6));
+    assert_eq!(r.poll_ack(0), None, "one ACK per trigger");
+    let st = r.stats();
+    assert!(st.ack_datagrams <= st.data_datagrams);
+    assert!(st.ack_bytes <= st.data_bytes);
+    assert_eq!(st.duplicate_arrivals, 1, "message 0 twice");
+}
+
+#[test]
+fn rdata_of_another_session_is_counted_and_ignored() {
+    let mut r = ArqReceiver::new(ArqConfig::default(), 1, 0);
+    let f = RDataFrame {
+        session_id: 2,
+        packet_number: 0,
+        message_id: 0,
+        transmission: 1,
+        first_send_ns: 0,
+        send_ns: 0,
+        skip_below: 0,
+        acked_below: 0,
+    };
+    r.handle_data(0, 0, &f, 1200);
+    assert_eq!(r.stats().foreign, 1);
+    assert_eq!(r.stats().data_datagrams, 0);
+    assert_eq!(r.poll_delivery(), None);
+    assert_eq!(r.poll_ack(10_000_000), None);
+}
+
+/// W = R = 256 messages; sender ≤ 192·W + 1 KiB, receiver ≤ 104·R + 2 KiB (module doc).
+fn bounds(w: u64) -> (usize, usize) {
+    ((192 * w + 1024) as usize, (104 * w + 2048) as usize)
+}
+
+#[test]
+fn memory_stays_under_the_stated_bound_and_does_not_grow_with_run_length() {
+    let arq = ArqConfig {
+        max_in_flight: 256,
+        recv_window: 256,
+        ..ArqConfig::default()
+    };
+    let run_for = |messages: u64, impair: &str| {
+        let mut cfg = SimConfig::paced(arq.clone(), impair, messages).unwrap();
+        cfg.pps = 20_000; // fills the window when the RTT is long
+        let r = run(&cfg);
+        assert!(!r.timed_out);
+        assert_eq!(r.report.delivered, messages, "{impair}: {:#?}", r.sender);
+        r
+    };
+    let (sender_bound, receiver_bound) = bounds(256);
+    for impair in ["loss=ge:p=1.316%,r=25%,h=0%,k=100%,delay=20ms", "loss=20%"] {
+        let short = run_for(20_000, impair);
+        let long = run_for(200_000, impair);
+        for r in [&short, &long] {
+            assert!(r.sender.max_window <= 256);
+            assert!(
+                r.max_sender_state_bytes <= sender_bound,
+                "{} > {sender_bound}",
+                r.max_sender_state_bytes
+            );
+            assert!(
+                r.max_receiver_state_bytes <= receiver_bound,
+                "{} > {receiver_bound}",
+                r.max_receiver_state_bytes
+            );
+        }
+        println!(
+            "{impair}: sender {} / {} bytes, receiver {} / {} bytes (20k / 200k messages)",
+            short.max_sender_state_bytes,
+            long.max_sender_state_bytes,
+            short.max_receiver_state_bytes,
+            long.max_receiver_state_bytes
+        );
+    }
+}
+
+#[test]
+fn deadline_by_rtt_multiple_gives_up_after_that_many_rtts() {
+    let cfg = ArqConfig {
+        deadline: ArqDeadline::RttMultiple { times_1000: 4000 },
+        initial_rtt_ns: 1_000_000,
+        ..ArqConfig::default()
+    };
+    let mut s = ArqSender::new(cfg, 1, 0);
+    s.offer(0);
+    s.finish();
+    let f = s.poll_transmit(0).unwrap();
+    assert_eq!(f.message_id, 0);
+    // No ACK ever: the deadline (4 × 1 ms srtt) comes before the idle give-up.
+    let mut now = 0;
+    while !s.is_done() {
+        now = s.poll_timeout().expect("a deadline is armed");
+        s.handle_timeout(now);
+        while s.poll_transmit(now).is_some() {}
+    }
+    assert_eq!(now, 4_000_000);
+    assert_eq!(s.stats().deadline_given_up, 1);
+}
