@@ -175,7 +175,10 @@ fn the_example_suite_passes_with_valid_reports_and_a_regressed_copy_fails() {
         .iter()
         .map(str::to_string)
         .collect();
-    assert_eq!(header[header.len() - 3..], ["labels", "scenario", "repeat"]);
+    // The summary columns (labels is column 86, results/README.md), then the suite's two.
+    assert_eq!(header[85], "labels");
+    assert_eq!(header[header.len() - 2..], ["scenario", "repeat"]);
+    assert_eq!(header.len(), udplab::report::csv::SUMMARY_COLUMNS.len() + 2);
     let rows: Vec<Vec<String>> = reader
         .records()
         .map(|r| r.unwrap().iter().map(str::to_string).collect())
