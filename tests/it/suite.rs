@@ -197,7 +197,7 @@ fn the_example_suite_passes_with_valid_reports_and_a_regressed_copy_fails() {
         ]
     );
     assert_eq!(
-        rows[3][header.len() - 3],
+        rows[3][85],
         "commit=abc123;path=emulated;scenario=impaired"
     );
 
