@@ -281,6 +281,7 @@ fn a_reverse_request_from_an_unvalidated_address_gets_no_data() {
             echo: false,
             loss_ranges: false,
             reverse: true,
+            bidir: false,
             multicast: false,
             pattern: HelloPattern::Cbr,
             interval_ns: 1_000_000_000,
