@@ -168,6 +168,8 @@ pub struct SendConfig {
     pub key: Option<Key>,
     /// `-R/--reverse`: the receiver sends, this side measures.
     pub reverse: bool,
+    /// `--bidir`: both sides send at once, both measure.
+    pub bidir: bool,
     /// The TOS / traffic-class byte of every datagram (`--tos`, or `--dscp` shifted into place);
     /// None: the kernel's default (0), and the receiver judges no marking.
     pub tos: Option<u8>,
@@ -311,6 +313,22 @@ impl SendConfig {
                 )));
             }
         }
+        if args.bidir {
+            let clash = [
+                (args.echo, "--echo"),
+                (impair.is_some(), "--impair"),
+                (args.flows > 1, "--flows"),
+                (matches!(args.rate, Some(RateArg::Max)), "--rate max"),
+                (addr.ip().is_multicast(), "a multicast target"),
+            ];
+            if let Some((_, name)) = clash.iter().find(|(set, _)| *set) {
+                return Err(UsageError(format!(
+                    "--bidir cannot be combined with {name}: the receiver sends a paced, \
+                     unimpaired single flow back (impair the path with `udplab proxy --impair \
+                     --reverse-impair` instead)"
+                )));
+            }
+        }
         if args.impair_log.is_some() && impair.is_none() {
             return Err(UsageError(
                 "--impair-log needs an --impair spec to log".into(),
@@ -353,6 +371,7 @@ impl SendConfig {
             batch: args.batch,
             cpus,
             reverse: args.reverse,
+            bidir: args.bidir,
             flows: args.flows,
             flow_index: 0,
             seed: args.seed,

@@ -45,6 +45,26 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome of two measurements judged apart (`--bidir`'s two directions), as
+    /// `run::outcome_of` ranks them: a failure (with both lists) before an interruption, then
+    /// an incomplete check, then a pass.
+    pub fn worse(self, other: Outcome) -> Outcome {
+        match (self, other) {
+            (Outcome::ThresholdFailed(mut a), Outcome::ThresholdFailed(b)) => {
+                a.extend(b);
+                Outcome::ThresholdFailed(a)
+            }
+            (f @ Outcome::ThresholdFailed(_), _) | (_, f @ Outcome::ThresholdFailed(_)) => f,
+            (Outcome::Interrupted, _) | (_, Outcome::Interrupted) => Outcome::Interrupted,
+            (Outcome::Incomplete(mut a), Outcome::Incomplete(b)) => {
+                a.extend(b);
+                Outcome::Incomplete(a)
+            }
+            (i @ Outcome::Incomplete(_), _) | (_, i @ Outcome::Incomplete(_)) => i,
+            (Outcome::Passed, Outcome::Passed) => Outcome::Passed,
+        }
+    }
+
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Outcome::Passed => ExitCode::SUCCESS,

@@ -464,6 +464,10 @@ pub struct RunReport {
     /// forward run, which is unchanged.
     #[serde(default, skip_serializing_if = "Direction::is_forward")]
     pub direction: Direction,
+    /// `--bidir`: the reverse direction's report, beside this forward one (the writers show
+    /// the two as two reports, each with its `direction`; never serialized inside this one).
+    #[serde(skip)]
+    pub bidir_reverse: Option<Box<RunReport>>,
 }
 
 /// Which way a test's data went, as the reports name it.
