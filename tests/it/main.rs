@@ -1,6 +1,7 @@
 //! udplab's integration tests, one binary: simulation, CLI over loopback, impairment, netns.
 
 mod auth;
+mod bidir;
 mod cli;
 mod common;
 mod dualstack;
