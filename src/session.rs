@@ -325,6 +325,9 @@ pub struct SenderControl {
     /// `--bidir` interrupted: every Fin and ResultReq is followed by an Abort that stops the
     /// receiver's data (its forward half drains as usual).
     stop_reverse_asked: bool,
+    /// `--bidir`: when the receiver's data should have ended (from the accepting answer, as
+    /// planned): its results may take until then, whenever the forward half ended.
+    reverse_planned_end: Option<Instant>,
 }
 
 impl SenderControl {
@@ -377,6 +380,7 @@ impl SenderControl {
             reverse,
             bidir,
             stop_reverse_asked: false,
+            reverse_planned_end: None,
         };
         s.handle_timeout(now);
         s
@@ -457,6 +461,11 @@ impl SenderControl {
                 match ack.status {
                     HelloStatus::Accepted if ack.secret != 0 => {
                         self.secret = ack.secret;
+                        if self.bidir {
+                            self.reverse_planned_end = Some(
+                                now + planned_sending(&self.params).unwrap_or(MAX_REVERSE_DURATION),
+                            );
+                        }
                         self.phase = SenderPhase::Running;
                         self.phase_started = now;
                         self.next_send = None;
@@ -483,7 +492,11 @@ impl SenderControl {
                 self.phase = SenderPhase::AwaitingResults;
                 self.phase_started = now;
                 self.results_from = Some(now + tmax);
-                self.results_deadline = Some(now + tmax + RESULTS_GRACE);
+                // `--bidir`: the receiver's results also wait for its data's end.
+                let results_by = self
+                    .reverse_planned_end
+                    .map_or(now, |end| end.max(now) + self.params.tmax);
+                self.results_deadline = Some(results_by.max(now + tmax) + RESULTS_GRACE);
                 self.next_send = Some(now + tmax);
             }
             Message::ResultChunk(chunk) => {
@@ -2177,6 +2190,19 @@ fn result_chunks(env: ResultsEnvelope) -> (usize, Vec<Vec<u8>>) {
     (json.len(), chunks)
 }
 
+/// How long a paced test `params` describe sends for (None: it does not end by itself).
+fn planned_sending(params: &TestParams) -> Option<Duration> {
+    let by_count = (params.count > 0 && params.pps_milli > 0).then(|| {
+        Duration::from_secs_f64((params.count as f64 * 1000.0 / params.pps_milli as f64).min(1e9))
+    });
+    match (params.duration > Duration::ZERO, by_count) {
+        (true, Some(c)) => Some(params.duration.min(c)),
+        (true, None) => Some(params.duration),
+        (false, Some(c)) => Some(c),
+        (false, None) => None,
+    }
+}
+
 /// Why a receiver refuses to send the reverse test `params` describe, if it does. The rate is
 /// what the pacing makes of the declared datagram rate and size (not the declared bit rate, a
 /// claim), and the test must end by itself within [`MAX_REVERSE_DURATION`].
@@ -2189,14 +2215,8 @@ fn reverse_limits(params: &TestParams, max_bps: u64) -> Result<(), (RejectReason
         RejectReason::ReverseLength,
         MAX_REVERSE_DURATION.as_nanos() as u64,
     );
-    let by_count = (params.count > 0).then(|| {
-        Duration::from_secs_f64((params.count as f64 * 1000.0 / params.pps_milli as f64).min(1e9))
-    });
-    let planned = match (params.duration > Duration::ZERO, by_count) {
-        (true, Some(c)) => params.duration.min(c),
-        (true, None) => params.duration,
-        (false, Some(c)) => c,
-        (false, None) => return Err(limit),
+    let Some(planned) = planned_sending(params) else {
+        return Err(limit);
     };
     if planned > MAX_REVERSE_DURATION {
         return Err(limit);
@@ -2212,6 +2232,9 @@ mod multicast_tests;
 
 #[cfg(test)]
 mod reverse_tests;
+
+#[cfg(test)]
+mod bidir_tests;
 
 #[cfg(test)]
 mod tests {
