@@ -352,9 +352,10 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         &mut text,
         interval_stream.as_ref(),
         sender,
-        warnings,
         interrupted,
     )?;
+    // This side's warnings first, then the measurement's.
+    run.warnings.splice(0..0, warnings);
     run.started_at = time::rfc3339(started_wall);
     if let Some(path) = cfg.outputs.loss_log.as_ref() {
         crate::run::send::write_loss_log_file(path, &[&run]);
@@ -365,8 +366,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
 
 impl Measure {
     /// Ends the measurement (the receiver's `sender` totals end it as a Fin does; without them,
-    /// what was seen) and returns the reverse direction's report.
-    #[allow(clippy::too_many_arguments)]
+    /// what was seen) and returns the reverse direction's report, with the measurement's own
+    /// warnings.
     pub(crate) fn into_report(
         mut self,
         cfg: &SendConfig,
@@ -374,9 +375,9 @@ impl Measure {
         text: &mut impl Write,
         stream: Option<&report::IntervalStream>,
         sender: Option<SenderReport>,
-        mut warnings: Vec<String>,
         interrupted: bool,
     ) -> anyhow::Result<RunReport> {
+        let mut warnings = Vec::new();
         let m = &mut self;
         let sock = &bound.socket;
         let run_id = format!("{:08x}", m.session_id);

@@ -561,9 +561,9 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                 &mut text,
                 interval_stream.as_ref(),
                 reverse_sender.map(|(s, _)| s),
-                rev_warnings,
                 interrupted,
             )?;
+            rev.warnings.splice(0..0, rev_warnings);
             rev.started_at = time::rfc3339(started_wall);
             Some(Box::new(rev))
         }
