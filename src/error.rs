@@ -45,6 +45,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The same outcome with each of its lines prefixed by `label` (which measurement).
+    pub fn labelled(self, label: &str) -> Outcome {
+        let label = |lines: Vec<String>| lines.into_iter().map(|l| format!("{label}{l}")).collect();
+        match self {
+            Outcome::ThresholdFailed(lines) => Outcome::ThresholdFailed(label(lines)),
+            Outcome::Incomplete(lines) => Outcome::Incomplete(label(lines)),
+            other => other,
+        }
+    }
+
     /// The outcome of two measurements judged apart (`--bidir`'s two directions), as
     /// `run::outcome_of` ranks them: a failure (with both lists) before an interruption, then
     /// an incomplete check, then a pass.
@@ -72,5 +82,47 @@ impl Outcome {
             Outcome::Incomplete(_) => ExitCode::from(EXIT_INCOMPLETE),
             Outcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    fn failed(l: &str) -> Outcome {
+        Outcome::ThresholdFailed(vec![l.into()])
+    }
+
+    fn incomplete(l: &str) -> Outcome {
+        Outcome::Incomplete(vec![l.into()])
+    }
+
+    #[test]
+    fn the_worse_of_two_outcomes_ranks_as_a_single_runs_and_keeps_every_line() {
+        assert_eq!(Outcome::Passed.worse(Outcome::Passed), Outcome::Passed);
+        assert_eq!(Outcome::Passed.worse(incomplete("a")), incomplete("a"));
+        assert_eq!(
+            incomplete("a").worse(incomplete("b")),
+            Outcome::Incomplete(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            incomplete("a").worse(Outcome::Interrupted),
+            Outcome::Interrupted
+        );
+        assert_eq!(Outcome::Interrupted.worse(failed("x")), failed("x"));
+        assert_eq!(
+            failed("x").worse(failed("y")),
+            Outcome::ThresholdFailed(vec!["x".into(), "y".into()])
+        );
+    }
+
+    #[test]
+    fn labelled_outcomes_name_their_measurement_on_each_line() {
+        assert_eq!(failed("x").labelled("reverse: "), failed("reverse: x"));
+        assert_eq!(
+            incomplete("y").labelled("forward: "),
+            incomplete("forward: y")
+        );
+        assert_eq!(Outcome::Passed.labelled("forward: "), Outcome::Passed);
     }
 }

@@ -350,3 +350,43 @@ fn help_shows_bidir_with_an_example_and_refuses_what_it_cannot_do() {
         assert_eq!(out.status.code(), Some(2), "{extra:?} is refused");
     }
 }
+
+#[test]
+fn thresholds_are_judged_per_direction_and_say_which() {
+    let _net = crate::common::network_shared();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    // Without --echo no RTT is measured in either direction: incomplete (exit 3), once each.
+    let out = run_bounded(
+        &[
+            "loopback",
+            "--bidir",
+            "--count",
+            "500",
+            "--pps",
+            "2000",
+            "--quiet",
+            "--max-rtt-p99",
+            "1ms",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    for direction in ["forward", "reverse"] {
+        assert!(
+            stderr.contains(&format!(
+                "udplab: {direction}: threshold not judged: --max-rtt-p99"
+            )),
+            "{stderr}"
+        );
+    }
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (fwd, rev) = directions(&v);
+    for run in [fwd, rev] {
+        assert_eq!(run["verdict"], "incomplete");
+        assert_eq!(run["thresholds"][0]["name"], "max_rtt_p99");
+    }
+}
