@@ -276,3 +276,26 @@ fn an_interrupted_receiver_pushes_both_halves_to_the_client_while_its_data_flows
     assert_eq!(sender.sent, 290);
     assert!(interrupted);
 }
+
+#[test]
+fn a_bidir_hello_from_an_unvalidated_address_starts_nothing() {
+    let clock = ManualClock::new(1_000);
+    let mut srv = ReceiverServer::new(ServerConfig::default());
+    let mut echo = [0u8; wire::DATA_HEADER_LEN];
+    let mut hello = params().hello(ID);
+    hello.bidir = true;
+    // No cookie, then a forged one: each gets one retry answer, never larger than the Hello.
+    for cookie in [0, 0x1234_5678_9abc_def0] {
+        hello.cookie = cookie;
+        let bytes = emit(&Message::Hello(hello));
+        srv.handle_datagram(clock.now(), 1, addr(PEER), &bytes, &mut echo);
+        let out: Vec<_> = std::iter::from_fn(|| srv.poll_transmit()).collect();
+        assert_eq!(out.len(), 1);
+        assert!(out[0].1.len() <= bytes.len());
+    }
+    assert!(
+        events(&mut srv).is_empty(),
+        "nothing measured, nothing sent"
+    );
+    assert_eq!(srv.active_sessions(), 0);
+}
