@@ -400,6 +400,15 @@ pub struct SendArgs {
     /// Example: udplab send 192.0.2.7 -R --rate 20M --duration 10s
     #[arg(long, short = 'R')]
     pub reverse: bool,
+    /// Bidirectional test, like iperf3 --bidir: both directions at once through one handshake.
+    /// This side sends its data as in a forward test and at the same time measures the data
+    /// the receiver sends back with the same --rate/--pps, --size, --count/--duration and
+    /// --pattern. Each direction has its own counts and results: two text blocks (forward,
+    /// reverse), two JSON reports and two CSV rows, each with its `direction`. Needs a paced
+    /// rate within the receiver's --max-reverse-rate (default 100M); no --echo, --impair or
+    /// --flows. Example: udplab send 192.0.2.7 --bidir --rate 20M --duration 10s
+    #[arg(long, conflicts_with = "reverse")]
+    pub bidir: bool,
     /// Mark every datagram with this DSCP (IP_TOS / IPV6_TCLASS): a name (EF, AF11..AF43,
     /// CS0..CS7, VA) or a number 0..=63. The receiver reports how many arrived with it and how
     /// many were re-marked on the way. Example: udplab send 192.0.2.7 --dscp EF

@@ -171,6 +171,8 @@ pub struct SendConfig {
     pub key: Option<Key>,
     /// `-R/--reverse`: the receiver sends, this side measures.
     pub reverse: bool,
+    /// `--bidir`: both sides send at once, both measure.
+    pub bidir: bool,
     /// The TOS / traffic-class byte of every datagram (`--tos`, or `--dscp` shifted into place);
     /// None: the kernel's default (0), and the receiver judges no marking.
     pub tos: Option<u8>,
@@ -402,9 +404,9 @@ impl SendConfig {
                 "--impair-log logs one flow's fates: use it without --flows".into(),
             ));
         }
-        if args.reverse && args.hdr_log.is_some() {
+        if (args.reverse || args.bidir) && args.hdr_log.is_some() {
             return Err(UsageError(
-                "--hdr-log with -R/--reverse: the reverse measurement does not export its \
+                "--hdr-log with -R/--reverse or --bidir: the reverse measurement does not export its \
                  interval histograms yet; the JSON report has the latency summary"
                     .into(),
             ));
@@ -420,6 +422,22 @@ impl SendConfig {
                 return Err(UsageError(format!(
                     "--reverse cannot be combined with {name}: the receiver sends a paced, \
                      unimpaired single flow (impair the path with `udplab proxy \
+                     --reverse-impair` instead)"
+                )));
+            }
+        }
+        if args.bidir {
+            let clash = [
+                (args.echo, "--echo"),
+                (impair.is_some(), "--impair"),
+                (args.flows > 1, "--flows"),
+                (matches!(args.rate, Some(RateArg::Max)), "--rate max"),
+                (addr.ip().is_multicast(), "a multicast target"),
+            ];
+            if let Some((_, name)) = clash.iter().find(|(set, _)| *set) {
+                return Err(UsageError(format!(
+                    "--bidir cannot be combined with {name}: the receiver sends a paced, \
+                     unimpaired single flow back (impair the path with `udplab proxy --impair \
                      --reverse-impair` instead)"
                 )));
             }
@@ -447,9 +465,9 @@ impl SendConfig {
         }
         let omit = args.omit.unwrap_or(Duration::ZERO);
         if !omit.is_zero() {
-            if args.reverse {
+            if args.reverse || args.bidir {
                 return Err(UsageError(
-                    "--omit with -R/--reverse: the reverse measurement does not leave a warm-up \
+                    "--omit with -R/--reverse or --bidir: the reverse measurement does not leave a warm-up \
                      out yet; run without --omit"
                         .into(),
                 ));
@@ -478,6 +496,7 @@ impl SendConfig {
         if reliable.is_some() {
             let clash = [
                 (args.reverse, "-R/--reverse"),
+                (args.bidir, "--bidir"),
                 (addr.ip().is_multicast(), "a multicast target"),
                 (!omit.is_zero(), "--omit"),
                 (args.hdr_log.is_some(), "--hdr-log"),
@@ -537,6 +556,7 @@ impl SendConfig {
             batch: args.batch,
             cpus,
             reverse: args.reverse,
+            bidir: args.bidir,
             flows: args.flows,
             flow_index: 0,
             seed: args.seed,

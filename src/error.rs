@@ -45,6 +45,36 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The same outcome with each of its lines prefixed by `label` (which measurement).
+    pub fn labelled(self, label: &str) -> Outcome {
+        let label = |lines: Vec<String>| lines.into_iter().map(|l| format!("{label}{l}")).collect();
+        match self {
+            Outcome::ThresholdFailed(lines) => Outcome::ThresholdFailed(label(lines)),
+            Outcome::Incomplete(lines) => Outcome::Incomplete(label(lines)),
+            other => other,
+        }
+    }
+
+    /// The outcome of two measurements judged apart (`--bidir`'s two directions), as
+    /// `run::outcome_of` ranks them: a failure (with both lists) before an interruption, then
+    /// an incomplete check, then a pass.
+    pub fn worse(self, other: Outcome) -> Outcome {
+        match (self, other) {
+            (Outcome::ThresholdFailed(mut a), Outcome::ThresholdFailed(b)) => {
+                a.extend(b);
+                Outcome::ThresholdFailed(a)
+            }
+            (f @ Outcome::ThresholdFailed(_), _) | (_, f @ Outcome::ThresholdFailed(_)) => f,
+            (Outcome::Interrupted, _) | (_, Outcome::Interrupted) => Outcome::Interrupted,
+            (Outcome::Incomplete(mut a), Outcome::Incomplete(b)) => {
+                a.extend(b);
+                Outcome::Incomplete(a)
+            }
+            (i @ Outcome::Incomplete(_), _) | (_, i @ Outcome::Incomplete(_)) => i,
+            (Outcome::Passed, Outcome::Passed) => Outcome::Passed,
+        }
+    }
+
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Outcome::Passed => ExitCode::SUCCESS,
@@ -52,5 +82,47 @@ impl Outcome {
             Outcome::Incomplete(_) => ExitCode::from(EXIT_INCOMPLETE),
             Outcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    fn failed(l: &str) -> Outcome {
+        Outcome::ThresholdFailed(vec![l.into()])
+    }
+
+    fn incomplete(l: &str) -> Outcome {
+        Outcome::Incomplete(vec![l.into()])
+    }
+
+    #[test]
+    fn the_worse_of_two_outcomes_ranks_as_a_single_runs_and_keeps_every_line() {
+        assert_eq!(Outcome::Passed.worse(Outcome::Passed), Outcome::Passed);
+        assert_eq!(Outcome::Passed.worse(incomplete("a")), incomplete("a"));
+        assert_eq!(
+            incomplete("a").worse(incomplete("b")),
+            Outcome::Incomplete(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            incomplete("a").worse(Outcome::Interrupted),
+            Outcome::Interrupted
+        );
+        assert_eq!(Outcome::Interrupted.worse(failed("x")), failed("x"));
+        assert_eq!(
+            failed("x").worse(failed("y")),
+            Outcome::ThresholdFailed(vec!["x".into(), "y".into()])
+        );
+    }
+
+    #[test]
+    fn labelled_outcomes_name_their_measurement_on_each_line() {
+        assert_eq!(failed("x").labelled("reverse: "), failed("reverse: x"));
+        assert_eq!(
+            incomplete("y").labelled("forward: "),
+            incomplete("forward: y")
+        );
+        assert_eq!(Outcome::Passed.labelled("forward: "), Outcome::Passed);
     }
 }

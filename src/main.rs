@@ -208,6 +208,13 @@ fn logs(cfg: &SendConfig) -> Vec<&Path> {
 
 /// Judges the thresholds (so the files carry the verdict), then writes the report.
 fn finish_send(mut report: udplab::summary::RunReport, cfg: &SendConfig) -> Outcome {
+    if let Some(mut reverse) = report.bidir_reverse.take() {
+        // `--bidir`: each direction judged on its own; the worse outcome decides.
+        let forward_outcome = judge(&mut report, &cfg.thresholds).labelled("forward: ");
+        let reverse_outcome = judge(&mut reverse, &cfg.thresholds).labelled("reverse: ");
+        run::write_bidir_outputs(&report, &reverse, &cfg.outputs);
+        return forward_outcome.worse(reverse_outcome);
+    }
     let outcome = judge(&mut report, &cfg.thresholds);
     write_outputs(&report, &cfg.outputs, false);
     run::send::write_hdr_log(cfg);

@@ -112,6 +112,7 @@ impl TestParams {
             echo: self.echo,
             loss_ranges: self.loss_ranges,
             reverse: false,
+            bidir: false,
             pattern: self.pattern,
             interval_ns: self.interval.as_nanos() as u64,
             tmax_ns: self.tmax.as_nanos() as u64,
@@ -366,6 +367,14 @@ pub struct SenderControl {
     ignored: u64,
     /// A reverse test (`send -R`): the receiver sends, this side measures.
     reverse: bool,
+    /// A bidirectional test (`send --bidir`): both sides send, both measure.
+    bidir: bool,
+    /// `--bidir` interrupted: every Fin and ResultReq is followed by an Abort that stops the
+    /// receiver's data (its forward half drains as usual).
+    stop_reverse_asked: bool,
+    /// `--bidir`: when the receiver's data should have ended (from the accepting answer, as
+    /// planned): its results may take until then, whenever the forward half ended.
+    reverse_planned_end: Option<Instant>,
 }
 
 impl SenderControl {
@@ -380,6 +389,23 @@ impl SenderControl {
         session_id: u32,
         params: TestParams,
         reverse: bool,
+        now: Instant,
+    ) -> Self {
+        Self::build(session_id, params, reverse, false, now)
+    }
+
+    /// A bidirectional test (Hello flag bit 4): the driver sends its Data and finishes as in a
+    /// forward test while it measures the receiver's; the results bring both
+    /// [`SenderEvent::Results`] and [`SenderEvent::SenderResults`].
+    pub fn bidir(session_id: u32, params: TestParams, now: Instant) -> Self {
+        Self::build(session_id, params, false, true, now)
+    }
+
+    fn build(
+        session_id: u32,
+        params: TestParams,
+        reverse: bool,
+        bidir: bool,
         now: Instant,
     ) -> Self {
         let mut s = SenderControl {
@@ -399,6 +425,9 @@ impl SenderControl {
             secret: 0,
             ignored: 0,
             reverse,
+            bidir,
+            stop_reverse_asked: false,
+            reverse_planned_end: None,
         };
         s.handle_timeout(now);
         s
@@ -418,6 +447,7 @@ impl SenderControl {
         let mut hello = self.params.hello(self.session_id);
         hello.cookie = self.cookie;
         hello.reverse = self.reverse;
+        hello.bidir = self.bidir;
         emit(&Message::Hello(hello))
     }
 
@@ -478,6 +508,11 @@ impl SenderControl {
                 match ack.status {
                     HelloStatus::Accepted if ack.secret != 0 => {
                         self.secret = ack.secret;
+                        if self.bidir {
+                            self.reverse_planned_end = Some(
+                                now + planned_sending(&self.params).unwrap_or(MAX_REVERSE_DURATION),
+                            );
+                        }
                         self.phase = SenderPhase::Running;
                         self.phase_started = now;
                         self.next_send = None;
@@ -504,7 +539,11 @@ impl SenderControl {
                 self.phase = SenderPhase::AwaitingResults;
                 self.phase_started = now;
                 self.results_from = Some(now + tmax);
-                self.results_deadline = Some(now + tmax + RESULTS_GRACE);
+                // `--bidir`: the receiver's results also wait for its data's end.
+                let results_by = self
+                    .reverse_planned_end
+                    .map_or(now, |end| end.max(now) + self.params.tmax);
+                self.results_deadline = Some(results_by.max(now + tmax) + RESULTS_GRACE);
                 self.next_send = Some(now + tmax);
             }
             Message::ResultChunk(chunk) => {
@@ -518,16 +557,20 @@ impl SenderControl {
     }
 
     fn handle_chunk(&mut self, now: Instant, chunk: &ResultChunk<'_>) {
-        if !matches!(
-            self.phase,
-            SenderPhase::Finishing | SenderPhase::AwaitingResults
-        ) || !chunk.ready
+        // An interrupted receiver pushes a bidirectional test's results while data still flows.
+        let pushed_bidir = self.bidir && self.phase == SenderPhase::Running;
+        if !(pushed_bidir
+            || matches!(
+                self.phase,
+                SenderPhase::Finishing | SenderPhase::AwaitingResults
+            ))
+            || !chunk.ready
             || chunk.count == 0
             || chunk.index >= chunk.count
         {
             return;
         }
-        if self.phase == SenderPhase::Finishing {
+        if matches!(self.phase, SenderPhase::Finishing | SenderPhase::Running) {
             // FinAck lost but results already flowing: the receiver is done waiting.
             self.phase = SenderPhase::AwaitingResults;
             self.results_deadline = Some(now + RESULTS_GRACE);
@@ -542,11 +585,19 @@ impl SenderControl {
                 Ok(env) if env.version == REPORT_VERSION => {
                     self.phase = SenderPhase::Done;
                     self.next_send = None;
+                    if self.bidir {
+                        // Both halves: the receiver's measurement, then what it sent.
+                        self.events
+                            .push_back(SenderEvent::Results(Box::new(env.report.clone())));
+                    }
                     self.events.push_back(match env.sender {
-                        Some(sender) if self.reverse => SenderEvent::SenderResults {
+                        Some(sender) if self.reverse || self.bidir => SenderEvent::SenderResults {
                             report: Box::new(sender),
                             interrupted: env.interrupted,
                         },
+                        _ if self.bidir => SenderEvent::Failed(ControlError::BadResults(
+                            "a bidirectional test's results without the receiver's totals".into(),
+                        )),
                         _ => SenderEvent::Results(Box::new(env.report)),
                     });
                 }
@@ -612,6 +663,25 @@ impl SenderControl {
         self.results_deadline = Some(self.results_deadline.map_or(by, |d| d.min(by)));
     }
 
+    /// `--bidir` interrupted: the forward half ends with its Fin as usual; the receiver's data
+    /// is asked to stop with an Abort sent along every later Fin and ResultReq.
+    pub fn stop_bidir_reverse(&mut self) {
+        if self.bidir && !self.stop_reverse_asked && self.phase != SenderPhase::Done {
+            self.stop_reverse_asked = true;
+            self.push_stop_reverse();
+        }
+    }
+
+    fn push_stop_reverse(&mut self) {
+        if self.stop_reverse_asked && self.secret != 0 {
+            self.outbox.push_back(emit(&Message::Abort {
+                session_id: self.session_id,
+                reason: AbortReason::Interrupted,
+                secret: self.secret,
+            }));
+        }
+    }
+
     /// The user interrupted the run: tell the receiver (best effort) and stop.
     pub fn abort(&mut self) {
         if self.secret != 0 {
@@ -650,6 +720,7 @@ impl SenderControl {
                 }
                 if let Some(fin) = self.fin {
                     self.outbox.push_back(emit(&Message::Fin(fin)));
+                    self.push_stop_reverse();
                 }
             }
             SenderPhase::AwaitingResults => {
@@ -661,6 +732,7 @@ impl SenderControl {
                         session_id: self.session_id,
                         secret: self.secret,
                     }));
+                    self.push_stop_reverse();
                 }
             }
             SenderPhase::Running | SenderPhase::Done => {
@@ -918,6 +990,21 @@ struct RxSession {
     /// reliable figures until the row is published (in step with `row_spans`).
     arq_at_row: crate::arq::ArqReceiverStats,
     arq_rows: VecDeque<Option<ReliableInterval>>,
+    /// A bidirectional test's reverse half (None otherwise).
+    bidir: Option<BidirHalf>,
+}
+
+/// The reverse half of a bidirectional test (`send --bidir`): the driver sends Data to the
+/// peer while the session measures the peer's. The results wait for both halves.
+#[derive(Debug, Default)]
+struct BidirHalf {
+    /// StopSending went out while the forward half still ran.
+    stop_asked: bool,
+    /// The forward half's report, once measured, while the driver still sends.
+    forward: Option<Box<ReceiverReport>>,
+    /// What the driver sent, once its thread stopped while the forward half still ran; with
+    /// whether this receiver is being interrupted (the results then go out at once).
+    sent: Option<(SenderReport, bool)>,
 }
 
 impl RxSession {
@@ -1338,13 +1425,18 @@ impl ReceiverServer {
                 let Some(s) = self.owned_session(session_id, src, secret) else {
                     return;
                 };
-                if matches!(s.state, RxState::Sending { .. }) {
-                    // The client stops a reverse test: its results follow once the data
-                    // thread has stopped.
+                if matches!(s.state, RxState::Sending { .. })
+                    || (matches!(s.state, RxState::Draining { .. }) && s.bidir.is_some())
+                {
+                    // The client stops a reverse test (or a bidirectional test's reverse half,
+                    // its forward half draining after the Fin): its results follow once the
+                    // data thread has stopped.
                     s.last_activity = now;
                     self.stop_sending(session_id);
                 } else if !matches!(s.state, RxState::Finished { .. }) {
                     self.finish_session(now, session_id, true);
+                    // A bidirectional test's reverse half stops with it.
+                    self.stop_sending(session_id);
                 }
             }
             _ => self.foreign += 1,
@@ -1530,7 +1622,7 @@ impl ReceiverServer {
             ack.status = HelloStatus::Rejected;
             ack.reason = reason;
             ack.limit = limit;
-        } else if h.reverse
+        } else if (h.reverse || h.bidir)
             && let Err((reason, limit)) = reverse_limits(&params, self.cfg.max_reverse_bps)
         {
             ack.status = HelloStatus::Rejected;
@@ -1564,6 +1656,17 @@ impl ReceiverServer {
             return;
         }
         self.insert_session(now, src, h.session_id, secret, params, false);
+        if h.bidir
+            && let Some(s) = self.sessions.get_mut(&h.session_id)
+        {
+            // Both at once: this session measures the peer's Data while the driver sends.
+            s.bidir = Some(BidirHalf::default());
+            self.events.push_back(ServerEvent::StartSending {
+                session_id: h.session_id,
+                peer: src,
+                params,
+            });
+        }
     }
 
     /// Starts measuring a test whose sender is `src`.
@@ -1635,6 +1738,7 @@ impl ReceiverServer {
                 arq_last_wall_ns: 0,
                 arq_at_row: Default::default(),
                 arq_rows: VecDeque::new(),
+                bidir: None,
             },
         );
         self.events.push_back(ServerEvent::Started {
@@ -1692,6 +1796,7 @@ impl ReceiverServer {
                 arq_last_wall_ns: 0,
                 arq_at_row: Default::default(),
                 arq_rows: VecDeque::new(),
+                bidir: None,
             },
         );
         self.events.push_back(ServerEvent::StartSending {
@@ -1703,10 +1808,18 @@ impl ReceiverServer {
 
     /// Asks the driver (once) to stop a reverse test's data thread.
     fn stop_sending(&mut self, session_id: u32) {
-        if let Some(s) = self.sessions.get_mut(&session_id)
-            && let RxState::Sending { stop_asked } = &mut s.state
-            && !*stop_asked
-        {
+        let Some(s) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let stop_asked = match (&mut s.state, s.bidir.as_mut()) {
+            (RxState::Sending { stop_asked }, _) => stop_asked,
+            // A bidirectional test still measuring: its driver may still be sending.
+            (RxState::Running | RxState::Draining { .. }, Some(b)) if b.sent.is_none() => {
+                &mut b.stop_asked
+            }
+            _ => return,
+        };
+        if !*stop_asked {
             *stop_asked = true;
             self.events
                 .push_back(ServerEvent::StopSending { session_id });
@@ -1727,33 +1840,30 @@ impl ReceiverServer {
         let Some(s) = self.sessions.get_mut(&session_id) else {
             return;
         };
+        if let (RxState::Running | RxState::Draining { .. }, Some(b)) = (&s.state, s.bidir.as_mut())
+        {
+            // A bidirectional test still measuring: its results wait for the forward half.
+            if b.sent.is_none() {
+                b.sent = Some((report, push));
+            }
+            return;
+        }
         if !matches!(s.state, RxState::Sending { .. }) {
             return;
         }
-        s.data_seen = report.sent > 0;
+        // A bidirectional test's forward half (already measured) travels with the totals.
+        let forward = s.bidir.as_mut().and_then(|b| b.forward.take());
+        s.data_seen = s.data_seen || report.sent > 0;
         let (json_len, chunks) = result_chunks(ResultsEnvelope {
             version: REPORT_VERSION,
-            report: ReceiverReport::default(),
+            report: forward.map(|f| *f).unwrap_or_default(),
             sender: Some(report),
             // Pushed at once only when this receiver is being interrupted.
             interrupted: push,
         });
         s.memory = json_len as u64;
         if push {
-            let count = chunks.len() as u16;
-            for (i, data) in chunks.iter().enumerate() {
-                self.outbox.push_back((
-                    s.peer,
-                    emit(&Message::ResultChunk(ResultChunk {
-                        session_id,
-                        ready: true,
-                        index: i as u16,
-                        count,
-                        secret: s.secret,
-                        data,
-                    })),
-                ));
-            }
+            push_chunks(&mut self.outbox, s.peer, session_id, s.secret, &chunks);
         }
         s.state = RxState::Finished {
             chunks,
@@ -2052,15 +2162,42 @@ impl ReceiverServer {
             stats,
             reliable: s.arq.as_ref().map(ArqReceiver::stats),
         };
-        let (json_len, chunks) = result_chunks(ResultsEnvelope {
-            version: REPORT_VERSION,
-            report: report.clone(),
-            sender: None,
-            interrupted: false,
-        });
         // The window goes now; the results stay for the sender (bounded by MAX_FINISHED_KEPT).
         s.stats = None;
         s.arq = None;
+        self.events.push_back(ServerEvent::Finished {
+            session_id: id,
+            peer: s.peer,
+            report: Box::new(report.clone()),
+        });
+        let (sender, push) = match s.bidir.as_mut() {
+            Some(b) => match b.sent.take() {
+                Some((sent, push)) => (Some(sent), push),
+                None => {
+                    // A bidirectional test whose driver still sends: the results wait for
+                    // its totals (`reverse_done`), as a reverse test's do.
+                    b.forward = Some(Box::new(report));
+                    s.memory = 0;
+                    s.state = RxState::Sending {
+                        stop_asked: b.stop_asked,
+                    };
+                    return;
+                }
+            },
+            None => (None, false),
+        };
+        if let Some(sent) = &sender {
+            s.data_seen = s.data_seen || sent.sent > 0;
+        }
+        let (json_len, chunks) = result_chunks(ResultsEnvelope {
+            version: REPORT_VERSION,
+            report,
+            sender,
+            interrupted: push,
+        });
+        if push {
+            push_chunks(&mut self.outbox, s.peer, id, s.secret, &chunks);
+        }
         s.memory = json_len as u64;
         s.state = RxState::Finished {
             chunks,
@@ -2070,11 +2207,6 @@ impl ReceiverServer {
         if s.data_seen {
             self.completed_with_data += 1;
         }
-        self.events.push_back(ServerEvent::Finished {
-            session_id: id,
-            peer: s.peer,
-            report: Box::new(report),
-        });
     }
 
     /// Ctrl-C: ends every running test with what was measured, and tells the peers.
@@ -2089,14 +2221,20 @@ impl ReceiverServer {
         for id in sending {
             self.stop_sending(id);
         }
-        let running: Vec<(u32, SocketAddr, u64, bool)> = self
+        let running: Vec<(u32, SocketAddr, u64, bool, bool)> = self
             .sessions
             .iter()
             .filter(|(_, s)| !matches!(s.state, RxState::Finished { .. } | RxState::Sending { .. }))
-            .map(|(id, s)| (*id, s.peer, s.secret, s.multicast))
+            .map(|(id, s)| (*id, s.peer, s.secret, s.multicast, s.bidir.is_some()))
             .collect();
-        for (id, peer, secret, multicast) in running {
+        for (id, peer, secret, multicast, bidir) in running {
             self.finish_session(now, id, true);
+            if bidir {
+                // Its results go to the client once its data thread stopped (pushed): an
+                // Abort would make the client drop them.
+                self.stop_sending(id);
+                continue;
+            }
             if multicast {
                 continue; // a group sender is told nothing
             }
@@ -2278,6 +2416,31 @@ struct ResultsEnvelope {
     interrupted: bool,
 }
 
+/// Queues every results chunk of test `session_id` to its validated `peer` (results pushed by
+/// an interrupted receiver, which will not wait for the request).
+fn push_chunks(
+    outbox: &mut VecDeque<(SocketAddr, Vec<u8>)>,
+    peer: SocketAddr,
+    session_id: u32,
+    secret: u64,
+    chunks: &[Vec<u8>],
+) {
+    let count = chunks.len() as u16;
+    for (i, data) in chunks.iter().enumerate() {
+        outbox.push_back((
+            peer,
+            emit(&Message::ResultChunk(ResultChunk {
+                session_id,
+                ready: true,
+                index: i as u16,
+                count,
+                secret,
+                data,
+            })),
+        ));
+    }
+}
+
 /// The results as JSON in ResultChunk-sized pieces, and the JSON's length. A ResultChunk counts
 /// in u16: a larger document would wrap. Interval rows are capped so this cannot happen, but
 /// never send a corrupt result if it did: the rows are dropped (and counted as not kept).
@@ -2302,6 +2465,19 @@ fn result_chunks(env: ResultsEnvelope) -> (usize, Vec<Vec<u8>>) {
     (json.len(), chunks)
 }
 
+/// How long a paced test `params` describe sends for (None: it does not end by itself).
+fn planned_sending(params: &TestParams) -> Option<Duration> {
+    let by_count = (params.count > 0 && params.pps_milli > 0).then(|| {
+        Duration::from_secs_f64((params.count as f64 * 1000.0 / params.pps_milli as f64).min(1e9))
+    });
+    match (params.duration > Duration::ZERO, by_count) {
+        (true, Some(c)) => Some(params.duration.min(c)),
+        (true, None) => Some(params.duration),
+        (false, Some(c)) => Some(c),
+        (false, None) => None,
+    }
+}
+
 /// Why a receiver refuses to send the reverse test `params` describe, if it does. The rate is
 /// what the pacing makes of the declared datagram rate and size (not the declared bit rate, a
 /// claim), and the test must end by itself within [`MAX_REVERSE_DURATION`].
@@ -2314,14 +2490,8 @@ fn reverse_limits(params: &TestParams, max_bps: u64) -> Result<(), (RejectReason
         RejectReason::ReverseLength,
         MAX_REVERSE_DURATION.as_nanos() as u64,
     );
-    let by_count = (params.count > 0).then(|| {
-        Duration::from_secs_f64((params.count as f64 * 1000.0 / params.pps_milli as f64).min(1e9))
-    });
-    let planned = match (params.duration > Duration::ZERO, by_count) {
-        (true, Some(c)) => params.duration.min(c),
-        (true, None) => params.duration,
-        (false, Some(c)) => c,
-        (false, None) => return Err(limit),
+    let Some(planned) = planned_sending(params) else {
+        return Err(limit);
     };
     if planned > MAX_REVERSE_DURATION {
         return Err(limit);
@@ -2337,6 +2507,9 @@ mod multicast_tests;
 
 #[cfg(test)]
 mod reverse_tests;
+
+#[cfg(test)]
+mod bidir_tests;
 
 #[cfg(test)]
 mod tests {

@@ -523,6 +523,10 @@ pub struct RunReport {
     /// `--reliable`: what the ACK/retransmit layer cost, both ends' figures merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reliable: Option<ReliableReport>,
+    /// `--bidir`: the reverse direction's report, beside this forward one (the writers show
+    /// the two as two reports, each with its `direction`; never serialized inside this one).
+    #[serde(skip)]
+    pub bidir_reverse: Option<Box<RunReport>>,
 }
 
 /// Which way a test's data went, as the reports name it.

@@ -107,7 +107,7 @@
 //! | offset | size | field          | meaning                                                |
 //! |-------:|-----:|----------------|--------------------------------------------------------|
 //! | 8      | 4    | `payload_size` | size of each Data datagram's UDP payload, bytes        |
-//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bit 2: reliable (the ACK/retransmit layer: RData and Ack replace Data, parameters at 72..96, see below); bit 3: reverse (the receiver sends the Data, paced as this Hello says, to the validated sender, which measures; the results carry the receiver's sender-side report); bit 5: multicast announcement (see below); bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
+//! | 12     | 4    | `flags`        | bit 0: echo requested (receiver answers Data with Echo); bit 1: lost ranges requested in the results; bit 2: reliable (the ACK/retransmit layer: RData and Ack replace Data, parameters at 72..96, see below); bit 4: bidirectional (forward and reverse at once, each measured on its own); bit 3: reverse (the receiver sends the Data, paced as this Hello says, to the validated sender, which measures; the results carry the receiver's sender-side report); bit 5: multicast announcement (see below); bits 8–15: send pattern (0 not said, 1 cbr, 2 poisson, 3 burst, 4 unpaced); bits 16–31: burst size (0 = not said) |
 //! | 16     | 8    | `interval_ns`  | reporting interval, ns                                 |
 //! | 24     | 8    | `tmax_ns`      | waiting time for late datagrams after the end (RFC 7680), ns |
 //! | 32     | 8    | `count`        | datagrams the sender will send, 0 = not fixed          |
@@ -270,6 +270,7 @@ const HELLO_FLAG_RELIABLE: u32 = 1 << 2;
 pub const HELLO_RELIABLE_LEN: usize = 96;
 /// `reliable_flags` bit 7: the deadline is an RTT multiple × 1000.
 const RELIABLE_DEADLINE_RTT: u8 = 0x80;
+const HELLO_FLAG_BIDIR: u32 = 1 << 4;
 const HELLO_PATTERN_SHIFT: u32 = 8;
 const HELLO_BURST_SHIFT: u32 = 16;
 
@@ -468,6 +469,10 @@ pub struct Hello {
     pub loss_ranges: bool,
     /// Flag bit 3: a reverse test (`send -R`): the receiver sends the Data, the sender measures.
     pub reverse: bool,
+    /// Flag bit 4: a bidirectional test (`send --bidir`): the sender sends its Data as in a
+    /// forward test and the receiver at the same time sends Data back as in a reverse test;
+    /// the results carry both the receiver's measurement and its sender-side report.
+    pub bidir: bool,
     /// Flag bits 8–31: the send pattern, for the receiver's report.
     pub pattern: HelloPattern,
     pub interval_ns: u64,
@@ -800,6 +805,7 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
             echo: be_u32(buf, 12) & HELLO_FLAG_ECHO != 0,
             loss_ranges: be_u32(buf, 12) & HELLO_FLAG_LOSS_RANGES != 0,
             reverse: be_u32(buf, 12) & HELLO_FLAG_REVERSE != 0,
+            bidir: be_u32(buf, 12) & HELLO_FLAG_BIDIR != 0,
             pattern: HelloPattern::from_flags(be_u32(buf, 12)),
             interval_ns: be_u64(buf, 16),
             tmax_ns: be_u64(buf, 24),
@@ -1085,6 +1091,9 @@ impl Message<'_> {
                 if m.reliable.is_some() {
                     flags |= HELLO_FLAG_RELIABLE;
                 }
+                if m.bidir {
+                    flags |= HELLO_FLAG_BIDIR;
+                }
                 out.extend_from_slice(&m.payload_size.to_be_bytes());
                 out.extend_from_slice(&flags.to_be_bytes());
                 for field in [
@@ -1185,6 +1194,7 @@ mod tests {
             echo: true,
             loss_ranges: false,
             reverse: false,
+            bidir: false,
             pattern: HelloPattern::Unknown,
             interval_ns: 1_000_000_000,
             tmax_ns: 2_000_000_000,
@@ -1536,6 +1546,7 @@ mod tests {
     fn a_reverse_hello_sets_flag_bit_3_and_keeps_its_size() {
         let hello = Hello {
             reverse: true,
+            bidir: false,
             echo: false,
             pattern: HelloPattern::Cbr,
             ..sample_hello()
@@ -1546,6 +1557,7 @@ mod tests {
         assert_eq!(parse(&bytes), Ok(Message::Hello(hello)));
         let forward = emitted(&Message::Hello(Hello {
             reverse: false,
+            bidir: false,
             ..hello
         }));
         assert_eq!(&forward[12..16], &[0x00, 0x00, 0x01, 0x00]);
@@ -1600,6 +1612,20 @@ mod tests {
         let mut bad = bytes.clone();
         bad[72] = 9;
         assert_eq!(parse(&bad), Err(WireError::BadField("Hello.reliable_mode")));
+    }
+
+    #[test]
+    fn a_bidir_hello_sets_flag_bit_4_and_keeps_its_size() {
+        let hello = Hello {
+            bidir: true,
+            echo: false,
+            pattern: HelloPattern::Cbr,
+            ..sample_hello()
+        };
+        let bytes = emitted(&Message::Hello(hello));
+        assert_eq!(bytes.len(), HELLO_LEN);
+        assert_eq!(&bytes[12..16], &[0x00, 0x00, 0x01, 0x10]);
+        assert_eq!(parse(&bytes), Ok(Message::Hello(hello)));
     }
 
     #[test]
@@ -1832,7 +1858,7 @@ mod tests {
         (
             any::<u32>(),
             any::<u32>(),
-            any::<[bool; 4]>(),
+            any::<[bool; 5]>(),
             pattern,
             any::<[u64; 7]>(),
             any::<(Option<u8>, Option<u8>)>(),
@@ -1842,7 +1868,7 @@ mod tests {
                 |(
                     session_id,
                     payload_size,
-                    [echo, loss_ranges, reverse, multicast],
+                    [echo, loss_ranges, reverse, multicast, bidir],
                     pattern,
                     v,
                     (tos, ttl),
@@ -1854,6 +1880,7 @@ mod tests {
                         echo,
                         loss_ranges,
                         reverse,
+                        bidir,
                         multicast,
                         pattern,
                         interval_ns: v[0],

@@ -281,7 +281,11 @@ pub fn append_interval_csv(path: &Path, report: &RunReport) -> Result<usize, Csv
 /// comment line saying how many were not carried.
 pub fn write_loss_log<W: Write>(mut w: W, runs: &[&RunReport]) -> io::Result<()> {
     let mut text = format!("{LOSS_LOG_HEADER}\n");
-    for run in runs {
+    for (i, run) in runs.iter().enumerate() {
+        if i > 0 && run.direction != runs[i - 1].direction {
+            // `--bidir`: one run id, two directions; the second's ranges follow this line.
+            text += &format!("# {}: {} direction\n", run.run_id, run.direction.as_str());
+        }
         let Some(receiver) = &run.receiver else {
             text += &format!(
                 "# {}: no lost ranges: the receiver's results never came back\n",

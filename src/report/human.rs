@@ -29,7 +29,7 @@ pub fn write_human<W: Write>(mut w: W, report: &RunReport) -> io::Result<()> {
         // Which host is which column: the receiver sent, the command's side measured.
         writeln!(
             w,
-            "direction: reverse (-R): the sender column is `udplab recv`, which sent the data; the receiver column is the side that ran `send -R` and measured"
+            "direction: reverse (-R): the sender column is `udplab recv`, which sent the data; the receiver column is the side that ran `send -R` (or `--bidir`) and measured"
         )?;
     }
     let table = summary_table(report);

@@ -55,6 +55,25 @@ pub fn flows_document(flows: &[RunReport], total: &RunReport) -> ReportDocument 
     }
 }
 
+/// The document of a bidirectional test (`--bidir`): the header, then `flows` with the
+/// forward and the reverse report, each naming its `direction`. There is no `total`: the two
+/// directions are two measurements, not parts of one.
+pub fn bidir_document(forward: &RunReport, reverse: &RunReport) -> serde_json::Value {
+    let mut flows = Vec::new();
+    for (report, direction) in [(forward, "forward"), (reverse, "reverse")] {
+        let mut flow = serde_json::to_value(report).unwrap_or_default();
+        if let Some(map) = flow.as_object_mut() {
+            map.insert("direction".into(), direction.into());
+        }
+        flows.push(flow);
+    }
+    let mut doc = serde_json::to_value(document_header(REPORT_SCHEMA)).unwrap_or_default();
+    if let Some(map) = doc.as_object_mut() {
+        map.insert("flows".into(), flows.into());
+    }
+    doc
+}
+
 /// Writes one flow's run as a pretty JSON document followed by a newline.
 pub fn write_json<W: Write>(w: W, report: &RunReport) -> io::Result<()> {
     write_document(w, &single_flow_document(report))

@@ -19,7 +19,7 @@ pub use self::csv::{
 };
 pub use self::human::{write_human, write_interval_header, write_interval_line};
 pub use self::json::{
-    IntervalStream, command_line, document_header, flows_document, shell_quote,
+    IntervalStream, bidir_document, command_line, document_header, flows_document, shell_quote,
     single_flow_document, write_document, write_interval_ndjson, write_json, write_json_line,
 };
 

@@ -66,8 +66,9 @@ pub fn with_receiver<T>(
         // `json` only steers the text to stderr when stdout carries JSON; the caller writes
         // the reports.
         outputs: Outputs {
-            // A reverse test's loss is measured (and logged) by the sending half.
-            loss_log: if cfg.reverse {
+            // A reverse test's loss is measured (and logged) by the sending half (with
+            // --bidir, both directions are logged there).
+            loss_log: if cfg.reverse || cfg.bidir {
                 None
             } else {
                 cfg.outputs.loss_log.take()

@@ -408,6 +408,40 @@ pub fn write_outputs(report: &RunReport, outputs: &Outputs, json_append: bool) {
     }
 }
 
+/// Writes a bidirectional test's two reports (`--bidir`): warnings, then two text blocks
+/// labelled forward and reverse, one CSV row set per direction (its `direction` column says
+/// which), and one JSON document with both as `flows`.
+pub fn write_bidir_outputs(forward: &RunReport, reverse: &RunReport, outputs: &Outputs) {
+    for w in forward.warnings.iter().chain(&reverse.warnings) {
+        warn(w);
+    }
+    let mut text = text_writer(outputs);
+    for (label, report) in [
+        ("forward: this side sent, the receiver measured", forward),
+        ("reverse: the receiver sent, this side measured", reverse),
+    ] {
+        let _ = writeln!(text, "{label}");
+        let _ = report::write_human(&mut text, report);
+    }
+    let _ = text.flush();
+    append_csv_rows(outputs, forward);
+    append_csv_rows(outputs, reverse);
+    let document = report::bidir_document(forward, reverse);
+    match &outputs.json {
+        Some(JsonOut::Stdout) => {
+            let _ = report::write_document(Stdout, &document);
+        }
+        Some(JsonOut::File(path)) => {
+            let mut bytes = Vec::new();
+            match report::write_document(&mut bytes, &document) {
+                Ok(()) => write_file(path, &bytes, false),
+                Err(e) => record_output_failure(&path.display().to_string(), e),
+            }
+        }
+        None => {}
+    }
+}
+
 /// Appends `report`'s rows to the summary and interval CSV files asked for, recording a
 /// failure of either (the other is still written).
 pub fn append_csv_rows(outputs: &Outputs, report: &RunReport) {

@@ -38,9 +38,10 @@ fn planned_length(params: &TestParams) -> Duration {
 }
 
 /// The measuring half of a reverse test: the stats core and what it needs around it.
-struct Measure {
+pub(crate) struct Measure {
     session_id: u32,
     stats: ReceiverStats,
+    tmax: Duration,
     started: Instant,
     interval: Duration,
     next_interval: Instant,
@@ -82,8 +83,63 @@ impl HandshakeRx for Measure {
 }
 
 impl Measure {
+    /// Measures test `session_id`'s Data from `start` on (the handshake's start: the receiver
+    /// sends once it accepts, and its accepting answer may be lost).
+    pub(crate) fn new(
+        cfg: &SendConfig,
+        session_id: u32,
+        params: &TestParams,
+        start: Instant,
+    ) -> Self {
+        Measure {
+            session_id,
+            stats: ReceiverStats::new(StatsConfig {
+                window_bits: params.window_bits(),
+                loss_horizon_ns: params.tmax.as_nanos() as u64,
+                record_loss_ranges: cfg.outputs.loss_log.is_some(),
+            }),
+            tmax: params.tmax,
+            started: start,
+            interval: cfg.interval,
+            next_interval: start + cfg.interval,
+            interval_index: 0,
+            row_spans: std::collections::VecDeque::new(),
+            intervals: Vec::new(),
+            intervals_not_kept: 0,
+            loss_ranges: Vec::new(),
+            loss_ranges_not_kept: 0,
+            foreign: 0,
+            unauthenticated: 0,
+            key: cfg.key.clone(),
+            batch: Some(RecvBatch::new(
+                64,
+                cfg.payload_size.max(2048) + auth_room(cfg.key.as_ref()),
+            )),
+        }
+    }
+
+    /// Declares due losses and closes the interval rows that ended by `now`; the rows whose
+    /// losses are final are printed (unless `quiet`) and streamed.
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        cfg: &SendConfig,
+        text: &mut impl Write,
+        stream: Option<&report::IntervalStream>,
+        run_id: &str,
+    ) -> anyhow::Result<()> {
+        self.stats.on_tick(self.now_ns(now));
+        while now >= self.next_interval {
+            let secs = self.interval.as_secs_f64();
+            let end_s = (self.interval_index + 1) as f64 * secs;
+            self.close_row(now, end_s);
+            self.next_interval += self.interval;
+        }
+        publish(self, cfg, text, stream, run_id)
+    }
+
     /// Receives one batch: this test's Data to the statistics, the rest to `ctl`.
-    fn receive_batch(
+    pub(crate) fn receive_batch(
         &mut self,
         sock: &std::net::UdpSocket,
         ctl: &mut SenderControl,
@@ -225,30 +281,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     // accepts, and its accepting answer may be lost (then the Data comes first).
     let start = time::now();
     let mut ctl = SenderControl::with_direction(session_id, params, true, start);
-    let mut m = Measure {
-        session_id,
-        stats: ReceiverStats::new(StatsConfig {
-            window_bits: params.window_bits(),
-            loss_horizon_ns: params.tmax.as_nanos() as u64,
-            record_loss_ranges: cfg.outputs.loss_log.is_some(),
-        }),
-        started: start,
-        interval: cfg.interval,
-        next_interval: start + cfg.interval,
-        interval_index: 0,
-        row_spans: std::collections::VecDeque::new(),
-        intervals: Vec::new(),
-        intervals_not_kept: 0,
-        loss_ranges: Vec::new(),
-        loss_ranges_not_kept: 0,
-        foreign: 0,
-        unauthenticated: 0,
-        key: cfg.key.clone(),
-        batch: Some(RecvBatch::new(
-            64,
-            cfg.payload_size.max(2048) + auth_room(key),
-        )),
-    };
+    let mut m = Measure::new(cfg, session_id, &params, start);
     handshake(sock, &mut ctl, &mut m, cfg, stop)?;
     ctl.await_reverse_results(time::now(), planned_length(&params));
     let mut text = text_writer(&cfg.outputs);
@@ -307,118 +340,141 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             ctl.stop_reverse(now);
             flush_control(sock, &mut ctl, key);
         }
-        m.stats.on_tick(m.now_ns(now));
-        while now >= m.next_interval {
-            let secs = m.interval.as_secs_f64();
-            let end_s = (m.interval_index + 1) as f64 * secs;
-            m.close_row(now, end_s);
-            m.next_interval += m.interval;
-        }
-        publish(&mut m, cfg, &mut text, interval_stream.as_ref(), &run_id)?;
+        m.tick(now, cfg, &mut text, interval_stream.as_ref(), &run_id)?;
         if failed || drain_until.is_some_and(|t| now >= t) || stop.abandon() {
             break;
         }
     }
-    let now = time::now();
-    // The receiver's total ends the measurement as a Fin does; without it, what was seen.
-    let total = match &sender {
-        Some(s) => s.sent,
-        None => m.stats.seen_end(),
-    };
-    m.stats.finish(total, m.now_ns(now));
-    let elapsed = now.saturating_duration_since(start).as_secs_f64();
-    let start_s = m.interval_index as f64 * m.interval.as_secs_f64();
-    if elapsed > start_s {
-        m.close_row(now, elapsed);
-    }
-    publish(&mut m, cfg, &mut text, interval_stream.as_ref(), &run_id)?;
-    text.flush()?;
-    let rcvbuf_drops = match m.batch.as_mut().filter(|_| bound.rxq_overflow) {
-        Some(batch) => batch
-            .refresh_rxq_dropped(sock)
-            .ok()
-            .flatten()
-            .or(batch.rxq_dropped())
-            .or(Some(0)),
-        None => None,
-    };
-    let stats = m.stats.summary();
-    let duration_s = match (stats.first_recv_ns, stats.last_recv_ns) {
-        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
-        _ => 0.0,
-    };
-    let per_s = |x: f64| {
-        if duration_s > 0.0 {
-            x / duration_s
-        } else {
-            0.0
-        }
-    };
-    warnings.extend(stats.clock_warning());
-    if m.intervals_not_kept > 0 {
-        warnings.push(format!(
-            "{} interval rows beyond the first {MAX_KEPT_INTERVALS} were printed but not kept in this report",
-            m.intervals_not_kept
-        ));
-    }
     let interrupted = stop.requested() || peer_interrupted || sender.is_none();
-    let receiver = ReceiverReport {
-        duration_s,
-        rate_achieved_bps: per_s(stats.received_bytes as f64 * 8.0),
-        pps_achieved: per_s(stats.received as f64),
-        rcvbuf: bound.rcvbuf,
-        sndbuf: bound.sndbuf,
-        rcvbuf_drops,
-        timestamp_source: if bound.kernel_timestamps {
-            "kernel".into()
-        } else {
-            "user".into()
-        },
-        foreign_datagrams: m.foreign,
-        rcvbuf_drops_shared: false,
-        tmax_s: params.tmax.as_secs_f64(),
-        intervals: std::mem::take(&mut m.intervals),
-        intervals_not_kept: m.intervals_not_kept,
-        interrupted,
-        echo_sent: 0,
-        peer: cfg.addr.to_string(),
-        loss_ranges: std::mem::take(&mut m.loss_ranges),
-        loss_ranges_not_kept: m.loss_ranges_not_kept,
-        unauthenticated: key.map(|_| m.unauthenticated),
-        refused_by_allow: None,
-        // The reverse client does not read its Data's TOS/TTL: no marking report.
-        marking: Default::default(),
-        // --omit is refused with -R.
-        omit_s: 0.0,
-        omitted_sequences: 0,
-        omitted: 0,
-        reliable: None,
-        stats,
-    };
-    let sender = sender.map(|mut s| {
-        s.control_sent = 0;
-        s
-    });
-    let mut run = RunReport {
-        version: REPORT_VERSION,
-        run_id,
-        started_at: time::rfc3339(started_wall),
-        target: cfg.target.clone(),
-        payload_bytes: cfg.payload_size as u32,
-        pattern: cfg.pattern.to_string(),
-        echo: false,
+    let mut run = m.into_report(
+        cfg,
+        &bound,
+        &mut text,
+        interval_stream.as_ref(),
         sender,
-        receiver: Some(receiver),
-        warnings,
         interrupted,
-        direction: Direction::Reverse,
-        ..RunReport::default()
-    };
+    )?;
+    // This side's warnings first, then the measurement's.
+    run.warnings.splice(0..0, warnings);
+    run.started_at = time::rfc3339(started_wall);
     if let Some(path) = cfg.outputs.loss_log.as_ref() {
         crate::run::send::write_loss_log_file(path, &[&run]);
         strip_loss_ranges(&mut run);
     }
     Ok(run)
+}
+
+impl Measure {
+    /// Ends the measurement (the receiver's `sender` totals end it as a Fin does; without them,
+    /// what was seen) and returns the reverse direction's report, with the measurement's own
+    /// warnings.
+    pub(crate) fn into_report(
+        mut self,
+        cfg: &SendConfig,
+        bound: &net::BoundSocket,
+        text: &mut impl Write,
+        stream: Option<&report::IntervalStream>,
+        sender: Option<SenderReport>,
+        interrupted: bool,
+    ) -> anyhow::Result<RunReport> {
+        let mut warnings = Vec::new();
+        let m = &mut self;
+        let sock = &bound.socket;
+        let run_id = format!("{:08x}", m.session_id);
+        let now = time::now();
+        let total = match &sender {
+            Some(s) => s.sent,
+            None => m.stats.seen_end(),
+        };
+        m.stats.finish(total, m.now_ns(now));
+        let elapsed = now.saturating_duration_since(m.started).as_secs_f64();
+        let start_s = m.interval_index as f64 * m.interval.as_secs_f64();
+        if elapsed > start_s {
+            m.close_row(now, elapsed);
+        }
+        publish(m, cfg, text, stream, &run_id)?;
+        text.flush()?;
+        let rcvbuf_drops = match m.batch.as_mut().filter(|_| bound.rxq_overflow) {
+            Some(batch) => batch
+                .refresh_rxq_dropped(sock)
+                .ok()
+                .flatten()
+                .or(batch.rxq_dropped())
+                .or(Some(0)),
+            None => None,
+        };
+        let stats = m.stats.summary();
+        let duration_s = match (stats.first_recv_ns, stats.last_recv_ns) {
+            (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
+            _ => 0.0,
+        };
+        let per_s = |x: f64| {
+            if duration_s > 0.0 {
+                x / duration_s
+            } else {
+                0.0
+            }
+        };
+        warnings.extend(stats.clock_warning());
+        if m.intervals_not_kept > 0 {
+            warnings.push(format!(
+            "{} interval rows beyond the first {MAX_KEPT_INTERVALS} were printed but not kept in this report",
+            m.intervals_not_kept
+        ));
+        }
+        let receiver = ReceiverReport {
+            duration_s,
+            rate_achieved_bps: per_s(stats.received_bytes as f64 * 8.0),
+            pps_achieved: per_s(stats.received as f64),
+            rcvbuf: bound.rcvbuf,
+            sndbuf: bound.sndbuf,
+            rcvbuf_drops,
+            timestamp_source: if bound.kernel_timestamps {
+                "kernel".into()
+            } else {
+                "user".into()
+            },
+            foreign_datagrams: m.foreign,
+            rcvbuf_drops_shared: false,
+            tmax_s: m.tmax.as_secs_f64(),
+            intervals: std::mem::take(&mut m.intervals),
+            intervals_not_kept: m.intervals_not_kept,
+            interrupted,
+            echo_sent: 0,
+            peer: cfg.addr.to_string(),
+            loss_ranges: std::mem::take(&mut m.loss_ranges),
+            loss_ranges_not_kept: m.loss_ranges_not_kept,
+            unauthenticated: cfg.key.as_ref().map(|_| m.unauthenticated),
+            refused_by_allow: None,
+            // The reverse client does not read its Data's TOS/TTL: no marking report.
+            marking: Default::default(),
+            // --omit and --reliable are refused with -R and --bidir.
+            omit_s: 0.0,
+            omitted_sequences: 0,
+            omitted: 0,
+            reliable: None,
+            stats,
+        };
+        let sender = sender.map(|mut s| {
+            s.control_sent = 0;
+            s
+        });
+        Ok(RunReport {
+            version: REPORT_VERSION,
+            run_id,
+            target: cfg.target.clone(),
+            payload_bytes: cfg.payload_size as u32,
+            pattern: cfg.pattern.to_string(),
+            echo: false,
+            sender,
+            receiver: Some(receiver),
+            warnings,
+            interrupted,
+            direction: Direction::Reverse,
+            labels: cfg.labels.clone(),
+            ..RunReport::default()
+        })
+    }
 }
 
 /// Room for the `--key` tag after the largest datagram.

@@ -136,8 +136,10 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             })),
             sndbuf: cfg.sndbuf,
             force_buffers: cfg.force_buf,
-            // Echo arrival times for RTT.
-            kernel_timestamps: cfg.echo,
+            // Echo arrival times for RTT; with --bidir, the reverse Data's one-way delay.
+            kernel_timestamps: cfg.echo || cfg.bidir,
+            // With --bidir this side measures: its own buffer's drops too.
+            rxq_overflow: cfg.bidir,
             ..SocketOptions::default()
         },
     )
@@ -170,7 +172,11 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     for w in &warnings {
         crate::run::warn(w);
     }
-    let sock = bound.socket;
+    // A second handle: `bound` stays whole for the reverse half's report (`--bidir`).
+    let sock = bound
+        .socket
+        .try_clone()
+        .map_err(|e| SetupError(format!("cloning the socket: {e}")))?;
     // A group target: announced, never answered (see `session::MulticastReceive`).
     let group = cfg.addr.ip().is_multicast();
     if group {
@@ -183,7 +189,17 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let session_id = crate::run::session_id();
     let run_id = format!("{session_id:08x}");
     let params = test_params(cfg);
-    let mut ctl = SenderControl::new(session_id, params, time::now());
+    let start = time::now();
+    let mut ctl = if cfg.bidir {
+        SenderControl::bidir(session_id, params, start)
+    } else {
+        SenderControl::new(session_id, params, start)
+    };
+    // `--bidir`: the receiver's Data is measured from the handshake on (it sends once it
+    // accepts, and its accepting answer may be lost).
+    let mut measure = cfg
+        .bidir
+        .then(|| crate::run::reverse::Measure::new(cfg, session_id, &params, start));
     let key = cfg.key.as_ref();
     let mut replies = Replies::new(session_id, cfg.key.clone());
     // Echoes of warm-up datagrams (`--omit`) give no RTT sample, as the receiver counts none.
@@ -202,10 +218,12 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
 
     // Handshake (none with a group). The last Hello's round trip seeds `--reliable`'s RTT
     // estimate.
-    let handshake_rtt = if group {
-        Duration::ZERO
-    } else {
+    let handshake_rtt = if let Some(m) = measure.as_mut() {
+        handshake(&sock, &mut ctl, m, cfg, stop)?
+    } else if !group {
         handshake(&sock, &mut ctl, &mut replies, cfg, stop)?
+    } else {
+        Duration::ZERO
     };
 
     let mut text = text_writer(&cfg.outputs);
@@ -317,11 +335,18 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     let mut prev = (0u64, 0u64, 0u64);
     let mut reliable_prev = [0u64; 3];
     let mut peer_aborted = false;
+    // The receiver's results: its measurement, and (`--bidir`) what it sent with whether it
+    // was interrupted.
+    let mut receiver: Option<ReceiverReport> = None;
+    let mut reverse_sender: Option<(SenderReport, bool)> = None;
     if !cfg.outputs.quiet {
         report::write_interval_header(&mut text, "sender")?;
+        if measure.is_some() {
+            report::write_interval_header(&mut text, "receiver")?;
+        }
     }
     while !data.is_finished() {
-        if stop.requested() || peer_aborted {
+        if stop.requested() || peer_aborted || ctl.is_done() {
             halt.store(true, Ordering::Relaxed);
         }
         let wake = next_tick.min(time::now() + Duration::from_millis(20));
@@ -335,7 +360,19 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             }
         } else {
             // ICMP errors (the receiver went away) are the data thread's to count.
-            let _ = replies.receive(&sock, Some(wake), &mut ctl);
+            let _ = match measure.as_mut() {
+                Some(m) => HandshakeRx::receive(m, &sock, Some(wake), &mut ctl),
+                None => replies.receive(&sock, Some(wake), &mut ctl),
+            };
+            if let Some(m) = measure.as_mut() {
+                m.tick(
+                    time::now(),
+                    cfg,
+                    &mut text,
+                    interval_stream.as_ref(),
+                    &run_id,
+                )?;
+            }
         }
         if group && time::now() >= next_announcement {
             // Late joiners learn the test; members see the sender is alive. Best effort.
@@ -343,9 +380,18 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             next_announcement += MULTICAST_ANNOUNCE_EVERY;
         }
         while let Some(ev) = ctl.poll_event() {
-            if let SenderEvent::Failed(ControlError::PeerAborted) = ev {
-                peer_aborted = true;
-                warnings.push("the receiver ended the test early".into());
+            match ev {
+                SenderEvent::Failed(ControlError::PeerAborted) => {
+                    peer_aborted = true;
+                    warnings.push("the receiver ended the test early".into());
+                }
+                // `--bidir`: an interrupted receiver pushes its results while data flows.
+                SenderEvent::Results(r) => receiver = Some(*r),
+                SenderEvent::SenderResults {
+                    report,
+                    interrupted,
+                } => reverse_sender = Some((*report, interrupted)),
+                _ => {}
             }
         }
         let now = time::now();
@@ -429,7 +475,6 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     text.flush()?;
 
     // End of test: totals to the receiver, then its results back.
-    let mut receiver: Option<ReceiverReport> = None;
     // Our receive buffer's drops once the echoes are in, before the result chunks come (a
     // burst a small buffer may drop too, which is not the return path's loss).
     let mut echo_rcvbuf_drops = None;
@@ -439,9 +484,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         if let Err(e) = send_repeated(&sock, &fin, key, stop) {
             warnings.push(format!("sending the Fin to the group: {e}"));
         }
-    } else if !peer_aborted {
+    } else if !peer_aborted && !ctl.is_done() {
         ctl.finish(time::now(), result.sent, result.bytes, result.errors());
         loop {
+            if stop.requested() {
+                // `--bidir`: the receiver's data stops too (its forward half drains as usual).
+                ctl.stop_bidir_reverse();
+            }
             if cfg.echo && echo_rcvbuf_drops.is_none() && ctl.requesting_results(time::now()) {
                 echo_rcvbuf_drops = replies.batch.refresh_rxq_dropped(&sock).ok().flatten();
             }
@@ -449,13 +498,19 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             match ctl.poll_event() {
                 Some(SenderEvent::Results(r)) => {
                     receiver = Some(*r);
-                    break;
+                    if measure.is_none() {
+                        break;
+                    }
                 }
+                Some(SenderEvent::SenderResults {
+                    report,
+                    interrupted,
+                }) => reverse_sender = Some((*report, interrupted)),
                 Some(SenderEvent::Failed(e)) => {
                     warnings.push(format!("no results from the receiver: {e}"));
                     break;
                 }
-                Some(SenderEvent::Accepted { .. } | SenderEvent::SenderResults { .. }) => {}
+                Some(SenderEvent::Accepted { .. }) => {}
                 None if ctl.is_done() => break,
                 None => {}
             }
@@ -468,10 +523,23 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             let wake = ctl
                 .poll_timeout()
                 .map(|t| t.min(time::now() + Duration::from_millis(50)));
-            match replies.receive(&sock, wake, &mut ctl) {
+            let received = match measure.as_mut() {
+                Some(m) => HandshakeRx::receive(m, &sock, wake, &mut ctl),
+                None => replies.receive(&sock, wake, &mut ctl),
+            };
+            match received {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
                 Err(e) => warnings.push(format!("receiving results: {e}")),
+            }
+            if let Some(m) = measure.as_mut() {
+                m.tick(
+                    time::now(),
+                    cfg,
+                    &mut text,
+                    interval_stream.as_ref(),
+                    &run_id,
+                )?;
             }
             ctl.handle_timeout(time::now());
         }
@@ -482,6 +550,26 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         let last_end = intervals.last().map_or(0.0, |r| r.end_s).max(start_s);
         let now_s = time::now().saturating_duration_since(start).as_secs_f64();
         log_rtt(cfg, last_end, (now_s - last_end).max(0.0), &replies.rtt);
+    }
+    // `--bidir`: the receiver's late Data still counts for Tmax after its totals came.
+    if let Some(m) = measure.as_mut()
+        && reverse_sender.is_some()
+    {
+        let until = time::now() + params.tmax;
+        while time::now() < until && !stop.abandon() {
+            match HandshakeRx::receive(m, &sock, Some(until), &mut ctl) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e.into()),
+            }
+            m.tick(
+                time::now(),
+                cfg,
+                &mut text,
+                interval_stream.as_ref(),
+                &run_id,
+            )?;
+        }
     }
     rtt_total.add(&replies.rtt);
     // Echo replies our own receive buffer dropped: return-path loss that is this host's.
@@ -560,6 +648,33 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
             None
         },
     };
+    // `--bidir`: the receiver pushed its results because it was interrupted.
+    let peer_interrupted = reverse_sender.as_ref().is_some_and(|(_, i)| *i);
+    let bidir_reverse = match measure {
+        Some(m) => {
+            let mut rev_warnings = Vec::new();
+            if peer_interrupted {
+                rev_warnings.push("the receiver was interrupted: it stopped sending early".into());
+            }
+            if reverse_sender.is_none() {
+                rev_warnings
+                    .push("no totals from the receiver: the figures cover what was seen".into());
+            }
+            let interrupted = stop.requested() || peer_interrupted || reverse_sender.is_none();
+            let mut rev = m.into_report(
+                cfg,
+                &bound,
+                &mut text,
+                interval_stream.as_ref(),
+                reverse_sender.map(|(s, _)| s),
+                interrupted,
+            )?;
+            rev.warnings.splice(0..0, rev_warnings);
+            rev.started_at = time::rfc3339(started_wall);
+            Some(Box::new(rev))
+        }
+        None => None,
+    };
     let mut run = RunReport {
         version: REPORT_VERSION,
         run_id,
@@ -574,7 +689,8 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
         sender: Some(sender),
         receiver,
         warnings,
-        interrupted: stop.requested() || peer_aborted,
+        interrupted: stop.requested() || peer_aborted || peer_interrupted,
+        bidir_reverse,
         labels: cfg.labels.clone(),
         ..RunReport::default()
     };
@@ -602,8 +718,13 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
     }
     // One flow writes its loss log here; `--flows` writes every flow's into one file.
     if let Some(path) = cfg.outputs.loss_log.as_ref().filter(|_| cfg.flows <= 1) {
-        write_loss_log_file(path, &[&run]);
+        let mut runs = vec![&run];
+        runs.extend(run.bidir_reverse.as_deref());
+        write_loss_log_file(path, &runs);
         strip_loss_ranges(&mut run);
+        if let Some(rev) = run.bidir_reverse.as_deref_mut() {
+            strip_loss_ranges(rev);
+        }
     }
     Ok(run)
 }

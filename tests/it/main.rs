@@ -2,6 +2,7 @@
 
 mod arq_sim;
 mod auth;
+mod bidir;
 mod cli;
 mod common;
 mod dualstack;

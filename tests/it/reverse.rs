@@ -32,7 +32,7 @@ fn lost_seqs(path: &Path) -> BTreeSet<u64> {
 
 /// For each of the first `n` datagrams a direction's impairment is offered, whether `spec`
 /// drops it: the proxy's engine, fed the same sequence.
-fn drops(spec: &str, n: usize) -> Vec<bool> {
+pub(crate) fn drops(spec: &str, n: usize) -> Vec<bool> {
     let spec: ImpairSpec = spec.parse().unwrap();
     let mut imp: Impairment<()> = Impairment::new(&spec);
     let now = udplab::time::now();
@@ -41,7 +41,7 @@ fn drops(spec: &str, n: usize) -> Vec<bool> {
         .collect()
 }
 
-fn json_of(out: &std::process::Output) -> Value {
+pub(crate) fn json_of(out: &std::process::Output) -> Value {
     assert!(
         out.status.success(),
         "{}",
@@ -199,7 +199,7 @@ fn through_proxy(reverse: bool, fwd: &str, rev: &str, count: u64) -> (Value, BTr
 /// (Hello and its cookie retry one way, the two HelloAcks the other) come first in each
 /// direction, then the Data in sequence order. Every datagram the impairment dropped is lost,
 /// and what else is lost is exactly what a socket buffer dropped (counted) or failed to send.
-fn check_direction(
+pub(crate) fn check_direction(
     what: &str,
     spec: &str,
     lost: &BTreeSet<u64>,
@@ -281,6 +281,7 @@ fn a_reverse_request_from_an_unvalidated_address_gets_no_data() {
             echo: false,
             loss_ranges: false,
             reverse: true,
+            bidir: false,
             multicast: false,
             pattern: HelloPattern::Cbr,
             interval_ns: 1_000_000_000,
@@ -406,7 +407,7 @@ fn long_reverse(addr: &str, json: &Path) -> (std::process::Child, LineWatch) {
     (child, lines)
 }
 
-fn interrupt(pid: u32) {
+pub(crate) fn interrupt(pid: u32) {
     // SAFETY: plain kill(2) of our own child.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGINT);
@@ -481,7 +482,7 @@ fn ctrl_c_at_the_receiver_stops_the_data_and_its_total_reaches_the_client() {
 }
 
 /// Help text with its line wrapping undone.
-fn help(args: &[&str]) -> String {
+pub(crate) fn help(args: &[&str]) -> String {
     let out = run_bounded(args, Duration::from_secs(30));
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout)

@@ -306,6 +306,7 @@ fn recv_dscp_marks_the_receivers_replies() {
         echo: false,
         loss_ranges: false,
         reverse: false,
+        bidir: false,
         multicast: false,
         pattern: HelloPattern::Cbr,
         interval_ns: 1_000_000_000,

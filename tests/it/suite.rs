@@ -196,10 +196,7 @@ fn the_example_suite_passes_with_valid_reports_and_a_regressed_copy_fails() {
             ("impaired", "1")
         ]
     );
-    assert_eq!(
-        rows[3][85],
-        "commit=abc123;path=emulated;scenario=impaired"
-    );
+    assert_eq!(rows[3][85], "commit=abc123;path=emulated;scenario=impaired");
 
     // The same suite with ten times the impairment loss, against the first run as baseline.
     let original = std::fs::read_to_string(&example).unwrap();
