@@ -513,6 +513,9 @@ impl ArqReceiver {
     /// The session ended and the sender sent messages `0..total_messages`: delivers what waits
     /// behind a gap and counts what is still missing.
     pub fn finish(&mut self, wall_ns: u64, total_messages: u64) {
+        // No more data is coming: the silence is the end, not a burst.
+        self.heartbeats = MAX_HEARTBEATS;
+        self.heartbeat_due = false;
         let in_window = total_messages.min(self.base + self.window());
         while self.base < in_window {
             if !self.slot(self.base).received {

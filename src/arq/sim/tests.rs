@@ -330,8 +330,17 @@ fn a_heartbeat_ack_in_a_data_silence_declares_the_burst_lost_by_time() {
     assert_eq!((again.message_id, again.transmission), (2, 2));
     assert_eq!(s.stats().rexmit_time_threshold, 1);
     // It arrives: a gap is filled, nothing was spurious.
-    r.handle_data(hb_at + 2 * OWD_NS, hb_at + 2 * OWD_NS, &again, 1200);
+    let now = hb_at + 2 * OWD_NS;
+    r.handle_data(now, now, &again, 1200);
     assert_eq!(r.stats().duplicate_arrivals, 0);
+    assert!(r.poll_ack(now).is_some(), "a gap is acknowledged at once");
+    assert!(
+        r.poll_timeout().is_some(),
+        "heartbeats would follow a silence"
+    );
+    // At the end of the session the silence is no burst: no more heartbeats.
+    r.finish(now, 5);
+    assert_eq!(r.poll_timeout(), None);
 }
 
 #[test]
