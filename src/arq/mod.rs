@@ -17,15 +17,28 @@
 //!   observed reordering distance after each spurious retransmission, as RACK does) and time
 //!   threshold (9/8 × max(srtt, latest RTT), at least 1 ms, and at least the reordering
 //!   window: 9/8 of the longest delay of a packet wrongly declared lost by time, as RACK's
-//!   reo_wnd grows after a DSACK).
+//!   reo_wnd grows after a DSACK). An ACK also dates what had not arrived: nothing after its
+//!   largest reached the receiver in the `ack_delay` after the largest did, so a packet sent
+//!   after the largest but more than the reordering margin (the time threshold's excess
+//!   over the minimum RTT, at least 1 ms) before the largest's send time plus that delay is
+//!   lost by time too, though nothing beyond it was acknowledged.
 //!   Probe timeout (RFC 9002 §6.2) with exponential backoff sends the oldest outstanding
 //!   message again and marks nothing lost. No congestion control: the sender's own pacing
 //!   rules; retransmissions go before new data and may exceed the paced rate by
 //!   [`ArqConfig::rexmit_budget`].
 //! - ACKs (RFC 9000 §13.2): every [`ArqConfig::ack_every`]-th RData or after
 //!   [`ArqConfig::max_ack_delay_ns`], at once on a new gap or an out-of-order arrival; at most
-//!   one ACK per RData received and never more ACK bytes than RData bytes received. Ranges are
-//!   repeated until the sender's `acked_below` shows it has seen them.
+//!   one ACK per RData received and never more ACK bytes than RData bytes received (counted
+//!   over the session). Ranges are repeated until the sender's `acked_below` shows it has seen
+//!   them.
+//! - Bursts (a Gilbert-Elliott path loses runs of datagrams each way): when the data
+//!   direction falls silent for two send intervals (at least `max_ack_delay`), the receiver
+//!   sends heartbeat ACKs, one per send interval after that (at most 32 per silence), whose
+//!   growing ACK delay lets the sender declare what it sent since lost (the rule above) and
+//!   retransmit while the burst lasts; and while a message is missing and the sender's
+//!   `acked_below` shows an ACK sent more than a confirmation round trip ago never arrived,
+//!   each ACK goes twice. Bursts are counted in datagrams, so both use up a burst sooner
+//!   than the paced data alone would; neither sends a message again that arrived.
 //! - Give-up: a message after [`ArqConfig::max_transmissions`] transmissions, or in deadline
 //!   mode once its deadline after its first send has passed; the whole session after
 //!   [`ArqConfig::idle_give_up_ns`] without ACK progress. Each RData carries `skip_below` (no

@@ -12,6 +12,8 @@ use crate::summary::LatencySummary;
 
 /// Most received packet-number ranges remembered (the lowest are forgotten first).
 const MAX_PN_RANGES: usize = 2 * MAX_ACK_RANGES;
+/// Most heartbeat ACKs sent during one silence of the data direction.
+const MAX_HEARTBEATS: u32 = 32;
 
 /// A message handed to the application side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,12 @@ pub struct ArqReceiverStats {
     pub ack_bytes: u64,
     /// ACKs held back because they would have exceeded the data received (count or bytes).
     pub acks_held_for_amplification: u64,
+    /// Of `ack_datagrams`, the heartbeats: sent while the data direction was silent.
+    #[serde(default)]
+    pub heartbeat_acks: u64,
+    /// Of `ack_datagrams`, the second copies sent while ACKs seemed lost.
+    #[serde(default)]
+    pub repeated_acks: u64,
     /// First send → first arrival, every message (the unordered view).
     pub latency_unordered: Option<LatencySummary>,
     /// First send → in-order delivery point (the ordered view), every message.
@@ -104,6 +112,25 @@ pub struct ArqReceiver {
     largest_pn_at_ns: u64,
     /// RData received since the last ACK.
     unacked: u32,
+    /// Arrival of the latest RData of this session (monotonic ns).
+    last_arrival_ns: Option<u64>,
+    /// Smoothed spacing of the sender's consecutive packet numbers (their send stamps), ns.
+    send_gap_ns: u64,
+    /// Send stamp of the largest packet number received (sender's clock).
+    largest_send_ns: u64,
+    /// Heartbeat ACKs sent since the latest RData arrived.
+    heartbeats: u32,
+    heartbeat_due: bool,
+    /// When the latest ACK left (monotonic ns).
+    last_ack_ns: u64,
+    /// The oldest ACK (its largest, when it left) whose news the sender's `acked_below` has
+    /// not shown yet.
+    unconfirmed_ack: Option<(u64, u64)>,
+    /// Shortest time from an ACK leaving to the first RData showing it arrived, ns: the
+    /// round trip plus at most one send interval (0 before the first sample).
+    confirm_rtt_ns: u64,
+    /// ACKs still to send for the latest RData (two while ACKs seem lost).
+    acks_to_send: u32,
     ack_now: bool,
     ack_deadline_ns: Option<u64>,
     deliveries: VecDeque<Delivered>,
@@ -128,6 +155,15 @@ impl ArqReceiver {
             largest_pn: None,
             largest_pn_at_ns: 0,
             unacked: 0,
+            last_arrival_ns: None,
+            send_gap_ns: 0,
+            largest_send_ns: 0,
+            heartbeats: 0,
+            heartbeat_due: false,
+            last_ack_ns: 0,
+            unconfirmed_ack: None,
+            confirm_rtt_ns: 0,
+            acks_to_send: 0,
             ack_now: false,
             ack_deadline_ns: None,
             deliveries: VecDeque::new(),
@@ -191,8 +227,53 @@ impl ArqReceiver {
         };
         self.forget_ranges_below(frame.acked_below);
         if accepted {
+            if self
+                .largest_pn
+                .is_some_and(|l| frame.packet_number == l + 1)
+            {
+                let gap = frame.send_ns.wrapping_sub(self.largest_send_ns);
+                // A gap longer than a second is a pause, not the pace.
+                if gap <= 1_000_000_000 {
+                    self.send_gap_ns = if self.send_gap_ns == 0 {
+                        gap
+                    } else {
+                        (7 * self.send_gap_ns + gap) / 8
+                    };
+                }
+            }
+            if self.largest_pn.is_none_or(|l| frame.packet_number > l) {
+                self.largest_send_ns = frame.send_ns;
+            }
+            self.last_arrival_ns = Some(now_ns);
+            self.heartbeats = 0;
+            self.heartbeat_due = false;
+            let acks_lost = self.check_ack_confirmed(now_ns, frame.acked_below);
             self.on_packet_received(now_ns, frame.packet_number);
+            if self.ack_now {
+                // While a message is missing and the sender shows it did not get an ACK it
+                // should have had by now, the ACK goes twice: the ACK direction is in a
+                // burst, and each copy uses up one of its datagrams, so the sender learns of
+                // the gap sooner (still at most one ACK per RData over the session).
+                self.acks_to_send = if acks_lost && self.buffered > 0 { 2 } else { 1 };
+            }
         }
+    }
+
+    /// Takes the sender's `acked_below` of an RData arriving at `now_ns`: true when an ACK
+    /// sent more than a round trip and a send interval ago has still not shown up there.
+    fn check_ack_confirmed(&mut self, now_ns: u64, acked_below: u64) -> bool {
+        let Some((largest, sent_ns)) = self.unconfirmed_ack else {
+            return false;
+        };
+        if acked_below > largest {
+            let sample = now_ns.saturating_sub(sent_ns);
+            if self.confirm_rtt_ns == 0 || sample < self.confirm_rtt_ns {
+                self.confirm_rtt_ns = sample;
+            }
+            self.unconfirmed_ack = None;
+            return false;
+        }
+        self.confirm_rtt_ns > 0 && now_ns >= sent_ns + self.confirm_rtt_ns + self.send_gap_ns.max(1)
     }
 
     fn on_new_message(&mut self, wall_ns: u64, frame: &RDataFrame) {
@@ -330,11 +411,9 @@ impl ArqReceiver {
     /// The next ACK to send, if the policy says one is due. Never more ACKs than RData
     /// received, never more ACK bytes than RData bytes received.
     pub fn poll_ack(&mut self, now_ns: u64) -> Option<AckFrame> {
-        if self.unacked == 0 {
-            return None;
-        }
-        let due = self.ack_now || self.ack_deadline_ns.is_some_and(|t| now_ns >= t);
-        if !due {
+        let due =
+            self.unacked > 0 && (self.ack_now || self.ack_deadline_ns.is_some_and(|t| now_ns >= t));
+        if !due && !self.heartbeat_due {
             return None;
         }
         let largest = self.largest_pn?;
@@ -360,6 +439,21 @@ impl ArqReceiver {
         }
         self.stats.ack_datagrams += 1;
         self.stats.ack_bytes += len;
+        if !due {
+            self.stats.heartbeat_acks += 1;
+        }
+        if self.unconfirmed_ack.is_none() {
+            self.unconfirmed_ack = Some((largest, now_ns));
+        }
+        self.heartbeat_due = false;
+        self.last_ack_ns = now_ns;
+        if self.acks_to_send > 1 {
+            // The same ACK once more, at once.
+            self.acks_to_send -= 1;
+            self.stats.repeated_acks += 1;
+            return Some(ack);
+        }
+        self.acks_to_send = 0;
         self.unacked = 0;
         self.ack_now = false;
         self.ack_deadline_ns = None;
@@ -372,24 +466,56 @@ impl ArqReceiver {
         self.deliveries.pop_front()
     }
 
-    /// When `handle_timeout` (or `poll_ack`) should next be called: the ACK delay.
+    /// When `handle_timeout` (or `poll_ack`) should next be called: the ACK delay, or the
+    /// next heartbeat.
     pub fn poll_timeout(&self) -> Option<u64> {
-        if self.unacked > 0 && !self.ack_now {
+        let ack = if self.unacked > 0 && !self.ack_now {
             self.ack_deadline_ns
         } else {
             None
+        };
+        match (ack, self.next_heartbeat_ns()) {
+            (Some(a), Some(h)) => Some(a.min(h)),
+            (a, h) => a.or(h),
         }
+    }
+
+    /// A heartbeat ACK is due once the data direction has been silent for two of the
+    /// sender's send intervals (at least the maximum ACK delay), then again every send
+    /// interval (at least half that delay) after the latest ACK, at most [`MAX_HEARTBEATS`]
+    /// times per silence. It repeats what was received with a growing ACK delay: it tells
+    /// the sender that what it sent since was lost (a burst), where an ACK on arrival
+    /// cannot, since nothing arrives; and each one uses up a datagram of a burst on the ACK
+    /// direction, which would otherwise hide the news.
+    fn next_heartbeat_ns(&self) -> Option<u64> {
+        let last = self.last_arrival_ns?;
+        if self.heartbeats >= MAX_HEARTBEATS || self.heartbeat_due || self.unacked > 0 {
+            return None;
+        }
+        let silence = self.cfg.max_ack_delay_ns.max(2 * self.send_gap_ns).max(1);
+        let every = (self.cfg.max_ack_delay_ns / 2).max(self.send_gap_ns).max(1);
+        Some(
+            last.saturating_add(silence)
+                .max(self.last_ack_ns.saturating_add(every)),
+        )
     }
 
     pub fn handle_timeout(&mut self, now_ns: u64) {
         if self.ack_deadline_ns.is_some_and(|t| now_ns >= t) && self.unacked > 0 {
             self.ack_now = true;
         }
+        if self.next_heartbeat_ns().is_some_and(|t| now_ns >= t) {
+            self.heartbeats += 1;
+            self.heartbeat_due = true;
+        }
     }
 
     /// The session ended and the sender sent messages `0..total_messages`: delivers what waits
     /// behind a gap and counts what is still missing.
     pub fn finish(&mut self, wall_ns: u64, total_messages: u64) {
+        // No more data is coming: the silence is the end, not a burst.
+        self.heartbeats = MAX_HEARTBEATS;
+        self.heartbeat_due = false;
         let in_window = total_messages.min(self.base + self.window());
         while self.base < in_window {
             if !self.slot(self.base).received {

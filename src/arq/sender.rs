@@ -164,6 +164,8 @@ pub struct ArqSender {
     scan_from: u64,
     in_flight: u64,
     largest_acked: Option<u64>,
+    /// When the largest acknowledged packet was sent (its record may be gone).
+    largest_acked_sent_ns: Option<u64>,
     srtt_ns: u64,
     rttvar_ns: u64,
     min_rtt_ns: u64,
@@ -204,6 +206,7 @@ impl ArqSender {
             scan_from: 0,
             in_flight: 0,
             largest_acked: None,
+            largest_acked_sent_ns: None,
             srtt_ns: initial_rtt,
             rttvar_ns: initial_rtt / 2,
             min_rtt_ns: 0,
@@ -434,6 +437,7 @@ impl ArqSender {
         }
         if previous_largest.is_none_or(|l| ack.largest > l) {
             self.largest_acked = Some(ack.largest);
+            self.largest_acked_sent_ns = self.pkt_mut(ack.largest).map(|p| p.sent_ns);
             if largest_newly_acked && let Some(p) = self.pkt_mut(ack.largest) {
                 let sample = now_ns.saturating_sub(p.sent_ns);
                 self.update_rtt(sample, ack.ack_delay_ns);
@@ -457,7 +461,53 @@ impl ArqSender {
             self.last_progress_ns = now_ns;
         }
         self.detect_lost(now_ns);
+        self.detect_lost_beyond_largest(now_ns, ack);
         self.trim(now_ns);
+    }
+
+    /// An ACK also says what had not arrived when it was made: nothing after `largest`
+    /// reached the receiver in the `ack_delay` after `largest` did. A packet sent after
+    /// `largest` but more than the reordering margin before `largest`'s send time plus that
+    /// delay would have been in this ACK: it is lost (time threshold), though nothing beyond
+    /// it was acknowledged. This is what recovers a burst that swallows every datagram after
+    /// the loss: the receiver's heartbeat ACKs during the silence carry the growing delay.
+    fn detect_lost_beyond_largest(&mut self, now_ns: u64, ack: &AckFrame) {
+        let Some(largest) = self.largest_acked else {
+            return;
+        };
+        if ack.largest != largest {
+            return; // an older ACK, overtaken: it says nothing about now
+        }
+        let Some(sent_largest) = self.largest_acked_sent_ns else {
+            return;
+        };
+        let made = sent_largest.saturating_add(ack.ack_delay_ns).min(now_ns);
+        let margin = self
+            .loss_delay()
+            .saturating_sub(self.min_rtt_ns)
+            .max(GRANULARITY_NS);
+        let Some(cutoff) = made.checked_sub(margin) else {
+            return;
+        };
+        let mut pn = largest + 1;
+        while pn < self.next_pn {
+            let Some(p) = self.pkt_mut(pn) else {
+                pn += 1;
+                continue;
+            };
+            if p.sent_ns > cutoff {
+                break; // sent in packet-number order: the rest is later still
+            }
+            if p.status == PktStatus::InFlight {
+                p.status = PktStatus::Lost(Cause::TimeThreshold);
+                p.largest_acked_at_loss = largest;
+                let message_id = p.message_id;
+                self.in_flight -= 1;
+                self.stats.packets_declared_lost += 1;
+                self.on_packet_lost(pn, message_id, Cause::TimeThreshold);
+            }
+            pn += 1;
+        }
     }
 
     /// Marks `pn` acknowledged; true when that is news (it was in flight or declared lost).

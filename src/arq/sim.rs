@@ -235,7 +235,7 @@ pub fn run(cfg: &SimConfig) -> SimResult {
                     next_in_order = d.message_id + 1;
                 }
             }
-            if let Some(ack) = receiver.poll_ack(now) {
+            while let Some(ack) = receiver.poll_ack(now) {
                 let len = ack.encoded_len();
                 acks.offer(origin, now, len, Wire::Ack(Box::new(ack)));
             }
@@ -247,7 +247,7 @@ pub fn run(cfg: &SimConfig) -> SimResult {
         }
         if receiver.poll_timeout().is_some_and(|t| t <= now) {
             receiver.handle_timeout(now);
-            if let Some(ack) = receiver.poll_ack(now) {
+            while let Some(ack) = receiver.poll_ack(now) {
                 let len = ack.encoded_len();
                 acks.offer(origin, now, len, Wire::Ack(Box::new(ack)));
             }

@@ -279,3 +279,105 @@ fn deadline_by_rtt_multiple_gives_up_after_that_many_rtts() {
     assert_eq!(now, 4_000_000);
     assert_eq!(s.stats().deadline_given_up, 1);
 }
+
+const MS_NS: u64 = 1_000_000;
+/// One-way delay of the hand-driven exchanges below.
+const OWD_NS: u64 = 30_000;
+
+#[test]
+fn a_heartbeat_ack_in_a_data_silence_declares_the_burst_lost_by_time() {
+    let mut s = ArqSender::new(ArqConfig::default(), 9, 0);
+    let mut r = ArqReceiver::new(ArqConfig::default(), 9, 0);
+    let mut frames = Vec::new();
+    for k in 0..5 {
+        assert!(s.offer(k * MS_NS));
+        frames.push(s.poll_transmit(k * MS_NS).expect("a paced slot sends"));
+        if k == 1 {
+            // Packets 0 and 1 arrive (the second ACK-eliciting one is acknowledged at once);
+            // 2, 3 and 4 are lost in a burst.
+            for f in &frames {
+                let at = f.send_ns + OWD_NS;
+                r.handle_data(at, at, f, 1200);
+            }
+            let a = r
+                .poll_ack(MS_NS + OWD_NS)
+                .expect("every second RData is acknowledged");
+            assert_eq!(a.largest, 1);
+            s.handle_ack(MS_NS + 2 * OWD_NS, &a);
+        }
+    }
+    // The ordinary ACK says nothing about packets sent after it: no retransmission yet.
+    assert_eq!(s.poll_transmit(4 * MS_NS), None);
+    assert_eq!(s.stats().packets_declared_lost, 0);
+    // The data direction is silent: two send intervals (2 ms) after the last arrival the
+    // receiver sends a heartbeat repeating what it has, with the delay since.
+    let hb_at = r.poll_timeout().expect("a heartbeat is scheduled");
+    assert_eq!(hb_at, MS_NS + OWD_NS + 2 * MS_NS);
+    r.handle_timeout(hb_at);
+    let hb = r.poll_ack(hb_at).expect("the heartbeat ACK");
+    assert_eq!((hb.largest, hb.ack_delay_ns), (1, 2 * MS_NS));
+    assert_eq!(r.poll_ack(hb_at), None, "one heartbeat at a time");
+    assert_eq!(r.stats().heartbeat_acks, 1);
+    assert!(r.poll_timeout().is_some_and(|t| t > hb_at), "the next one");
+    // Packet 1 left at 1 ms, and 2 ms later nothing after it had arrived: packet 2 (sent at
+    // 2 ms, more than the 1 ms margin before 3 ms) is lost; 3 and 4 are too recent to tell.
+    s.handle_ack(hb_at + OWD_NS, &hb);
+    let st = s.stats();
+    assert_eq!(st.packets_declared_lost, 1);
+    let again = s
+        .poll_transmit(hb_at + OWD_NS)
+        .expect("the lost message goes again at once");
+    assert_eq!((again.message_id, again.transmission), (2, 2));
+    assert_eq!(s.stats().rexmit_time_threshold, 1);
+    // It arrives: a gap is filled, nothing was spurious.
+    let now = hb_at + 2 * OWD_NS;
+    r.handle_data(now, now, &again, 1200);
+    assert_eq!(r.stats().duplicate_arrivals, 0);
+    assert!(r.poll_ack(now).is_some(), "a gap is acknowledged at once");
+    assert!(
+        r.poll_timeout().is_some(),
+        "heartbeats would follow a silence"
+    );
+    // At the end of the session the silence is no burst: no more heartbeats.
+    r.finish(now, 5);
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn acks_go_twice_while_a_message_is_missing_and_the_sender_shows_it_missed_an_ack() {
+    let mut r = ArqReceiver::new(ArqConfig::default(), 4, 0);
+    let frame = |pn: u64, acked_below: u64| RDataFrame {
+        session_id: 4,
+        packet_number: pn,
+        message_id: pn,
+        transmission: 1,
+        first_send_ns: pn * MS_NS,
+        send_ns: pn * MS_NS,
+        skip_below: 0,
+        acked_below,
+    };
+    let arrive = |r: &mut ArqReceiver, pn: u64, acked_below: u64| {
+        let at = pn * MS_NS + OWD_NS;
+        r.handle_data(at, at, &frame(pn, acked_below), 1200);
+        std::iter::from_fn(|| r.poll_ack(at)).count()
+    };
+    assert_eq!(
+        arrive(&mut r, 0, 0),
+        0,
+        "the first RData waits for a second"
+    );
+    assert_eq!(arrive(&mut r, 1, 0), 1);
+    // Packet 2 shows the sender got that ACK (1 ms after it left: the confirmation time).
+    assert_eq!(arrive(&mut r, 2, 2), 0);
+    assert_eq!(arrive(&mut r, 3, 2), 1, "ACK of packets 2 and 3");
+    // Packet 4 is lost; packet 5 opens a gap, and its `acked_below` still does not show the
+    // ACK of packet 3, sent 2 ms ago (more than the confirmation time plus a send interval):
+    // ACKs are being lost, so this one goes twice.
+    assert_eq!(arrive(&mut r, 5, 2), 2);
+    assert_eq!(r.stats().repeated_acks, 1);
+    // Once the sender shows it has the news, one ACK per gap again.
+    assert_eq!(arrive(&mut r, 6, 6), 1);
+    assert_eq!(r.stats().repeated_acks, 1);
+    // Never more ACKs than RData over the session.
+    assert!(r.stats().ack_datagrams <= r.stats().data_datagrams);
+}
