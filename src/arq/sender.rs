@@ -66,7 +66,12 @@ struct Pkt {
     /// Largest packet number acknowledged when this one was declared lost.
     largest_acked_at_loss: u64,
     status: PktStatus,
+    /// Which transmission of its message this was (1 = the first).
+    transmission: u16,
 }
+
+// The memory bound in the module doc counts 32 bytes per packet record.
+const _: () = assert!(std::mem::size_of::<Pkt>() <= 32);
 
 /// The sender's counters and estimates (monotonic ns).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,9 +101,14 @@ pub struct ArqSenderStats {
     pub rexmit_pto: u64,
     /// Retransmissions sent beyond the paced rate (on the budget).
     pub rexmit_over_pace: u64,
-    /// Packets acknowledged after they had been declared lost: their retransmission was
-    /// spurious.
+    /// Retransmissions that were not needed: of a packet acknowledged after it had been
+    /// declared lost, and probes sent while an earlier transmission was still on its way
+    /// (`unneeded_probes`).
     pub spurious_retransmissions: u64,
+    /// Of `spurious_retransmissions`, probe-timeout retransmissions whose message an earlier
+    /// transmission, still in flight, delivered.
+    #[serde(default)]
+    pub unneeded_probes: u64,
     pub packets_acked: u64,
     pub packets_declared_lost: u64,
     /// Probe timeouts that fired.
@@ -362,11 +372,12 @@ impl ArqSender {
         }
         m.transmissions = m.transmissions.saturating_add(1);
         m.last_pn = pn;
+        let transmission = m.transmissions;
         let frame = RDataFrame {
             session_id,
             packet_number: pn,
             message_id: id,
-            transmission: m.transmissions,
+            transmission,
             first_send_ns: m.first_send_ns.wrapping_add(wall),
             send_ns: now_ns.wrapping_add(wall),
             skip_below: msg_base,
@@ -377,6 +388,7 @@ impl ArqSender {
             sent_ns: now_ns,
             largest_acked_at_loss: 0,
             status: PktStatus::InFlight,
+            transmission,
         });
         self.in_flight += 1;
         self.stats.max_in_flight = self.stats.max_in_flight.max(self.in_flight);
@@ -515,14 +527,28 @@ impl ArqSender {
         let Some(p) = self.pkt_mut(pn) else {
             return false;
         };
-        let (message_id, status, sent_ns) = (p.message_id, p.status, p.sent_ns);
+        let (message_id, status, sent_ns, transmission) =
+            (p.message_id, p.status, p.sent_ns, p.transmission);
         if status == PktStatus::Acked {
             return false;
         }
         p.status = PktStatus::Acked;
         self.stats.packets_acked += 1;
         match status {
-            PktStatus::InFlight => self.in_flight -= 1,
+            PktStatus::InFlight => {
+                self.in_flight -= 1;
+                // A packet still in flight is never retransmitted for loss, so later
+                // transmissions of its message were probes, and this packet shows they were
+                // not needed: spurious too (the receiver counts them as duplicate arrivals).
+                if let Some(m) = self.msg(message_id)
+                    && m.status == MsgStatus::Outstanding
+                    && m.transmissions > transmission
+                {
+                    let unneeded = u64::from(m.transmissions - transmission);
+                    self.stats.spurious_retransmissions += unneeded;
+                    self.stats.unneeded_probes += unneeded;
+                }
+            }
             PktStatus::Lost(cause) => {
                 // Acknowledged after it was declared lost: the retransmission was spurious.
                 self.stats.spurious_retransmissions += 1;

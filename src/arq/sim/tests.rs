@@ -106,6 +106,32 @@ fn the_probe_timeout_marks_nothing_lost_and_sends_the_oldest_message_again() {
 }
 
 #[test]
+fn probes_whose_message_had_arrived_count_as_spurious() {
+    // Message 0 is in flight (its ACK is merely late) when the probe timeout sends it twice
+    // more; then the ACK of its first packet comes: both probes were not needed.
+    let (mut s, sent) = sender_with(1);
+    s.finish();
+    let t = s.poll_timeout().expect("a PTO is armed");
+    s.handle_timeout(t);
+    let probes: Vec<RDataFrame> = std::iter::from_fn(|| s.poll_transmit(t)).collect();
+    assert_eq!(probes.len(), 2);
+    let first = sent[0].packet_number;
+    s.handle_ack(t + 1, &ack(9, first, &[(first, first)], 1));
+    let st = s.stats();
+    assert_eq!(st.messages_acked, 1);
+    assert_eq!(st.rexmit_pto, 2);
+    assert_eq!(st.unneeded_probes, 2);
+    assert_eq!(
+        st.spurious_retransmissions, 2,
+        "the sender's view matches the receiver's duplicates"
+    );
+    // A later ACK of the probes changes nothing: the message was settled by the first.
+    let last = probes[1].packet_number;
+    s.handle_ack(t + 2, &ack(9, last, &[(first, last)], 1));
+    assert_eq!(s.stats().spurious_retransmissions, 2);
+}
+
+#[test]
 fn a_message_is_given_up_after_max_transmissions_and_the_receiver_skips_it() {
     let cfg = ArqConfig {
         max_transmissions: 2,
