@@ -1669,6 +1669,54 @@ impl ReceiverServer {
         }
     }
 
+    /// A test of `peer` as it starts: nothing measured, sent or kept yet, state Running. Each
+    /// kind of test sets what differs (statistics, memory, marks, ARQ, Sending).
+    fn new_session(
+        &self,
+        now: Instant,
+        peer: SocketAddr,
+        secret: u64,
+        params: TestParams,
+    ) -> RxSession {
+        RxSession {
+            peer,
+            secret,
+            params,
+            stats: None,
+            memory: 0,
+            plausible_end: 0,
+            seq_base: 0,
+            data_seen: false,
+            foreign_at_start: self.foreign,
+            shared_socket: false,
+            multicast: false,
+            warmup: 0,
+            omitted: 0,
+            state: RxState::Running,
+            started: now,
+            last_activity: now,
+            next_interval: now + params.interval,
+            next_tick: now + params.interval.min(LOSS_TICK_MAX),
+            interval_index: 0,
+            row_spans: VecDeque::new(),
+            intervals: Vec::new(),
+            intervals_not_kept: 0,
+            send_errors: 0,
+            rxq_at_start: self.rxq_dropped,
+            gate_at_start: self.gate,
+            echo_sent: 0,
+            loss_ranges: Vec::new(),
+            loss_ranges_not_kept: 0,
+            marks: None,
+            arq: None,
+            arq_msg_end: 0,
+            arq_last_wall_ns: 0,
+            arq_at_row: Default::default(),
+            arq_rows: VecDeque::new(),
+            bidir: None,
+        }
+    }
+
     /// Starts measuring a test whose sender is `src`.
     fn insert_session(
         &mut self,
@@ -1701,44 +1749,20 @@ impl ReceiverServer {
                 shared = true;
             }
         }
+        let arq = arq_cfg.map(|c| ArqReceiver::new(c, session_id, 0));
+        let base = self.new_session(now, src, secret, params);
         self.sessions.insert(
             session_id,
             RxSession {
-                peer: src,
-                secret,
-                params,
                 stats: Some(stats),
                 memory: needed,
                 plausible_end: params.plausible_end(Duration::ZERO),
-                seq_base: 0,
-                data_seen: false,
-                foreign_at_start: self.foreign,
                 shared_socket: shared,
                 multicast,
                 warmup: params.warmup_sequences(),
-                omitted: 0,
-                state: RxState::Running,
-                started: now,
-                last_activity: now,
-                next_interval: now + params.interval,
-                next_tick: now + params.interval.min(LOSS_TICK_MAX),
-                interval_index: 0,
-                row_spans: VecDeque::new(),
-                intervals: Vec::new(),
-                intervals_not_kept: 0,
-                send_errors: 0,
-                rxq_at_start: self.rxq_dropped,
-                gate_at_start: self.gate,
-                echo_sent: 0,
-                loss_ranges: Vec::new(),
-                loss_ranges_not_kept: 0,
                 marks: Some(MarkingCounter::default()),
-                arq: arq_cfg.map(|c| ArqReceiver::new(c, session_id, 0)),
-                arq_msg_end: 0,
-                arq_last_wall_ns: 0,
-                arq_at_row: Default::default(),
-                arq_rows: VecDeque::new(),
-                bidir: None,
+                arq,
+                ..base
             },
         );
         self.events.push_back(ServerEvent::Started {
@@ -1757,46 +1781,14 @@ impl ReceiverServer {
         secret: u64,
         params: TestParams,
     ) {
+        // No statistics: the client measures a reverse test, and counts what its Data arrived
+        // with; a reverse test's warm-up would be the client's to leave out (refused for now).
+        let base = self.new_session(now, peer, secret, params);
         self.sessions.insert(
             session_id,
             RxSession {
-                peer,
-                secret,
-                params,
-                stats: None,
-                memory: 0,
-                plausible_end: 0,
-                data_seen: false,
-                foreign_at_start: self.foreign,
-                shared_socket: false,
                 state: RxState::Sending { stop_asked: false },
-                started: now,
-                last_activity: now,
-                next_interval: now + params.interval,
-                next_tick: now + params.interval.min(LOSS_TICK_MAX),
-                interval_index: 0,
-                row_spans: VecDeque::new(),
-                intervals: Vec::new(),
-                intervals_not_kept: 0,
-                send_errors: 0,
-                rxq_at_start: self.rxq_dropped,
-                gate_at_start: self.gate,
-                echo_sent: 0,
-                loss_ranges: Vec::new(),
-                loss_ranges_not_kept: 0,
-                // The client measures a reverse test, and counts what its Data arrived with.
-                marks: None,
-                multicast: false,
-                seq_base: 0,
-                // A reverse test's warm-up would be the client's to leave out (refused for now).
-                warmup: 0,
-                omitted: 0,
-                arq: None,
-                arq_msg_end: 0,
-                arq_last_wall_ns: 0,
-                arq_at_row: Default::default(),
-                arq_rows: VecDeque::new(),
-                bidir: None,
+                ..base
             },
         );
         self.events.push_back(ServerEvent::StartSending {

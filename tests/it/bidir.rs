@@ -4,16 +4,14 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common::{
-    LineWatch, RecvChild, cell, read_csv, run_bounded, start_proxy, stop_proxy, udplab,
-    wait_bounded,
+    RecvChild, cell, read_csv, run_bounded, start_proxy, stop_proxy, wait_bounded,
 };
-use crate::reverse::{check_direction, help, interrupt, json_of};
+use crate::reverse::{check_direction, help, interrupt, json_of, long_run_receiving};
 
 /// The forward and the reverse report of a `--bidir` JSON document.
 fn directions(v: &Value) -> (&Value, &Value) {
@@ -228,41 +226,6 @@ fn each_direction_of_a_bidir_test_loses_exactly_its_own_impairments_drops() {
     assert_ne!(lost_fwd, lost_rev);
 }
 
-/// Starts `send --bidir` for a long test and waits until it has printed a receiver interval
-/// line with data in it (the reverse Data flows; the forward Data started before it).
-fn long_bidir(addr: &str, json: &Path) -> (std::process::Child, LineWatch) {
-    let mut child = udplab()
-        .args([
-            "send",
-            addr,
-            "--bidir",
-            "--duration",
-            "60s",
-            "--pps",
-            "1000",
-            "--size",
-            "100",
-            "--interval",
-            "200ms",
-            "--tmax",
-            "200ms",
-            "--json",
-        ])
-        .arg(json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = LineWatch::new(child.stdout.take().unwrap());
-    lines.wait_for(
-        1,
-        |l| l.starts_with('[') && l.contains(" recv ") && !l.contains(" recv        0 "),
-        Duration::from_secs(30),
-    );
-    (child, lines)
-}
-
 /// An interrupted `--bidir` run's two directions: each (sent, received + lost).
 fn interrupted_directions(json: &Path) -> [(u64, u64); 2] {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
@@ -280,7 +243,7 @@ fn ctrl_c_at_the_bidir_client_stops_both_directions_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let recv = RecvChild::start(&["--once"]);
-    let (child, lines) = long_bidir(&recv.addr, &json);
+    let (child, lines) = long_run_receiving(&recv.addr, "--bidir", &json);
     interrupt(child.id());
     let out = wait_bounded(child, Duration::from_secs(30));
     lines.finish();
@@ -305,7 +268,7 @@ fn ctrl_c_at_the_receiver_ends_both_directions_and_their_results_reach_the_clien
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let mut recv = RecvChild::start(&[]);
-    let (child, lines) = long_bidir(&recv.addr, &json);
+    let (child, lines) = long_run_receiving(&recv.addr, "--bidir", &json);
     let rx = recv.child.take().unwrap();
     interrupt(rx.id());
     let rx_out = wait_bounded(rx, Duration::from_secs(30));

@@ -372,14 +372,18 @@ fn a_reverse_test_beyond_the_receivers_limit_is_refused_with_the_reason() {
     }
 }
 
-/// Starts `send -R` for a long test and waits until it has printed a receiver interval line
-/// with data in it.
-fn long_reverse(addr: &str, json: &Path) -> (std::process::Child, LineWatch) {
+/// Starts `send DIRECTION` (`-R` or `--bidir`) for a long test and waits until it has printed
+/// a receiver interval line with data in it (the receiver's Data flows).
+pub(crate) fn long_run_receiving(
+    addr: &str,
+    direction: &str,
+    json: &Path,
+) -> (std::process::Child, LineWatch) {
     let mut child = udplab()
         .args([
             "send",
             addr,
-            "-R",
+            direction,
             "--duration",
             "60s",
             "--pps",
@@ -436,7 +440,7 @@ fn ctrl_c_at_the_client_stops_the_data_and_loses_none() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let recv = RecvChild::start(&["--once"]);
-    let (child, lines) = long_reverse(&recv.addr, &json);
+    let (child, lines) = long_run_receiving(&recv.addr, "-R", &json);
     interrupt(child.id());
     let out = wait_bounded(child, Duration::from_secs(30));
     lines.finish();
@@ -463,7 +467,7 @@ fn ctrl_c_at_the_receiver_stops_the_data_and_its_total_reaches_the_client() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let mut recv = RecvChild::start(&[]);
-    let (child, lines) = long_reverse(&recv.addr, &json);
+    let (child, lines) = long_run_receiving(&recv.addr, "-R", &json);
     let rx = recv.child.take().unwrap();
     interrupt(rx.id());
     let rx_out = wait_bounded(rx, Duration::from_secs(30));
