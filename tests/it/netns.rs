@@ -267,9 +267,14 @@ impl Lab {
     /// Starts `udplab recv` in B and returns the address it printed.
     /// `rcvbuf` is the receiver's `--rcvbuf`, forced beyond net.core.rmem_max.
     pub(crate) fn start_receiver(&mut self, json: &str, rcvbuf: &str) -> String {
+        self.start_receiver_at(&format!("{B_ADDR}:0"), json, rcvbuf)
+    }
+
+    /// [`Lab::start_receiver`] bound to `bind` (an address of B's, or of another family).
+    pub(crate) fn start_receiver_at(&mut self, bind: &str, json: &str, rcvbuf: &str) -> String {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.b, UDPLAB, "recv"])
-            .args(["--bind", &format!("{B_ADDR}:0"), "--once", "--quiet"])
+            .args(["--bind", bind, "--once", "--quiet"])
             .args(["--rcvbuf", rcvbuf, "--force-buf", "--json", json])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -12,16 +12,12 @@
 //! Needs root, `ip` (iproute2) and `nft` (nftables) for the re-marking; without them a test
 //! prints why and passes. Namespaces are removed when a test ends (see `netns::Lab`).
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::netns::{
-    B_ADDR, Lab, ROOMY_RCVBUF, UDPLAB, command, lab_or_skip, must_run, send_from_a, try_run,
+    B_ADDR, Lab, ROOMY_RCVBUF, command, lab_or_skip, must_run, send_from_a, try_run,
 };
 
 /// UDP payload of the data datagrams; control messages toward B are at most 8 + 112 bytes of
@@ -88,37 +84,6 @@ fn add_ipv6(lab: &Lab) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts `udplab recv --once` in B bound to `bind`; returns the address it printed.
-fn start_receiver(lab: &mut Lab, bind: &str, json: &str) -> String {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &lab.b, UDPLAB, "recv"])
-        .args(["--bind", bind, "--once", "--quiet"])
-        .args(["--rcvbuf", ROOMY_RCVBUF, "--force-buf", "--json", json])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ip netns exec udplab recv");
-    let stdout = child.stdout.take().expect("stdout");
-    lab.children.push(child);
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut first = String::new();
-        let _ = r.read_line(&mut first);
-        let _ = tx.send(first);
-        let _ = r.read_to_end(&mut Vec::new());
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the receiver printed its address within 10 s");
-    first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from recv: {first:?}"))
-        .to_string()
-}
-
 /// The packet count of the nft rule commented `name` in table `family udplab_mark` of `ns`.
 fn nft_rule_packets(ns: &str, family: &str, name: &str) -> u64 {
     let text = must_run(&mut command(&format!(
@@ -171,7 +136,7 @@ fn remark_run(test: &str, family: Family) {
     }
     let recv_json = dir.path().join("recv.json");
     let send_json = dir.path().join("send.json");
-    let addr = start_receiver(&mut lab, family.bind, recv_json.to_str().unwrap());
+    let addr = lab.start_receiver_at(family.bind, recv_json.to_str().unwrap(), ROOMY_RCVBUF);
     let run = send_from_a(
         &lab,
         &addr,
@@ -251,7 +216,7 @@ fn df_run(test: &str, family: Family) {
     let dir = tempfile::tempdir().expect("tempdir");
     let recv_json = dir.path().join("recv.json");
     let send_json = dir.path().join("send.json");
-    let addr = start_receiver(&mut lab, family.bind, recv_json.to_str().unwrap());
+    let addr = lab.start_receiver_at(family.bind, recv_json.to_str().unwrap(), ROOMY_RCVBUF);
     let run = send_from_a(
         &lab,
         &addr,
