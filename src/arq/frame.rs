@@ -339,7 +339,8 @@ fn decode_ack(session_id: u32, buf: &[u8]) -> Result<(AckFrame, usize), WireErro
         AckFrame {
             session_id,
             largest,
-            ack_delay_ns: ack_delay_us.saturating_mul(1000),
+            // Capped so the ns value re-encodes to the same µs (a saturated product would not).
+            ack_delay_ns: ack_delay_us.min(u64::MAX / 1000) * 1000,
             delivered_below,
             ranges,
         },
@@ -356,6 +357,18 @@ mod tests {
         let mut out = Vec::new();
         ack.encode(&mut out);
         out
+    }
+
+    #[test]
+    fn an_ack_delay_beyond_u64_nanoseconds_round_trips() {
+        // Found by the property below in CI: 0x418938_00000000 µs overflows u64 in ns.
+        let mut bytes = vec![0x55, 0x44, wire::VERSION, 4, 0, 0, 0, 0];
+        bytes.extend_from_slice(&[0xE1, 0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&[0xC0, 0x41, 0x89, 0x38, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&[0, 0, 0]);
+        let frame = AckFrame::decode(&bytes).expect("a well-formed Ack");
+        assert_eq!(frame.ack_delay_ns, u64::MAX / 1000 * 1000);
+        assert_eq!(AckFrame::decode(&encoded(&frame)), Ok(frame));
     }
 
     #[test]
