@@ -484,6 +484,12 @@ pub struct ReliableArgs {
     /// Example: `--reliable --give-up 5s`.
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, requires = "reliable")]
     pub give_up: Option<Duration>,
+    /// From this transmission of a message on (default 3), a retransmission goes out twice in
+    /// a row when the copy pays: the loss so far × the messages one more round trip holds up
+    /// (srtt / send interval when ordered, 1 when unordered) ≥ 1. 0 turns copies off.
+    /// Example: `--reliable --repeat-from 0`.
+    #[arg(long, value_name = "N", value_parser = parse_whole, allow_hyphen_values = true, requires = "reliable")]
+    pub repeat_from: Option<usize>,
 }
 
 /// The delivery mode `--reliable` names.

@@ -206,6 +206,8 @@ pub struct ReliableSettings {
     pub max_transmissions: Option<u32>,
     /// No ACK progress for this long gives the transfer up.
     pub give_up: Option<Duration>,
+    /// Transmission from which a retransmission may go twice (0: never).
+    pub repeat_from: Option<u16>,
     /// The `--impair` spec also hits the ACKs (loopback, where both directions are ours; on
     /// `send` only `udplab proxy --reverse-impair` can).
     pub impair_acks: bool,
@@ -247,12 +249,23 @@ impl ReliableSettings {
         if a.give_up.is_some_and(|d| d < Duration::from_millis(10)) {
             return Err(UsageError("--give-up: at least 10ms".into()));
         }
+        let repeat_from = match a.repeat_from {
+            None => None,
+            Some(n) if n == 1 || n > 1000 => {
+                return Err(UsageError(format!(
+                    "--repeat-from {n}: copies are of retransmissions, so 2..=1000 \
+                     (a message's Nth transmission on), or 0 for no copies"
+                )));
+            }
+            Some(n) => Some(n as u16),
+        };
         Ok(Some(ReliableSettings {
             mode,
             rexmit_budget: a.rexmit_budget,
             window,
             max_transmissions,
             give_up: a.give_up,
+            repeat_from,
             impair_acks: false,
         }))
     }
@@ -859,6 +872,19 @@ mod tests {
         let e = c.set_bind("127.0.0.1:6000").unwrap_err();
         assert!(e.0.contains("without a port"), "{}", e.0);
         assert!(c.set_bind("127.0.0.1").is_ok());
+    }
+
+    #[test]
+    fn repeat_copies_start_at_a_retransmission_or_are_off() {
+        let repeat = |v: &str| send(&["--reliable", "--repeat-from", v]);
+        let of = |c: SendConfig| c.reliable.and_then(|r| r.repeat_from);
+        assert_eq!(of(repeat("0").unwrap()), Some(0));
+        assert_eq!(of(repeat("2").unwrap()), Some(2));
+        assert_eq!(of(send(&["--reliable"]).unwrap()), None);
+        for bad in ["1", "1001"] {
+            let e = repeat(bad).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains(&format!("--repeat-from {bad}")), "{e}");
+        }
     }
 
     #[test]

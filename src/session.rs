@@ -2387,9 +2387,9 @@ fn arq_receiver_config(params: &TestParams, r: &HelloReliable) -> ArqConfig {
 /// Bytes a reliable test's ARQ receiver may hold (the bound stated in [`crate::arq`]), counted
 /// against the receiver's memory budget with the test's statistics.
 pub fn arq_receiver_memory(cfg: &ArqConfig) -> u64 {
-    // 80 bytes per message of reorder window + 2 KiB fixed + the fixed-size histograms.
-    80 * u64::from(cfg.recv_window.max(1))
-        + 2048
+    // The receiver's stated bound (src/arq/mod.rs) + the fixed-size histograms.
+    crate::arq::RECEIVER_BYTES_PER_WINDOW_MESSAGE * u64::from(cfg.recv_window.max(1))
+        + crate::arq::RECEIVER_FIXED_BYTES
         + (ArqReceiver::HISTOGRAMS * crate::stats::LatencyHistogram::CAPACITY_BYTES) as u64
 }
 
@@ -3045,7 +3045,11 @@ mod tests {
         let cfg = arq_receiver_config(&big, &big.reliable.unwrap());
         assert_eq!(cfg.recv_window, crate::config::MAX_RELIABLE_WINDOW);
         let arq_bytes = arq_receiver_memory(&cfg);
-        assert!(arq_bytes >= 80 * u64::from(crate::config::MAX_RELIABLE_WINDOW));
+        assert!(
+            arq_bytes
+                >= crate::arq::RECEIVER_BYTES_PER_WINDOW_MESSAGE
+                    * u64::from(crate::config::MAX_RELIABLE_WINDOW)
+        );
         let stats_bytes = ReceiverStats::memory_for(big.window_bits()) as u64;
         // A budget that holds the statistics but not the reorder buffer refuses the test.
         let mut srv = ReceiverServer::new(ServerConfig {

@@ -39,6 +39,14 @@
 //!   `acked_below` shows an ACK sent more than a confirmation round trip ago never arrived,
 //!   each ACK goes twice. Bursts are counted in datagrams, so both use up a burst sooner
 //!   than the paced data alone would; neither sends a message again that arrived.
+//! - Repeat copies (sender only): a message's third and later transmissions go out twice in
+//!   a row when the copy pays: the session's loss so far p times the messages one more round
+//!   trip holds up (srtt / send interval when ordered, since every later message waits at the
+//!   head of the line; 1 when unordered) is at least 1, i.e. the copy is expected to spare
+//!   at least one message a round trip of waiting. On a long path (40 ms RTT at 1000/s and 5 %
+//!   loss) a message lost twice otherwise waits a third round trip (~143 ms) holding ~40
+//!   messages behind it; the copies cost about p² datagrams per message. On a short path, or
+//!   unordered, they never pay and never go. [`ArqConfig::repeat_from_transmission`].
 //! - Give-up: a message after [`ArqConfig::max_transmissions`] transmissions, or in deadline
 //!   mode once its deadline after its first send has passed; the whole session after
 //!   [`ArqConfig::idle_give_up_ns`] without ACK progress. Each RData carries `skip_below` (no
@@ -58,6 +66,14 @@
 //! [`ArqSender::state_bytes`] and [`ArqReceiver::state_bytes`] count the buffers' capacities;
 //! a test holds them under these formulas over long runs. The defaults (W = R = 4096) give at
 //! most 769 KiB for the sender and 418 KiB for the receiver, plus the receiver's histograms.
+
+/// Sender memory per message of window (W), bytes, and its fixed part: the bound above.
+pub const SENDER_BYTES_PER_WINDOW_MESSAGE: u64 = 192;
+pub const SENDER_FIXED_BYTES: u64 = 1024;
+/// Receiver memory per message of its window (R), bytes, and its fixed part (histograms
+/// apart): the bound above, what a receiver counts against its `--max-memory`.
+pub const RECEIVER_BYTES_PER_WINDOW_MESSAGE: u64 = 104;
+pub const RECEIVER_FIXED_BYTES: u64 = 2048;
 
 pub mod frame;
 mod receiver;
@@ -125,6 +141,19 @@ pub struct ArqConfig {
     /// No reordering adaptation (packet threshold and time threshold stay as configured): for
     /// the test that shows why they adapt.
     pub fixed_packet_threshold: bool,
+    /// From this transmission of a message on, a retransmission goes out twice in a row when
+    /// the copy pays (the session's loss × the messages waiting on it ≥ 1, see
+    /// [`ArqSender`]); 0: never. Sender only.
+    #[serde(default = "default_repeat_from_transmission")]
+    pub repeat_from_transmission: u16,
+    /// The paced interval between new messages, ns; 0: unpaced (window-limited bulk).
+    /// Sender only: it says how many messages one more round trip holds up.
+    #[serde(default)]
+    pub send_interval_ns: u64,
+}
+
+fn default_repeat_from_transmission() -> u16 {
+    ArqConfig::default().repeat_from_transmission
 }
 
 impl Default for ArqConfig {
@@ -143,6 +172,8 @@ impl Default for ArqConfig {
             payload_size: 1200,
             initial_packet_threshold: 1,
             fixed_packet_threshold: false,
+            repeat_from_transmission: 3,
+            send_interval_ns: 0,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AckFrame, ArqConfig, ArqDeadline, GRANULARITY_NS, RDataFrame};
+use super::{AckFrame, ArqConfig, ArqDeadline, ArqOrdering, GRANULARITY_NS, RDataFrame};
 
 /// Most credits (retransmissions beyond the paced rate) saved up: bounds a burst.
 const MAX_REXMIT_CREDIT: f64 = 32.0;
@@ -48,6 +48,8 @@ struct Msg {
     status: MsgStatus,
     /// Waiting in the retransmission queue.
     queued_again: bool,
+    /// The transmission that was a repeat copy (sent right after the one before it), 0: none.
+    copy_transmission: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,13 @@ pub struct ArqSenderStats {
     /// transmission, still in flight, delivered.
     #[serde(default)]
     pub unneeded_probes: u64,
+    /// Of `retransmissions`, repeat copies: a third or later transmission sent twice in a row
+    /// because the copy paid (see [`ArqConfig::repeat_from_transmission`]).
+    #[serde(default)]
+    pub repeat_copies: u64,
+    /// Of `spurious_retransmissions`, repeat copies whose twin was acknowledged first.
+    #[serde(default)]
+    pub unneeded_copies: u64,
     pub packets_acked: u64,
     pub packets_declared_lost: u64,
     /// Probe timeouts that fired.
@@ -166,6 +175,8 @@ pub struct ArqSender {
     rexmit: VecDeque<(u64, Cause)>,
     /// Probes the PTO asked for and not yet sent.
     probes_pending: u32,
+    /// A retransmission that goes out a second time, next (a repeat copy).
+    repeat: Option<(u64, Cause)>,
     /// Packets `pkt_base..next_pn`. Invariant: `pkts.len() <= 4 × max_in_flight`.
     pkts: VecDeque<Pkt>,
     pkt_base: u64,
@@ -211,6 +222,7 @@ impl ArqSender {
             next_unsent: 0,
             finished: false,
             probes_pending: 0,
+            repeat: None,
             pkt_base: 0,
             next_pn: 0,
             scan_from: 0,
@@ -285,6 +297,7 @@ impl ArqSender {
             transmissions: 0,
             status: MsgStatus::Queued,
             queued_again: false,
+            copy_transmission: 0,
         });
         self.next_msg_id += 1;
         self.stats.messages += 1;
@@ -309,24 +322,38 @@ impl ArqSender {
                 return Some(self.transmit(now_ns, id, Some(Cause::Probe)));
             }
         }
+        if let Some((id, cause)) = self.repeat {
+            if self.is_done_msg(id) {
+                self.repeat = None;
+            } else if self.take_rexmit_allowance() {
+                self.repeat = None;
+                self.stats.repeat_copies += 1;
+                let frame = self.transmit(now_ns, id, Some(cause));
+                if let Some(m) = self.msg_mut(id) {
+                    m.copy_transmission = frame.transmission;
+                }
+                return Some(frame);
+            } else {
+                return None;
+            }
+        }
         while let Some(&(id, cause)) = self.rexmit.front() {
             if self.is_done_msg(id) {
                 self.rexmit.pop_front();
                 continue;
             }
-            if self.credit >= 1.0 {
-                self.credit -= 1.0;
-                self.stats.rexmit_over_pace += 1;
-            } else if self.slots > 0 {
-                self.slots -= 1;
-            } else {
+            if !self.take_rexmit_allowance() {
                 break;
             }
             self.rexmit.pop_front();
             if let Some(m) = self.msg_mut(id) {
                 m.queued_again = false;
             }
-            return Some(self.transmit(now_ns, id, Some(cause)));
+            let frame = self.transmit(now_ns, id, Some(cause));
+            if self.copy_pays(frame.transmission) {
+                self.repeat = Some((id, cause));
+            }
+            return Some(frame);
         }
         if self.next_unsent < self.next_msg_id && self.slots > 0 {
             self.slots -= 1;
@@ -335,6 +362,43 @@ impl ArqSender {
             return Some(self.transmit(now_ns, id, None));
         }
         None
+    }
+
+    /// A retransmission may go now: on the budget's credit (beyond the pace) or in a paced slot.
+    fn take_rexmit_allowance(&mut self) -> bool {
+        if self.credit >= 1.0 {
+            self.credit -= 1.0;
+            self.stats.rexmit_over_pace += 1;
+            true
+        } else if self.slots > 0 {
+            self.slots -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether transmission number `transmission` of a message, just sent, should go out a
+    /// second time right away. A copy costs one datagram; it saves, when the first copy is
+    /// lost (probability p, the session's loss so far), one more round trip of waiting for
+    /// every message that waits on this one: srtt / send interval messages when ordered
+    /// (head-of-line), just this one when unordered. It pays when p × that ≥ 1. Only from
+    /// [`ArqConfig::repeat_from_transmission`] on, so copies cost about p² datagrams per
+    /// message and cut the tail (messages lost twice) where one more round trip costs most.
+    fn copy_pays(&self, transmission: u16) -> bool {
+        let from = self.cfg.repeat_from_transmission;
+        if from == 0 || transmission < from || self.stats.data_datagrams == 0 {
+            return false;
+        }
+        let p = self.stats.packets_declared_lost as f64 / self.stats.data_datagrams as f64;
+        let waiting = match self.cfg.ordering {
+            ArqOrdering::Unordered => 1.0,
+            ArqOrdering::Ordered if self.cfg.send_interval_ns == 0 => f64::INFINITY,
+            ArqOrdering::Ordered => {
+                (self.srtt_ns as f64 / self.cfg.send_interval_ns as f64).max(1.0)
+            }
+        };
+        p > 0.0 && p * waiting >= 1.0
     }
 
     fn oldest_outstanding(&self) -> Option<u64> {
@@ -545,8 +609,11 @@ impl ArqSender {
                     && m.transmissions > transmission
                 {
                     let unneeded = u64::from(m.transmissions - transmission);
+                    // One of them may be a repeat copy rather than a probe.
+                    let copies = u64::from(m.copy_transmission > transmission);
                     self.stats.spurious_retransmissions += unneeded;
-                    self.stats.unneeded_probes += unneeded;
+                    self.stats.unneeded_copies += copies;
+                    self.stats.unneeded_probes += unneeded - copies;
                 }
             }
             PktStatus::Lost(cause) => {

@@ -57,8 +57,11 @@ pub fn unreliable_delivered_rate(spec: &ImpairSpec, pps: u64, count: u64, payloa
 impl SimConfig {
     /// The reference source: `messages` of 1200 B at 1000/s, the same impairment on
     /// both directions, 30 µs base delay.
-    pub fn paced(arq: ArqConfig, impair: &str, messages: u64) -> Result<Self, String> {
+    pub fn paced(mut arq: ArqConfig, impair: &str, messages: u64) -> Result<Self, String> {
         let spec: ImpairSpec = impair.parse().map_err(|e| format!("{impair}: {e}"))?;
+        if arq.send_interval_ns == 0 {
+            arq.send_interval_ns = 1_000_000;
+        }
         Ok(SimConfig {
             arq,
             session_id: 0x5EED,

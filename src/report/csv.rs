@@ -20,7 +20,7 @@ use crate::summary::{
 pub const LOSS_LOG_HEADER: &str = "run_id,first_seq,last_seq";
 
 /// Columns of the summary CSV, in order. Append new ones at the end only.
-pub const SUMMARY_COLUMNS: [&str; 131] = [
+pub const SUMMARY_COLUMNS: [&str; 132] = [
     "run_id",
     "role",
     "target",
@@ -154,10 +154,11 @@ pub const SUMMARY_COLUMNS: [&str; 131] = [
     "max_in_flight",
     "max_buffered",
     "bogus_acks",
+    "repeat_copies",
 ];
 
 /// How many of the summary's last columns are `--reliable`'s.
-const RELIABLE_COLUMN_COUNT: usize = 45;
+const RELIABLE_COLUMN_COUNT: usize = 46;
 
 /// Columns of the interval CSV, in order. Names match the summary's where they mean the same.
 pub const INTERVAL_COLUMNS: [&str; 32] = [
@@ -885,6 +886,7 @@ fn reliable_cells(r: &ReliableReport) -> Vec<String> {
         a.max_in_flight.to_string(),
         receiver(a.max_buffered.to_string()),
         a.bogus_acks.to_string(),
+        a.sender.repeat_copies.to_string(),
     ]
     .into()
 }

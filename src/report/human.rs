@@ -94,12 +94,17 @@ fn write_reliable<W: Write>(w: &mut W, r: &ReliableReport) -> io::Result<()> {
         &mut t,
         "retransmissions per message",
         format!(
-            "{} ({}: packet threshold {}, time threshold {}, probe timeout {})",
+            "{} ({}: packet threshold {}, time threshold {}, probe timeout {}{})",
             sig3(a.retransmissions_per_message),
             a.retransmissions,
             a.rexmit_packet_threshold,
             a.rexmit_time_threshold,
-            a.rexmit_pto
+            a.rexmit_pto,
+            if a.sender.repeat_copies > 0 {
+                format!("; of them {} repeat copies", a.sender.repeat_copies)
+            } else {
+                String::new()
+            }
         ),
     );
     one(

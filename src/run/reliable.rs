@@ -40,7 +40,12 @@ const SPIN: Duration = Duration::from_micros(60);
 
 /// The ARQ configuration of a run: the layer's defaults, the user's tuning, the handshake's
 /// round trip as the first RTT estimate.
-pub fn arq_config(r: &ReliableSettings, payload: usize, initial_rtt_ns: u64) -> ArqConfig {
+pub fn arq_config(
+    r: &ReliableSettings,
+    payload: usize,
+    initial_rtt_ns: u64,
+    pps: Option<f64>,
+) -> ArqConfig {
     let defaults = ArqConfig::default();
     let (ordering, deadline) = match r.mode {
         ReliableArg::Ordered => (ArqOrdering::Ordered, ArqDeadline::None),
@@ -74,6 +79,11 @@ pub fn arq_config(r: &ReliableSettings, payload: usize, initial_rtt_ns: u64) -> 
             defaults.initial_rtt_ns
         },
         payload_size: payload as u32,
+        repeat_from_transmission: r.repeat_from.unwrap_or(defaults.repeat_from_transmission),
+        // Unpaced (--rate max): 0, the window alone limits.
+        send_interval_ns: pps
+            .filter(|p| p.is_finite() && *p > 0.0)
+            .map_or(0, |p| (1e9 / p) as u64),
         ..defaults
     }
 }

@@ -308,6 +308,7 @@ pub fn run(cfg: &SendConfig, stop: &Stop) -> anyhow::Result<RunReport> {
                         &r,
                         cfg.payload_size,
                         u64::try_from(handshake_rtt.as_nanos()).unwrap_or(u64::MAX),
+                        plan.pps,
                     ),
                     control: control_tx,
                 };

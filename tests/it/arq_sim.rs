@@ -199,16 +199,9 @@ fn gilbert_elliott_5_percent() {
     table_column(GE5, 20_000, 0.057, 0.001, 8.0, 20.0, 7.0, 0.01);
 }
 
-#[test]
-#[ignore = "misses the ordered p99 target (<= 100 ms): a message lost twice is delivered \
-            at best 102.09 ms after its first send (three crossings of the 40 ms RTT path \
-            after the loss plus the 1 ms wait for the next packet that shows the \
-            retransmission lost), holding itself and the next two messages over 100 ms; \
-            with ~50 such messages per 20 000 and a few lost three times (143 ms, holding \
-            ~40 messages each) more than 1% exceed 100 ms; run with --ignored"]
-fn delay_20ms_each_way_at_5_percent() {
-    let impair = "loss=5%,delay=20ms";
-    let o = simulate(ordered(), impair, 20_000);
+/// The `delay=20ms` row for one seed: ordered and unordered runs, the cells printed.
+fn delay_row(impair: &str, ordered_cfg: ArqConfig) -> (LatencySummary, f64, SimResult) {
+    let o = simulate(ordered_cfg, impair, 20_000);
     let u = simulate(unordered(), impair, 20_000);
     assert_eq!(o.report.delivered, 20_000);
     assert_eq!(u.report.delivered, 20_000);
@@ -218,10 +211,68 @@ fn delay_20ms_each_way_at_5_percent() {
     cell("ordered latency max ms", impair, ms(ol.max_ns), "<= 145");
     let up99 = ms(lat(u.report.latency_unordered).p99_ns);
     cell("unordered latency p99 ms", impair, up99, "<= 70");
-    assert!(ol.mean_ns / MS <= 50.0);
-    assert!(ms(ol.max_ns) <= 145.0);
-    assert!(up99 <= 70.0);
-    assert!(ms(ol.p99_ns) <= 100.0, "ordered p99 {} ms", ms(ol.p99_ns));
+    (ol, up99, o)
+}
+
+#[test]
+fn delay_20ms_each_way_at_5_percent() {
+    // Six seeds, not one: the tail here is a handful of messages lost two or three times, so
+    // one lucky seed would prove little.
+    for seed in 1..=6 {
+        let impair = format!("loss=5%,delay=20ms,seed={seed}");
+        let (ol, up99, o) = delay_row(&impair, ordered());
+        assert!(
+            ol.mean_ns / MS <= 50.0,
+            "{impair}: mean {}",
+            ol.mean_ns / MS
+        );
+        assert!(
+            ms(ol.p99_ns) <= 100.0,
+            "{impair}: ordered p99 {} ms",
+            ms(ol.p99_ns)
+        );
+        assert!(ms(ol.max_ns) <= 145.0, "{impair}: max {} ms", ms(ol.max_ns));
+        assert!(up99 <= 70.0, "{impair}: unordered p99 {up99} ms");
+        // Copies went out (this path is where they pay) and cost what the rule says: about
+        // p² datagrams per message (p = 5 %: 0.0025), not more.
+        let copies = o.sender.repeat_copies as f64 / 20_000.0;
+        cell("repeat copies per message", &impair, copies, "<= 0.005");
+        assert!(
+            o.sender.repeat_copies > 0 && copies <= 0.005,
+            "{impair}: {copies}"
+        );
+    }
+}
+
+#[test]
+fn without_repeat_copies_the_delay_row_misses_its_tail() {
+    // Why the copies exist: a message lost twice is delivered at best ~102 ms after its first
+    // send (five crossings of the 20 ms path plus two waits for a later packet to show each
+    // loss), holding the next messages behind it; one lost three times, ~143 ms, holds about
+    // forty. Without copies more than 1 % of messages exceed 100 ms on this path.
+    let no_copies = ArqConfig {
+        repeat_from_transmission: 0,
+        ..ArqConfig::default()
+    };
+    let (ol, _, o) = delay_row("loss=5%,delay=20ms,seed=1", no_copies);
+    assert_eq!(o.sender.repeat_copies, 0);
+    assert!(ms(ol.p99_ns) > 100.0, "ordered p99 {} ms", ms(ol.p99_ns));
+}
+
+#[test]
+fn repeat_copies_stay_off_where_they_do_not_pay() {
+    // At 20 % loss on a 60 µs path a lost message holds up no other (srtt is far below the
+    // 1 ms send interval), and unordered delivery never holds one up: p × 1 < 1, no copy.
+    for (cfg, impair) in [
+        (ordered(), "loss=20%"),
+        (ordered(), "loss=5%"),
+        (unordered(), "loss=20%,delay=20ms"),
+        (ordered(), "loss=1%,delay=20ms"),
+    ] {
+        let r = simulate(cfg, impair, 5_000);
+        assert_eq!(r.sender.repeat_copies, 0, "{impair}");
+        assert_eq!(r.report.delivered, 5_000, "{impair}");
+    }
 }
 
 #[test]
@@ -297,6 +348,8 @@ fn bulk_goodput_at_1_percent_loss() {
     };
     let mut cfg = SimConfig::paced(arq, impair, messages).unwrap();
     cfg.pps = pps;
+    // Unpaced, as `--rate max` configures the layer.
+    cfg.arq.send_interval_ns = 0;
     let r = sim::run(&cfg);
     assert!(!r.timed_out);
     assert_eq!(r.report.delivered, messages);

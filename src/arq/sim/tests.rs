@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::arq::frame::AckRanges;
-use crate::arq::{ArqDeadline, Delivered};
+use crate::arq::{ArqDeadline, ArqOrdering, Delivered};
 
 fn ack(session_id: u32, largest: u64, ranges: &[(u64, u64)], delivered_below: u64) -> AckFrame {
     let mut r = AckRanges::default();
@@ -236,9 +236,24 @@ fn rdata_of_another_session_is_counted_and_ignored() {
     assert_eq!(r.poll_ack(10_000_000), None);
 }
 
-/// W = R = 256 messages; sender ≤ 192·W + 1 KiB, receiver ≤ 104·R + 2 KiB (module doc).
+/// W = R messages; sender ≤ 192·W + 1 KiB, receiver ≤ 104·R + 2 KiB (module doc).
 fn bounds(w: u64) -> (usize, usize) {
-    ((192 * w + 1024) as usize, (104 * w + 2048) as usize)
+    use crate::arq::{
+        RECEIVER_BYTES_PER_WINDOW_MESSAGE, RECEIVER_FIXED_BYTES, SENDER_BYTES_PER_WINDOW_MESSAGE,
+        SENDER_FIXED_BYTES,
+    };
+    assert_eq!(
+        (
+            SENDER_BYTES_PER_WINDOW_MESSAGE,
+            RECEIVER_BYTES_PER_WINDOW_MESSAGE
+        ),
+        (192, 104),
+        "the module doc and README state these"
+    );
+    (
+        (SENDER_BYTES_PER_WINDOW_MESSAGE * w + SENDER_FIXED_BYTES) as usize,
+        (RECEIVER_BYTES_PER_WINDOW_MESSAGE * w + RECEIVER_FIXED_BYTES) as usize,
+    )
 }
 
 #[test]
@@ -406,4 +421,104 @@ fn acks_go_twice_while_a_message_is_missing_and_the_sender_shows_it_missed_an_ac
     assert_eq!(r.stats().repeated_acks, 1);
     // Never more ACKs than RData over the session.
     assert!(r.stats().ack_datagrams <= r.stats().data_datagrams);
+}
+
+#[test]
+fn a_third_transmission_goes_twice_where_a_copy_pays_and_an_unneeded_copy_is_counted() {
+    // 1 ms sends on a 40 ms round trip, ordered: one more round trip holds up 40 messages, so
+    // with a quarter of the packets lost (p × 40 ≥ 1) a third transmission goes out twice.
+    let cfg = ArqConfig {
+        send_interval_ns: 1_000_000,
+        initial_rtt_ns: 40_000_000,
+        ..ArqConfig::default()
+    };
+    let mut s = ArqSender::new(cfg, 9, 0);
+    for k in 0..3u64 {
+        assert!(s.offer(k * 1_000_000));
+        assert!(s.poll_transmit(k * 1_000_000).is_some());
+    }
+    // Packet 0 lost: its second transmission goes alone (copies start at the third).
+    s.handle_ack(42_000_000, &ack(9, 2, &[(1, 2)], 0));
+    let second = s.poll_transmit(42_000_000).expect("retransmission");
+    assert_eq!((second.message_id, second.transmission), (0, 2));
+    assert_eq!(
+        s.poll_transmit(42_000_000),
+        None,
+        "no copy of a second transmission"
+    );
+    assert!(s.offer(43_000_000));
+    let newer = s.poll_transmit(43_000_000).expect("message 3");
+    // The retransmission is lost too: the third transmission and its copy go back to back.
+    s.handle_ack(
+        84_000_000,
+        &ack(
+            9,
+            newer.packet_number,
+            &[(newer.packet_number, newer.packet_number), (1, 2)],
+            0,
+        ),
+    );
+    let third = s.poll_transmit(84_000_000).expect("third transmission");
+    let copy = s.poll_transmit(84_000_000).expect("its copy");
+    assert_eq!((third.message_id, third.transmission), (0, 3));
+    assert_eq!((copy.message_id, copy.transmission), (0, 4));
+    assert_eq!(copy.packet_number, third.packet_number + 1);
+    let st = s.stats();
+    assert_eq!(st.repeat_copies, 1);
+    assert_eq!(st.retransmissions, 3, "a copy is a retransmission");
+    // The third transmission arrives first: the copy was not needed, and says so.
+    s.handle_ack(
+        125_000_000,
+        &ack(
+            9,
+            third.packet_number,
+            &[(third.packet_number - 1, third.packet_number), (1, 2)],
+            1,
+        ),
+    );
+    let st = s.stats();
+    assert_eq!(st.unneeded_copies, 1);
+    assert_eq!(st.unneeded_probes, 0, "a copy is no probe");
+    assert_eq!(st.spurious_retransmissions, 1);
+}
+
+#[test]
+fn no_copy_when_disabled_or_when_it_does_not_pay() {
+    // The scenario above (message 0 lost twice: p = 2/5 of the packets sent)
+    // with the copies disabled, with unordered delivery (only the message itself waits:
+    // p × 1 < 1), and with a 1 ms round trip (p × 1 < 1): the third transmission goes alone.
+    let cases = [
+        (0, ArqOrdering::Ordered, 40_000_000u64),
+        (3, ArqOrdering::Unordered, 40_000_000),
+        (3, ArqOrdering::Ordered, 1_000_000),
+    ];
+    for (repeat_from_transmission, ordering, rtt) in cases {
+        let cfg = ArqConfig {
+            send_interval_ns: 1_000_000,
+            initial_rtt_ns: rtt,
+            repeat_from_transmission,
+            ordering,
+            ..ArqConfig::default()
+        };
+        let mut s = ArqSender::new(cfg, 9, 0);
+        for k in 0..3u64 {
+            assert!(s.offer(k * 1_000_000));
+            assert!(s.poll_transmit(k * 1_000_000).is_some());
+        }
+        let t1 = 2_000_000 + rtt;
+        s.handle_ack(t1, &ack(9, 2, &[(1, 2)], 0));
+        assert_eq!(s.poll_transmit(t1).map(|f| f.transmission), Some(2));
+        assert!(s.offer(t1 + 1_000_000));
+        let newer = s.poll_transmit(t1 + 1_000_000).expect("message 3");
+        let t2 = t1 + 1_000_000 + rtt;
+        let pn = newer.packet_number;
+        s.handle_ack(t2, &ack(9, pn, &[(pn, pn), (1, 2)], 0));
+        assert_eq!(s.poll_transmit(t2).map(|f| f.transmission), Some(3));
+        assert_eq!(
+            s.poll_transmit(t2),
+            None,
+            "{repeat_from_transmission} {ordering:?} {rtt}"
+        );
+        assert_eq!(s.stats().repeat_copies, 0);
+    }
 }
