@@ -300,6 +300,39 @@ pub(super) fn sender_loop(
                 }
             }
         }
+        // ACKs (and the receiver's control) that arrived, before the timers: after a stall of
+        // this thread (a loaded CPU), ACKs waiting in the socket must count before a probe
+        // timeout that only looks due because nobody read them.
+        receive(
+            sock,
+            &mut batch,
+            &key,
+            &mut res,
+            &plan.control,
+            |bytes| match ack_imp.as_mut() {
+                None => {
+                    if let Some(ack) = decode_ack(bytes, plan.session_id) {
+                        arq.handle_ack(mono_ns(origin, time::now()), &ack);
+                    }
+                }
+                Some(imp) => {
+                    let _ = imp.handle(time::now(), bytes.len(), bytes.to_vec());
+                }
+            },
+        );
+        if let Some(imp) = ack_imp.as_mut() {
+            let now = time::now();
+            while imp.poll_timeout().is_some_and(|t| t <= now) {
+                let Some(bytes) = imp.poll_release(now) else {
+                    break;
+                };
+                if let Some(ack) = decode_ack(&bytes, plan.session_id) {
+                    arq.handle_ack(mono_ns(origin, now), &ack);
+                }
+            }
+        }
+        // The layer's clock never goes back: the ACKs above were handled at later times.
+        let now_ns = mono_ns(origin, time::now());
         if arq.poll_timeout().is_some_and(|t| t <= now_ns) {
             arq.handle_timeout(now_ns);
         }
@@ -330,35 +363,6 @@ pub(super) fn sender_loop(
         }
         if let Some(imp) = data_imp.as_mut() {
             release_data(imp, sock, time::now(), &mut data);
-        }
-        // ACKs (and the receiver's control) that arrived.
-        receive(
-            sock,
-            &mut batch,
-            &key,
-            &mut res,
-            &plan.control,
-            |bytes| match ack_imp.as_mut() {
-                None => {
-                    if let Some(ack) = decode_ack(bytes, plan.session_id) {
-                        arq.handle_ack(mono_ns(origin, time::now()), &ack);
-                    }
-                }
-                Some(imp) => {
-                    let _ = imp.handle(time::now(), bytes.len(), bytes.to_vec());
-                }
-            },
-        );
-        if let Some(imp) = ack_imp.as_mut() {
-            let now = time::now();
-            while imp.poll_timeout().is_some_and(|t| t <= now) {
-                let Some(bytes) = imp.poll_release(now) else {
-                    break;
-                };
-                if let Some(ack) = decode_ack(&bytes, plan.session_id) {
-                    arq.handle_ack(mono_ns(origin, now), &ack);
-                }
-            }
         }
         let stats = arq.stats();
         live.retransmissions
