@@ -22,7 +22,8 @@
 //!   after the largest but more than the reordering margin (the time threshold's excess
 //!   over the minimum RTT, at least 1 ms) before the largest's send time plus that delay is
 //!   lost by time too, though nothing beyond it was acknowledged.
-//!   Probe timeout (RFC 9002 §6.2) with exponential backoff sends the oldest outstanding
+//!   Probe timeout (RFC 9002 §6.2; its variance term at least 10 ms, not 1 ms, so a thread
+//!   stall of the host sends no probe) with exponential backoff sends the oldest outstanding
 //!   message again and marks nothing lost. No congestion control: the sender's own pacing
 //!   rules; retransmissions go before new data and may exceed the paced rate by
 //!   [`ArqConfig::rexmit_budget`].
@@ -178,5 +179,6 @@ impl Default for ArqConfig {
     }
 }
 
-/// Floor of the time threshold and of the PTO's variance term (RFC 9002 kGranularity).
+/// Floor of the time threshold (RFC 9002 kGranularity). The probe timeout's variance term has
+/// a larger floor (10 ms), against a real host's scheduling stalls: see `sender.rs`.
 pub const GRANULARITY_NS: u64 = 1_000_000;

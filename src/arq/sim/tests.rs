@@ -522,3 +522,25 @@ fn no_copy_when_disabled_or_when_it_does_not_pay() {
         assert_eq!(s.stats().repeat_copies, 0);
     }
 }
+
+#[test]
+fn the_probe_timeout_waits_out_a_host_stall_on_a_short_path() {
+    // A 100 µs round trip: RFC 9002's 1 ms floor would probe 3.1 ms after the last send, and a
+    // thread stall of a loaded host lasts that long. The floor of 10 ms holds the probe back.
+    let cfg = ArqConfig {
+        initial_rtt_ns: 100_000,
+        ..ArqConfig::default()
+    };
+    let mut s = ArqSender::new(cfg, 9, 0);
+    for k in 0..2u64 {
+        assert!(s.offer(k * 1_000_000));
+        assert!(s.poll_transmit(k * 1_000_000).is_some());
+    }
+    s.handle_ack(100_000, &ack(9, 0, &[(0, 0)], 1));
+    assert!(s.stats().srtt_ns <= 200_000);
+    let pto = s.poll_timeout().expect("message 1 is outstanding");
+    assert!(
+        pto >= 1_000_000 + 10_000_000 + 2_000_000,
+        "probe at {pto} ns, sooner than 10 ms + max_ack_delay after the last send"
+    );
+}
