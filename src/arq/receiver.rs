@@ -63,6 +63,12 @@ pub struct ArqReceiverStats {
     /// Messages the end of the session found still missing (after `finish`; in deadline mode
     /// also counted in `deadline_drops`).
     pub missing_at_finish: u64,
+    /// Messages the receiver knew of at the end (`finish`'s total: the highest message id
+    /// any RData named, plus one); `None` before `finish`. The sender's count may be higher:
+    /// the last messages, if none of their transmissions arrived and no later RData named
+    /// them, never reached the receiver's knowledge (see [`super::ArqReport`]).
+    #[serde(default)]
+    pub messages_known: Option<u64>,
     /// RData of another session: counted and ignored.
     pub foreign: u64,
     pub ack_datagrams: u64,
@@ -516,6 +522,7 @@ impl ArqReceiver {
         // No more data is coming: the silence is the end, not a burst.
         self.heartbeats = MAX_HEARTBEATS;
         self.heartbeat_due = false;
+        self.stats.messages_known = Some(total_messages);
         let in_window = total_messages.min(self.base + self.window());
         while self.base < in_window {
             if !self.slot(self.base).received {

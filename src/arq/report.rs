@@ -93,6 +93,18 @@ impl ArqReport {
         let raw_lost_packets = sender.raw_lost_packets();
         let goodput_bytes = delivered * payload;
         let wire_bytes = sender.data_bytes + receiver.ack_bytes;
+        // The last messages of a deadline run may have been lost in every transmission and
+        // given up by the sender before any later RData named them: the receiver never knew
+        // they existed, so its deadline drops miss them. They were dropped at their deadline.
+        let deadline_mode = config
+            .as_ref()
+            .is_some_and(|c| c.deadline != super::ArqDeadline::None);
+        let never_known = match receiver.messages_known {
+            Some(known) if deadline_mode => {
+                messages.saturating_sub(known).min(sender.deadline_given_up)
+            }
+            _ => 0,
+        };
         ArqReport {
             duration_ns,
             messages,
@@ -130,7 +142,7 @@ impl ArqReport {
             recovery_latency: receiver.recovery_latency,
             hol_wait: receiver.hol_wait,
             hol_waited_share: share(receiver.hol_waited, delivered),
-            deadline_drops: receiver.deadline_drops,
+            deadline_drops: receiver.deadline_drops + never_known,
             messages_given_up: sender.messages_given_up,
             session_given_up: sender.session_given_up,
             bogus_acks: sender.bogus_acks,
@@ -145,5 +157,40 @@ impl ArqReport {
             sender,
             receiver,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arq::ArqDeadline;
+
+    fn deadline_run(known: Option<u64>) -> ArqReport {
+        let cfg = ArqConfig {
+            deadline: ArqDeadline::After { ns: 200_000 },
+            ..ArqConfig::default()
+        };
+        // Ten messages; the last was lost in every transmission and given up at its deadline
+        // before any later RData could name it: the receiver knew of nine.
+        let sender = ArqSenderStats {
+            messages: 10,
+            deadline_given_up: 1,
+            ..ArqSenderStats::default()
+        };
+        let receiver = ArqReceiverStats {
+            delivered: 9,
+            messages_known: known,
+            ..ArqReceiverStats::default()
+        };
+        ArqReport::new(Some(cfg), sender, receiver, 1_000_000)
+    }
+
+    #[test]
+    fn a_last_message_the_receiver_never_knew_of_is_a_deadline_drop() {
+        let r = deadline_run(Some(9));
+        assert_eq!(r.residual_lost, 1);
+        assert_eq!(r.deadline_drops, 1);
+        // Without the receiver's end of session (its results never came) nothing is guessed.
+        assert_eq!(deadline_run(None).deadline_drops, 0);
     }
 }
