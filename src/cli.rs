@@ -370,9 +370,10 @@ pub struct SendArgs {
     /// warned about in the report.
     #[arg(long, default_value = "auto")]
     pub send_mode: String,
-    /// Most datagrams per syscall when sending back to back.
-    #[arg(long, default_value = "32", value_parser = parse_whole, allow_hyphen_values = true)]
-    pub batch: usize,
+    /// Most datagrams per syscall when sending back to back [default: 32]. Not with
+    /// --reliable, which sends one datagram per send(). Example: `--batch 8`.
+    #[arg(long, value_parser = parse_whole, allow_hyphen_values = true)]
+    pub batch: Option<usize>,
     /// Pin the sending thread (and for loopback the receiving thread) to these CPUs, e.g. 0,1.
     /// With --flows, flow i's sending thread goes to the i-th CPU of the list, round robin.
     #[arg(long)]
