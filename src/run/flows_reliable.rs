@@ -191,7 +191,7 @@ pub fn write_table(w: &mut dyn Write, flows: &[RunReport], total: &RunReport) ->
         first.mode,
         match first.impaired.as_str() {
             "none" => "no direction",
-            "data" => "data only",
+            "data" => "data only (ACKs: udplab proxy --reverse-impair)",
             "data+acks" => "data and ACKs",
             other => other,
         }

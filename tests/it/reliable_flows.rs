@@ -217,16 +217,13 @@ fn every_flow_delivers_everything_and_the_total_is_the_sum_of_the_flows() {
             .split_whitespace()
             .collect()
     };
-    for i in 0..2 {
+    for (i, f) in flows.iter().enumerate() {
         let cells = row(&i.to_string());
         assert_eq!(
             cells[1..5],
             [&*count.to_string(), &*count.to_string(), "0", "0.000"]
         );
-        assert_eq!(
-            cells[5],
-            flows[i]["reliable"]["retransmissions"].to_string()
-        );
+        assert_eq!(cells[5], f["reliable"]["retransmissions"].to_string());
     }
     let total_cells = row("total");
     assert_eq!(total_cells[1], (2 * count).to_string());
