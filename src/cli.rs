@@ -367,7 +367,8 @@ pub struct SendArgs {
     /// own interfaces' addresses), and sendmmsg toward any other host: a GSO batch can be
     /// forwarded as one packet (veth, bridges, containers, virtual NICs), so one drop on the way
     /// loses the whole batch and fakes burst loss. An explicit gso toward another host is
-    /// warned about in the report.
+    /// warned about in the report. With --reliable only plain (auto means plain there): mmsg
+    /// and gso are refused. Example: `--send-mode mmsg`.
     #[arg(long, default_value = "auto")]
     pub send_mode: String,
     /// Most datagrams per syscall when sending back to back [default: 32]. Not with
@@ -380,6 +381,8 @@ pub struct SendArgs {
     pub cpu: Option<String>,
     /// Parallel flows, each with its own socket, session and sending thread; --rate is per
     /// flow (like iperf3 -P). Prints one line per flow and the total; no interval lines.
+    /// With --reliable, a second table gives each flow's and the total's delivery figures
+    /// (example: `udplab loopback --reliable --flows 4 --impair loss=5%`).
     #[arg(long, short = 'P', default_value = "1", value_parser = parse_whole, allow_hyphen_values = true)]
     pub flows: usize,
     /// Seed for the Poisson schedule (default: random): a whole number

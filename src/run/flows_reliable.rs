@@ -148,8 +148,11 @@ fn ordered_view(mode: &str) -> bool {
     mode != "unordered"
 }
 
-/// The delivery latency of the run's mode.
+/// The delivery latency of the run's mode (the receiver's figure: none without its results).
 fn delivery_latency(r: &ReliableReport) -> Option<&LatencySummary> {
+    if !r.receiver_results {
+        return None;
+    }
     let a = &r.arq;
     if ordered_view(&r.mode) {
         a.latency_ordered.as_ref()
@@ -443,5 +446,50 @@ mod tests {
         assert!(text.contains("percentiles of flows cannot be"), "{text}");
         assert!(text.contains("ord p99 µs"), "{text}");
         assert!(!text.contains("dl drops"), "{text}");
+        assert!(!text.contains("(2)"), "{text}");
+    }
+
+    #[test]
+    fn a_flow_without_receiver_results_shows_dashes_not_zeros() {
+        let mut flows = [
+            flow(1000, 50, 500, 40_000, (2_000, 5_000)),
+            flow(3000, 30, 1000, 80_000, (6_000, 7_000)),
+        ];
+        for f in &mut flows {
+            f.reliable.as_mut().unwrap().mode = "deadline=10ms".into();
+        }
+        flows[1].reliable.as_mut().unwrap().receiver_results = false;
+        let total = RunReport {
+            reliable: combine(&flows),
+            ..RunReport::default()
+        };
+        let mut out = Vec::new();
+        write_table(&mut out, &flows, &total).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let cells = |name: &str| -> Vec<String> {
+            text.lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .unwrap()
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        };
+        // Messages and retransmissions are the sender's; delivered and the deadline drops
+        // are the receiver's, unknown for flow 1 and so for the total.
+        assert_eq!(cells("1")[1..4], ["3000", "-", "-"]);
+        assert_eq!(cells("1")[5], "30");
+        assert_eq!(
+            cells("1")[10..],
+            ["-", "-", "-"],
+            "latency and deadline drops"
+        );
+        assert_eq!(cells("total")[1..4], ["4000", "-", "-"]);
+        assert_eq!(cells("total")[10..], ["-", "(1)", "-", "-"]);
+        assert_eq!(cells("0").last().unwrap(), "0", "flow 0's deadline drops");
+        assert!(text.contains("dl drops"), "{text}");
+        assert!(
+            text.contains("(2) \"-\": that flow's receiver results"),
+            "{text}"
+        );
     }
 }
