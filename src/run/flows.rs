@@ -439,7 +439,8 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
     }
 }
 
-fn add_counters(a: ImpairCounters, b: ImpairCounters) -> ImpairCounters {
+/// Two impairment counters' sum (the `--flows` total's, also for the ACK direction).
+pub(super) fn add_counters(a: ImpairCounters, b: ImpairCounters) -> ImpairCounters {
     ImpairCounters {
         offered: a.offered + b.offered,
         dropped: a.dropped + b.dropped,

@@ -7,8 +7,12 @@
 
 use std::io::{self, Write};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
 use crate::arq::{ArqReceiverStats, ArqReport, ArqSenderStats};
-use crate::summary::{ImpairCounters, LatencySummary, ReliableReport, RunReport};
+use crate::summary::{LatencySummary, ReliableReport, RunReport};
 
 /// The footnote under the reliable table's total row.
 pub const TOTAL_LATENCY_NOTE: &str = "the total's p99 is \"-\": each flow's receiver reports its \
@@ -28,8 +32,10 @@ pub fn combine(flows: &[RunReport]) -> Option<ReliableReport> {
     if reports.len() != flows.len() {
         return None;
     }
-    let sender = sum_senders(reports.iter().map(|r| &r.arq.sender));
-    let receiver = sum_receivers(reports.iter().map(|r| &r.arq.receiver));
+    let senders: Vec<&ArqSenderStats> = reports.iter().map(|r| &r.arq.sender).collect();
+    let receivers: Vec<&ArqReceiverStats> = reports.iter().map(|r| &r.arq.receiver).collect();
+    let sender = sum_senders(&senders);
+    let receiver = sum_receivers(&receivers);
     let duration_ns = reports.iter().map(|r| r.arq.duration_ns).max().unwrap_or(0);
     // The payload size (for goodput) is every flow's; the rest of the settings (the first RTT
     // estimate is each flow's handshake) are in each flow's report.
@@ -44,101 +50,64 @@ pub fn combine(flows: &[RunReport]) -> Option<ReliableReport> {
             .iter()
             .map(|r| r.ack_impair_counters)
             .collect::<Option<Vec<_>>>()
-            .and_then(|all| all.into_iter().reduce(add_counters)),
+            .and_then(|all| all.into_iter().reduce(super::flows::add_counters)),
         flows_combined: Some(flows.len() as u64),
         arq,
     })
 }
 
-fn add_counters(a: ImpairCounters, b: ImpairCounters) -> ImpairCounters {
-    ImpairCounters {
-        offered: a.offered + b.offered,
-        dropped: a.dropped + b.dropped,
-        queue_dropped: a.queue_dropped + b.queue_dropped,
-        duplicated: a.duplicated + b.duplicated,
-        delayed: a.delayed + b.delayed,
-        reordered: a.reordered + b.reordered,
-        released: a.released + b.released,
+/// Every whole-number field of `all` summed by name, the others left at their default. The
+/// ARQ layer's statistics are counters (a counter added there is summed here without a change
+/// here); the few fields that are not counts are set by the callers.
+fn sum_by_name<T: Serialize + DeserializeOwned + Default>(all: &[&T]) -> T {
+    let Ok(Value::Object(mut total)) = serde_json::to_value(T::default()) else {
+        return T::default();
+    };
+    for stats in all {
+        let Ok(Value::Object(fields)) = serde_json::to_value(stats) else {
+            continue;
+        };
+        for (name, value) in fields {
+            if let (Some(add), Some(sum)) =
+                (value.as_u64(), total.get_mut(&name).filter(|v| v.is_u64()))
+            {
+                *sum = Value::from(sum.as_u64().unwrap_or(0).saturating_add(add));
+            }
+        }
     }
+    serde_json::from_value(Value::Object(total)).unwrap_or_default()
 }
 
 /// The senders' counts summed; their estimator state is not summable (see [`combine`]).
-fn sum_senders<'a>(all: impl Iterator<Item = &'a ArqSenderStats> + Clone) -> ArqSenderStats {
-    let sum = |f: fn(&ArqSenderStats) -> u64| all.clone().map(f).sum::<u64>();
-    let most = |f: fn(&ArqSenderStats) -> u64| all.clone().map(f).max().unwrap_or(0);
+fn sum_senders(all: &[&ArqSenderStats]) -> ArqSenderStats {
+    let most = |f: fn(&ArqSenderStats) -> u64| all.iter().map(|s| f(s)).max().unwrap_or(0);
     ArqSenderStats {
-        messages: sum(|s| s.messages),
-        messages_acked: sum(|s| s.messages_acked),
-        messages_given_up: sum(|s| s.messages_given_up),
-        deadline_given_up: sum(|s| s.deadline_given_up),
-        session_give_up_messages: sum(|s| s.session_give_up_messages),
-        session_given_up: all.clone().any(|s| s.session_given_up),
-        window_full: sum(|s| s.window_full),
-        data_datagrams: sum(|s| s.data_datagrams),
-        data_bytes: sum(|s| s.data_bytes),
-        first_transmissions: sum(|s| s.first_transmissions),
-        retransmissions: sum(|s| s.retransmissions),
-        rexmit_packet_threshold: sum(|s| s.rexmit_packet_threshold),
-        rexmit_time_threshold: sum(|s| s.rexmit_time_threshold),
-        rexmit_pto: sum(|s| s.rexmit_pto),
-        rexmit_over_pace: sum(|s| s.rexmit_over_pace),
-        spurious_retransmissions: sum(|s| s.spurious_retransmissions),
-        unneeded_probes: sum(|s| s.unneeded_probes),
-        packets_acked: sum(|s| s.packets_acked),
-        packets_declared_lost: sum(|s| s.packets_declared_lost),
-        pto_events: sum(|s| s.pto_events),
-        acks_received: sum(|s| s.acks_received),
-        ack_bytes_received: sum(|s| s.ack_bytes_received),
-        bogus_acks: sum(|s| s.bogus_acks),
-        foreign_acks: sum(|s| s.foreign_acks),
-        packet_records_forgotten: sum(|s| s.packet_records_forgotten),
+        session_given_up: all.iter().any(|s| s.session_given_up),
         // Each flow's own estimate: a sum or an average of them is no flow's RTT.
         srtt_ns: 0,
         rttvar_ns: 0,
         latest_rtt_ns: 0,
         min_rtt_ns: all
-            .clone()
+            .iter()
             .map(|s| s.min_rtt_ns)
             .filter(|&v| v > 0)
             .min()
             .unwrap_or(0),
-        rtt_samples: sum(|s| s.rtt_samples),
-        packet_threshold: all.clone().map(|s| s.packet_threshold).max().unwrap_or(0),
+        // Each flow's own end state or maximum, not at one moment: the largest flow's.
+        packet_threshold: all.iter().map(|s| s.packet_threshold).max().unwrap_or(0),
         reorder_window_ns: most(|s| s.reorder_window_ns),
         max_in_flight: most(|s| s.max_in_flight),
         max_window: most(|s| s.max_window),
+        ..sum_by_name(all)
     }
 }
 
 /// The receivers' counts summed; latency percentiles cannot be (see [`combine`]).
-fn sum_receivers<'a>(all: impl Iterator<Item = &'a ArqReceiverStats> + Clone) -> ArqReceiverStats {
-    let sum = |f: fn(&ArqReceiverStats) -> u64| all.clone().map(f).sum::<u64>();
+fn sum_receivers(all: &[&ArqReceiverStats]) -> ArqReceiverStats {
     ArqReceiverStats {
-        data_datagrams: sum(|r| r.data_datagrams),
-        data_bytes: sum(|r| r.data_bytes),
-        unique_messages: sum(|r| r.unique_messages),
-        delivered: sum(|r| r.delivered),
-        duplicate_arrivals: sum(|r| r.duplicate_arrivals),
-        retransmitted_arrivals: sum(|r| r.retransmitted_arrivals),
-        window_drops: sum(|r| r.window_drops),
-        skipped: sum(|r| r.skipped),
-        deadline_drops: sum(|r| r.deadline_drops),
-        missing_at_finish: sum(|r| r.missing_at_finish),
-        foreign: sum(|r| r.foreign),
-        ack_datagrams: sum(|r| r.ack_datagrams),
-        ack_bytes: sum(|r| r.ack_bytes),
-        acks_held_for_amplification: sum(|r| r.acks_held_for_amplification),
-        heartbeat_acks: sum(|r| r.heartbeat_acks),
-        repeated_acks: sum(|r| r.repeated_acks),
-        hol_waited: sum(|r| r.hol_waited),
-        max_buffered: all.clone().map(|r| r.max_buffered).max().unwrap_or(0),
-        latency_unordered: None,
-        latency_ordered: None,
-        latency_tx1: None,
-        latency_tx2: None,
-        latency_tx3plus: None,
-        recovery_latency: None,
-        hol_wait: None,
+        max_buffered: all.iter().map(|r| r.max_buffered).max().unwrap_or(0),
+        // The latency summaries are not numbers: `sum_by_name` leaves them None.
+        ..sum_by_name(all)
     }
 }
 
@@ -381,6 +350,57 @@ mod tests {
         assert_eq!(t.flows_combined, Some(2));
         assert!(t.receiver_results);
         assert_eq!(max_of_flows(&flows), Some(7_000));
+    }
+
+    /// `T` with every whole-number field set to `n` (what serde sees of it).
+    fn all_counts<T: Serialize + DeserializeOwned + Default>(n: u64) -> T {
+        let Ok(Value::Object(mut fields)) = serde_json::to_value(T::default()) else {
+            panic!("not a struct")
+        };
+        for v in fields.values_mut().filter(|v| v.is_u64()) {
+            *v = Value::from(n);
+        }
+        serde_json::from_value(Value::Object(fields)).unwrap()
+    }
+
+    /// The whole-number fields of `stats` that are not `expected`, by name.
+    fn fields_not(stats: &impl Serialize, expected: u64) -> Vec<(String, u64)> {
+        let Ok(Value::Object(fields)) = serde_json::to_value(stats) else {
+            panic!("not a struct")
+        };
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| v.as_u64().map(|v| (k, v)))
+            .filter(|(_, v)| *v != expected)
+            .collect()
+    }
+
+    #[test]
+    fn every_counter_is_summed_and_the_rest_is_named() {
+        let (one, two): (ArqSenderStats, ArqSenderStats) = (all_counts(1), all_counts(2));
+        let total = sum_senders(&[&one, &two]);
+        // Counters: 1 + 2. The estimator's state: 0; min RTT the smallest, the maxima and the
+        // threshold the largest.
+        let mut not_summed = fields_not(&total, 3);
+        not_summed.sort();
+        assert_eq!(
+            not_summed,
+            [
+                ("latest_rtt_ns".to_string(), 0),
+                ("max_in_flight".to_string(), 2),
+                ("max_window".to_string(), 2),
+                ("min_rtt_ns".to_string(), 1),
+                ("packet_threshold".to_string(), 2),
+                ("reorder_window_ns".to_string(), 2),
+                ("rttvar_ns".to_string(), 0),
+                ("srtt_ns".to_string(), 0),
+            ]
+        );
+        assert!(total.retransmissions == 3 && total.messages == 3);
+        let (one, two): (ArqReceiverStats, ArqReceiverStats) = (all_counts(1), all_counts(2));
+        let total = sum_receivers(&[&one, &two]);
+        assert_eq!(fields_not(&total, 3), [("max_buffered".to_string(), 2)]);
+        assert_eq!(total.delivered, 3);
     }
 
     #[test]
