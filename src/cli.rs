@@ -367,18 +367,22 @@ pub struct SendArgs {
     /// own interfaces' addresses), and sendmmsg toward any other host: a GSO batch can be
     /// forwarded as one packet (veth, bridges, containers, virtual NICs), so one drop on the way
     /// loses the whole batch and fakes burst loss. An explicit gso toward another host is
-    /// warned about in the report.
+    /// warned about in the report. With --reliable only plain (auto means plain there): mmsg
+    /// and gso are refused. Example: `--send-mode mmsg`.
     #[arg(long, default_value = "auto")]
     pub send_mode: String,
-    /// Most datagrams per syscall when sending back to back.
-    #[arg(long, default_value = "32", value_parser = parse_whole, allow_hyphen_values = true)]
-    pub batch: usize,
+    /// Most datagrams per syscall when sending back to back [default: 32]. Not with
+    /// --reliable, which sends one datagram per send(). Example: `--batch 8`.
+    #[arg(long, value_parser = parse_whole, allow_hyphen_values = true)]
+    pub batch: Option<usize>,
     /// Pin the sending thread (and for loopback the receiving thread) to these CPUs, e.g. 0,1.
     /// With --flows, flow i's sending thread goes to the i-th CPU of the list, round robin.
     #[arg(long)]
     pub cpu: Option<String>,
     /// Parallel flows, each with its own socket, session and sending thread; --rate is per
     /// flow (like iperf3 -P). Prints one line per flow and the total; no interval lines.
+    /// With --reliable, a second table gives each flow's and the total's delivery figures
+    /// (example: `udplab loopback --reliable --flows 4 --impair loss=5%`).
     #[arg(long, short = 'P', default_value = "1", value_parser = parse_whole, allow_hyphen_values = true)]
     pub flows: usize,
     /// Seed for the Poisson schedule (default: random): a whole number

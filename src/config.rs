@@ -25,6 +25,8 @@ use crate::wire;
 pub const DEFAULT_PORT: u16 = 5210;
 /// Default payload bit rate of `send` and `loopback`.
 pub const DEFAULT_RATE_BPS: u64 = 10_000_000;
+/// `--batch` when not given: most datagrams per syscall when sending back to back.
+pub const DEFAULT_BATCH: usize = 32;
 /// Lowest `--pps`: the Hello message carries the rate in thousandths of a datagram per second.
 pub const MIN_PPS: f64 = 0.001;
 
@@ -390,7 +392,8 @@ impl SendConfig {
         if args.flows == 0 || args.flows > 64 {
             return Err(UsageError("--flows: 1..=64 parallel flows".into()));
         }
-        if args.batch == 0 || args.batch > 1024 {
+        let batch = args.batch.unwrap_or(DEFAULT_BATCH);
+        if batch == 0 || batch > 1024 {
             return Err(UsageError("--batch: 1..=1024 datagrams per syscall".into()));
         }
         let send_mode = match args.send_mode.to_ascii_lowercase().as_str() {
@@ -531,6 +534,22 @@ impl SendConfig {
                     "--impair-log logs plain Data sequences: use it without --reliable".into(),
                 ));
             }
+            // The reliable sender hands the kernel one datagram per send() (each RData is
+            // stamped when it leaves, retransmissions interleave with new data): batching
+            // would be ignored, so asking for it is refused rather than silently dropped.
+            if let Some(mode) = send_mode.filter(|m| *m != SendMode::Plain) {
+                return Err(UsageError(format!(
+                    "--send-mode {mode} cannot be combined with --reliable: the reliable sender \
+                     sends one datagram per send() (use --send-mode plain or auto, or drop \
+                     --reliable)"
+                )));
+            }
+            if let Some(n) = args.batch {
+                return Err(UsageError(format!(
+                    "--batch {n} cannot be combined with --reliable: the reliable sender sends \
+                     one datagram per send(); drop --batch"
+                )));
+            }
             if size < crate::run::reliable::MIN_RELIABLE_SIZE as u64 {
                 return Err(UsageError(format!(
                     "--size {size}: with --reliable each datagram carries the RData header: use \
@@ -566,7 +585,7 @@ impl SendConfig {
             impair,
             impair_log: args.impair_log.clone(),
             send_mode,
-            batch: args.batch,
+            batch,
             cpus,
             reverse: args.reverse,
             bidir: args.bidir,

@@ -571,6 +571,10 @@ pub struct ReliableReport {
     pub ack_impair_counters: Option<ImpairCounters>,
     #[serde(flatten)]
     pub arq: crate::arq::ArqReport,
+    /// The `--flows` total only: how many flows' figures this combines (counts summed, shares
+    /// recomputed from the sums; see `results/README.md`). Absent in a flow's own report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows_combined: Option<u64>,
 }
 
 /// One interval of a `--reliable` run: sender rows carry the sender's figures, receiver rows

@@ -839,6 +839,14 @@ fn reliable_cells(r: &ReliableReport) -> Vec<String> {
     let lat = |l: &Option<LatencySummary>| LatencyCells::of(l.as_ref());
     let (ordered, unordered) = (lat(&a.latency_ordered), lat(&a.latency_unordered));
     let receiver = |v: String| if r.receiver_results { v } else { String::new() };
+    // The `--flows` total: the RTT estimator's state is each flow's own (no total).
+    let per_flow = |v: String| {
+        if r.flows_combined.is_some() {
+            String::new()
+        } else {
+            v
+        }
+    };
     let pct = |share: f64| decimal(share * 100.0, 4);
     [
         r.mode.clone(),
@@ -878,8 +886,8 @@ fn reliable_cells(r: &ReliableReport) -> Vec<String> {
         receiver(pct(a.hol_waited_share)),
         a.deadline_drops.to_string(),
         a.messages_given_up.to_string(),
-        us_from_ns(a.srtt_ns),
-        us_from_ns(a.rttvar_ns),
+        per_flow(us_from_ns(a.srtt_ns)),
+        per_flow(us_from_ns(a.rttvar_ns)),
         us_from_ns(a.min_rtt_ns),
         a.packet_threshold.to_string(),
         us_from_ns(a.reorder_window_ns),
@@ -1520,5 +1528,51 @@ mod tests {
         assert_eq!(us_from_signed_ns(i64::MIN), "-9223372036854775.808");
         assert_eq!(us_from_f64_ns(f64::NAN), "");
         assert_eq!(decimal(f64::INFINITY, 1), "");
+    }
+
+    #[test]
+    fn a_flows_total_leaves_the_per_flow_reliable_cells_empty() {
+        let mut report = fixtures::run_report();
+        let arq = crate::arq::ArqReport {
+            messages: 4000,
+            delivered: 4000,
+            retransmissions: 200,
+            retransmissions_per_message: 0.05,
+            srtt_ns: 40_000,
+            rttvar_ns: 9_000,
+            min_rtt_ns: 20_000,
+            latency_ordered: Some(LatencySummary {
+                count: 4000,
+                p99_ns: 2_000_000,
+                max_ns: 3_000_000,
+                ..LatencySummary::default()
+            }),
+            ..Default::default()
+        };
+        report.reliable = Some(ReliableReport {
+            mode: "ordered".into(),
+            impaired: "data+acks".into(),
+            receiver_results: true,
+            arq,
+            ..Default::default()
+        });
+        let (_, rows) = parse(&summary_text(&report, Header::Include));
+        assert_eq!(rows[0]["srtt_us"], "40.000");
+        assert_eq!(rows[0]["delivery_ordered_p99_us"], "2000.000");
+        // The total of --flows: no RTT estimate of its own, no percentiles (combine leaves
+        // them out), the counts filled.
+        let reliable = report.reliable.as_mut().unwrap();
+        reliable.flows_combined = Some(2);
+        reliable.arq.latency_ordered = None;
+        let (_, rows) = parse(&summary_text(&report, Header::Include));
+        for row in &rows {
+            assert_eq!(row["srtt_us"], "");
+            assert_eq!(row["rttvar_us"], "");
+            assert_eq!(row["delivery_ordered_p99_us"], "");
+            assert_eq!(row["min_rtt_us"], "20.000");
+            assert_eq!(row["messages"], "4000");
+            assert_eq!(row["delivered"], "4000");
+            assert_eq!(row["retransmissions_per_message"], "0.050000");
+        }
     }
 }

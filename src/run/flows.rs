@@ -15,7 +15,7 @@ use crate::error::Outcome;
 use crate::report;
 use crate::run::{
     Stdout, Stop, append_csv_rows, check_thresholds, outcome_of, record_output_failure, send,
-    text_writer, threshold_lines, warn, write_file,
+    text_writer, threshold_lines_of, warn, write_file,
 };
 use crate::summary::{
     ExtentBucket, ImpairCounters, IntervalRow, REPORT_VERSION, ReceiverReport,
@@ -219,7 +219,8 @@ fn judge(r: &mut FlowsReport, th: &Thresholds) -> Outcome {
         f.thresholds = check_thresholds(f, th);
         f.verdict = Verdict::of(&f.thresholds);
         verdict = verdict.worst(f.verdict);
-        let (fl, un) = threshold_lines(&f.thresholds, &format!("flow {i}: "));
+        let (fl, un) =
+            threshold_lines_of(&f.thresholds, &format!("flow {i}: "), f.reliable.is_some());
         failed.extend(fl);
         unmeasured.extend(un);
     }
@@ -232,13 +233,22 @@ fn judge(r: &mut FlowsReport, th: &Thresholds) -> Outcome {
     r.total.thresholds = check_thresholds(&r.total, &total_th);
     verdict = verdict.worst(Verdict::of(&r.total.thresholds));
     r.total.verdict = verdict;
-    let (fl, un) = threshold_lines(&r.total.thresholds, "total: ");
+    let (fl, un) = threshold_lines_of(&r.total.thresholds, "total: ", r.total.reliable.is_some());
     failed.extend(fl);
     unmeasured.extend(un);
     outcome_of(verdict, failed, unmeasured, r.total.interrupted)
 }
 
 fn write_table(w: &mut dyn Write, r: &FlowsReport) -> io::Result<()> {
+    let reliable = r.flows.iter().any(|f| f.reliable.is_some());
+    if reliable {
+        writeln!(
+            w,
+            "datagrams (--reliable): sent, received and lost count RData datagrams, \
+             retransmissions included; lost % is the raw loss of the path before recovery, not \
+             message loss (that is the reliable table's resid %)"
+        )?;
+    }
     writeln!(
         w,
         "{:<6} {:<9} {:>11} {:>11} {:>9} {:>8} {:>6} {:>6} {:>10} {:>10} {:>10} {:>14}",
@@ -259,6 +269,9 @@ fn write_table(w: &mut dyn Write, r: &FlowsReport) -> io::Result<()> {
         write_line(w, &i.to_string(), f)?;
     }
     write_line(w, "total", &r.total)?;
+    if reliable {
+        crate::run::flows_reliable::write_table(w, &r.flows, &r.total)?;
+    }
     Ok(())
 }
 
@@ -402,7 +415,8 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
             omit_s: receivers[0].omit_s,
             omitted_sequences: receivers.iter().map(|r| r.omitted_sequences).sum(),
             omitted: receivers.iter().map(|r| r.omitted).sum(),
-            // Each flow's reliable figures are in its own report.
+            // Each flow's receiver side of the reliable figures is in its own report; the
+            // total's combined figures are in `RunReport::reliable`.
             reliable: None,
         }
     });
@@ -419,11 +433,14 @@ pub fn total_of(flows: &[RunReport]) -> RunReport {
         warnings: Vec::new(),
         interrupted: flows.iter().any(|f| f.interrupted),
         labels: first.labels,
+        // --reliable: counts summed, shares recomputed from the sums.
+        reliable: crate::run::flows_reliable::combine(flows),
         ..RunReport::default()
     }
 }
 
-fn add_counters(a: ImpairCounters, b: ImpairCounters) -> ImpairCounters {
+/// Two impairment counters' sum (the `--flows` total's, also for the ACK direction).
+pub(super) fn add_counters(a: ImpairCounters, b: ImpairCounters) -> ImpairCounters {
     ImpairCounters {
         offered: a.offered + b.offered,
         dropped: a.dropped + b.dropped,

@@ -5,6 +5,7 @@
 //! datagrams/s evenly); tokio runs what is not timed to the microsecond: signal handling here.
 
 pub mod flows;
+pub mod flows_reliable;
 pub mod loopback;
 pub mod plot;
 pub mod proxy;
@@ -559,10 +560,20 @@ pub fn check_thresholds(report: &RunReport, th: &Thresholds) -> Vec<ThresholdChe
     let over = |limit: f64| move |v: f64| (v, v > limit);
     if let Some(max) = th.max_loss {
         // Compared as fractions (equal ratios compare equal), shown in percent.
-        let loss = needs_rx(&|r| {
-            let n = report::loss_denominator(report).unwrap_or(0);
-            Ok(r.stats.lost as f64 / n as f64)
-        });
+        let loss = match &report.reliable {
+            // --reliable: the messages the application side never got (after recovery), not
+            // the datagrams the path lost (those the layer recovers).
+            Some(rel) => reliable_figure(report, rel, &|a| {
+                if a.messages == 0 {
+                    return Err("no message was sent".to_string());
+                }
+                Ok(a.residual_lost as f64 / a.messages as f64)
+            }),
+            None => needs_rx(&|r| {
+                let n = report::loss_denominator(report).unwrap_or(0);
+                Ok(r.stats.lost as f64 / n as f64)
+            }),
+        };
         let loss = loss.map(|f| (percent_of(f), f > max));
         check("max_loss", "pct", percent_of(max), loss);
     }
@@ -591,13 +602,27 @@ pub fn check_thresholds(report: &RunReport, th: &Thresholds) -> Vec<ThresholdChe
         check("max_jitter", "ns", ns(max), jitter.map(over(ns(max))));
     }
     if let Some(max) = th.max_latency_p99 {
-        let p99 = needs_rx(&|r| {
-            r.stats
-                .latency
-                .filter(|l| l.count > 0)
-                .map(|l| l.p99_ns as f64)
-                .ok_or_else(|| "no one-way latency samples".to_string())
-        });
+        let p99 = match &report.reliable {
+            // --reliable: first send → delivery in the mode's order, what the application
+            // side waited (the datagrams' one-way latency leaves out recovery).
+            Some(rel) => reliable_figure(report, rel, &|a| {
+                let view = if rel.mode == "unordered" {
+                    a.latency_unordered
+                } else {
+                    a.latency_ordered
+                };
+                view.filter(|l| l.count > 0)
+                    .map(|l| l.p99_ns as f64)
+                    .ok_or_else(|| "no delivery latency samples".to_string())
+            }),
+            None => needs_rx(&|r| {
+                r.stats
+                    .latency
+                    .filter(|l| l.count > 0)
+                    .map(|l| l.p99_ns as f64)
+                    .ok_or_else(|| "no one-way latency samples".to_string())
+            }),
+        };
         check("max_latency_p99", "ns", ns(max), p99.map(over(ns(max))));
     }
     if let Some(max) = th.max_rtt_p99 {
@@ -622,6 +647,22 @@ pub fn check_thresholds(report: &RunReport, th: &Thresholds) -> Vec<ThresholdChe
     checks
 }
 
+/// A `--reliable` figure that needs the receiver's side of the ARQ report, or why it could not
+/// be judged.
+fn reliable_figure(
+    report: &RunReport,
+    rel: &crate::summary::ReliableReport,
+    figure: &dyn Fn(&crate::arq::ArqReport) -> Result<f64, String>,
+) -> Result<f64, String> {
+    if report.sender.as_ref().is_some_and(|s| s.sent == 0) {
+        Err("nothing was sent".to_string())
+    } else if !rel.receiver_results {
+        Err("the receiver's results never came back".to_string())
+    } else {
+        figure(&rel.arq)
+    }
+}
+
 /// A fraction as a percentage, rounded to 15 significant digits so 0.005 reads 0.5, not
 /// 0.5000000000000001.
 fn percent_of(fraction: f64) -> f64 {
@@ -633,8 +674,19 @@ fn percent_of(fraction: f64) -> f64 {
 /// One line on a threshold: `threshold failed: loss 5.60% > --max-loss 0.50%`, or
 /// `threshold not judged: --max-loss: nothing was sent`.
 pub fn describe_check(c: &ThresholdCheck) -> String {
+    describe_check_of(c, false)
+}
+
+/// [`describe_check`] of a `--reliable` run's check: `--max-loss` judged residual loss and
+/// `--max-latency-p99` the delivery latency, and the line says so.
+pub fn describe_check_of(c: &ThresholdCheck, reliable: bool) -> String {
     let option = format!("--{}", c.name.replace('_', "-"));
-    let label = match c.name.as_str() {
+    let reliable_label = match c.name.as_str() {
+        "max_loss" if reliable => Some("residual loss (messages never delivered)"),
+        "max_latency_p99" if reliable => Some("delivery latency p99"),
+        _ => None,
+    };
+    let label = reliable_label.unwrap_or(match c.name.as_str() {
         "max_loss" => "loss",
         "max_dup" => "duplicates",
         "max_reorder" => "reordered",
@@ -642,7 +694,7 @@ pub fn describe_check(c: &ThresholdCheck) -> String {
         "max_latency_p99" => "one-way latency p99",
         "max_rtt_p99" => "RTT p99",
         other => other,
-    };
+    });
     let Some(measured) = c.measured else {
         return format!(
             "threshold not judged: {option}: {}",
@@ -666,18 +718,28 @@ pub fn describe_check(c: &ThresholdCheck) -> String {
 pub fn judge(report: &mut RunReport, th: &Thresholds) -> Outcome {
     report.thresholds = check_thresholds(report, th);
     report.verdict = Verdict::of(&report.thresholds);
-    let (failed, unmeasured) = threshold_lines(&report.thresholds, "");
+    let (failed, unmeasured) =
+        threshold_lines_of(&report.thresholds, "", report.reliable.is_some());
     outcome_of(report.verdict, failed, unmeasured, report.interrupted)
 }
 
 /// The lines on the checks that did not pass, each starting with `prefix`: (failed, not
 /// measured).
 pub fn threshold_lines(checks: &[ThresholdCheck], prefix: &str) -> (Vec<String>, Vec<String>) {
+    threshold_lines_of(checks, prefix, false)
+}
+
+/// [`threshold_lines`] of a run that is `reliable` or not (see [`describe_check_of`]).
+pub fn threshold_lines_of(
+    checks: &[ThresholdCheck],
+    prefix: &str,
+    reliable: bool,
+) -> (Vec<String>, Vec<String>) {
     let lines = |failed: bool| -> Vec<String> {
         checks
             .iter()
             .filter(|c| !c.passed && c.measured.is_some() == failed)
-            .map(|c| format!("{prefix}{}", describe_check(c)))
+            .map(|c| format!("{prefix}{}", describe_check_of(c, reliable)))
             .collect()
     };
     (lines(true), lines(false))
@@ -766,7 +828,9 @@ pub fn open_interval_stream(outputs: &Outputs) -> anyhow::Result<Option<report::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::{ReceiverStatsSummary, SenderReport, SignedLatencySummary};
+    use crate::summary::{
+        LatencySummary, ReceiverStatsSummary, SenderReport, SignedLatencySummary,
+    };
 
     fn run(sent: u64, received: u64) -> RunReport {
         RunReport {
@@ -796,6 +860,78 @@ mod tests {
             max_latency_p99: Some(Duration::from_secs(1)),
             max_rtt_p99: Some(Duration::from_secs(1)),
         }
+    }
+
+    /// A `--reliable` run whose path lost 5 % of the datagrams and whose application side
+    /// missed `residual` of 1000 messages.
+    fn reliable_run(residual: u64) -> RunReport {
+        let mut report = run(1050, 1000);
+        let latency = |p99_ns: u64| LatencySummary {
+            count: 1000 - residual,
+            p99_ns,
+            max_ns: p99_ns,
+            ..LatencySummary::default()
+        };
+        report.reliable = Some(crate::summary::ReliableReport {
+            mode: "ordered".into(),
+            receiver_results: true,
+            arq: crate::arq::ArqReport {
+                messages: 1000,
+                delivered: 1000 - residual,
+                residual_lost: residual,
+                latency_ordered: Some(latency(3_000_000)),
+                latency_unordered: Some(latency(1_000_000)),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        report
+    }
+
+    #[test]
+    fn a_reliable_run_is_judged_on_what_the_application_side_got() {
+        let th = Thresholds {
+            max_loss: Some(0.001),
+            max_latency_p99: Some(Duration::from_millis(2)),
+            ..Thresholds::default()
+        };
+        // Raw loss 50/1050 (4.8 %) but every message delivered: loss passes; the ordered
+        // delivery latency (3 ms, not the datagrams' one-way latency) fails.
+        let mut report = reliable_run(0);
+        let outcome = judge(&mut report, &th);
+        assert_eq!(report.thresholds[0].measured, Some(0.0));
+        assert!(report.thresholds[0].passed);
+        assert_eq!(report.thresholds[1].measured, Some(3e6));
+        let Outcome::ThresholdFailed(lines) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            lines,
+            ["threshold failed: delivery latency p99 3.00 ms > --max-latency-p99 2.00 ms"]
+        );
+        // Unordered: the unordered delivery latency.
+        report.reliable.as_mut().unwrap().mode = "unordered".into();
+        judge(&mut report, &th);
+        assert_eq!(report.thresholds[1].measured, Some(1e6));
+        assert!(report.thresholds[1].passed);
+        // 2 of 1000 messages never delivered: 0.2 % > 0.1 %.
+        let mut report = reliable_run(2);
+        let Outcome::ThresholdFailed(lines) = judge(&mut report, &th) else {
+            panic!("residual loss over the limit must fail")
+        };
+        assert_eq!(report.thresholds[0].measured, Some(0.2));
+        assert_eq!(
+            lines[0],
+            "threshold failed: residual loss (messages never delivered) 0.20% > --max-loss 0.10%"
+        );
+        // Without the receiver's results residual loss is not known: not judged.
+        report.reliable.as_mut().unwrap().receiver_results = false;
+        judge(&mut report, &th);
+        assert_eq!(report.verdict, Verdict::Incomplete);
+        assert_eq!(
+            report.thresholds[0].reason.as_deref(),
+            Some("the receiver's results never came back")
+        );
     }
 
     #[test]

@@ -177,6 +177,7 @@ pub(super) fn report(
             receiver_stats.unwrap_or_default(),
             result.transfer_ns,
         ),
+        flows_combined: None,
     }
 }
 

@@ -16,6 +16,7 @@ mod netns_marking;
 mod plot;
 mod proxy_limits;
 mod reliable;
+mod reliable_flows;
 mod reliable_peers;
 mod reports;
 mod reverse;
