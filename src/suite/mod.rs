@@ -75,6 +75,14 @@ pub struct ScenarioResult {
     pub error: Option<String>,
 }
 
+impl ScenarioResult {
+    /// A `--reliable` scenario: its loss and latency thresholds judged what the application
+    /// side got (residual loss, delivery latency), and its lines say so.
+    pub fn is_reliable(&self) -> bool {
+        self.runs.first().is_some_and(|r| r.reliable.is_some())
+    }
+}
+
 /// The thresholds judged on the median over the repeats: one repeat's own checks; over
 /// several, each threshold's median measurement against its limit (not judged when any repeat
 /// could not measure it).
@@ -417,7 +425,7 @@ pub fn summary_text(doc: &SuiteDocument) -> String {
         };
         let _ = writeln!(t, "  {:<24} {verdict}", s.name);
         for c in &s.thresholds {
-            let _ = writeln!(t, "    {}", run::describe_check(c));
+            let _ = writeln!(t, "    {}", run::describe_check_of(c, s.is_reliable()));
         }
     }
     for s in doc.scenarios.iter().filter(|s| !s.regressions.is_empty()) {
@@ -433,7 +441,11 @@ fn suite_outcome(doc: &SuiteDocument, interrupted: bool) -> Outcome {
     let mut failed = Vec::new();
     let mut unmeasured = Vec::new();
     for s in &doc.scenarios {
-        let (f, u) = run::threshold_lines(&s.thresholds, &format!("scenario {}: ", s.name));
+        let (f, u) = run::threshold_lines_of(
+            &s.thresholds,
+            &format!("scenario {}: ", s.name),
+            s.is_reliable(),
+        );
         failed.extend(f);
         unmeasured.extend(u);
         for c in s
@@ -646,5 +658,32 @@ mod tests {
         s.regressions.clear();
         s.error = Some("no receiver answering".into());
         assert_eq!(scenario_verdict(&s), Verdict::Incomplete);
+    }
+
+    #[test]
+    fn a_reliable_scenario_names_residual_loss_in_its_lines() {
+        let failing = vec![check("max_loss", 0.5, Some(0.6))];
+        let mut s = ScenarioResult {
+            name: "rel".into(),
+            repeat: 1,
+            runs: vec![RunReport::default()],
+            thresholds: failing,
+            ..ScenarioResult::default()
+        };
+        let doc = |s: &ScenarioResult| SuiteDocument {
+            scenarios: vec![s.clone()],
+            ..SuiteDocument::default()
+        };
+        assert!(!s.is_reliable());
+        assert!(!summary_text(&doc(&s)).contains("residual loss"));
+        s.runs[0].reliable = Some(crate::summary::ReliableReport::default());
+        assert!(s.is_reliable());
+        let text = summary_text(&doc(&s));
+        assert!(
+            text.contains("residual loss (messages never delivered)"),
+            "{text}"
+        );
+        let (failed, _) = run::threshold_lines_of(&s.thresholds, "", s.is_reliable());
+        assert!(failed[0].contains("residual loss"), "{failed:?}");
     }
 }
