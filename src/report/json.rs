@@ -219,6 +219,23 @@ mod tests {
     use serde_json::Value;
 
     #[test]
+    fn a_share_reads_back_exactly() {
+        // A ratio from a reliable flows total (ack_bytes / data_bytes) that serde_json's
+        // default parser read back one ULP off: compare and baselines need what was written.
+        let share = 2_374_800f64 / 49_331_200f64;
+        for v in [
+            share,
+            0.048139276649746196,
+            0.1 + 0.2,
+            f64::MIN_POSITIVE,
+            1e300,
+        ] {
+            let text = serde_json::to_string(&v).unwrap();
+            assert_eq!(serde_json::from_str::<f64>(&text).unwrap(), v, "{text}");
+        }
+    }
+
+    #[test]
     fn a_single_run_is_a_document_with_one_flow_and_its_total() {
         let report = fixtures::run_report();
         let mut out = Vec::new();
