@@ -15,7 +15,7 @@ use crate::error::Outcome;
 use crate::report;
 use crate::run::{
     Stdout, Stop, append_csv_rows, check_thresholds, outcome_of, record_output_failure, send,
-    text_writer, threshold_lines_of, warn, write_file,
+    text_writer, threshold_lines, warn, write_file,
 };
 use crate::summary::{
     ExtentBucket, ImpairCounters, IntervalRow, REPORT_VERSION, ReceiverReport,
@@ -219,8 +219,7 @@ fn judge(r: &mut FlowsReport, th: &Thresholds) -> Outcome {
         f.thresholds = check_thresholds(f, th);
         f.verdict = Verdict::of(&f.thresholds);
         verdict = verdict.worst(f.verdict);
-        let (fl, un) =
-            threshold_lines_of(&f.thresholds, &format!("flow {i}: "), f.reliable.is_some());
+        let (fl, un) = threshold_lines(&f.thresholds, &format!("flow {i}: "), f.reliable.is_some());
         failed.extend(fl);
         unmeasured.extend(un);
     }
@@ -233,7 +232,7 @@ fn judge(r: &mut FlowsReport, th: &Thresholds) -> Outcome {
     r.total.thresholds = check_thresholds(&r.total, &total_th);
     verdict = verdict.worst(Verdict::of(&r.total.thresholds));
     r.total.verdict = verdict;
-    let (fl, un) = threshold_lines_of(&r.total.thresholds, "total: ", r.total.reliable.is_some());
+    let (fl, un) = threshold_lines(&r.total.thresholds, "total: ", r.total.reliable.is_some());
     failed.extend(fl);
     unmeasured.extend(un);
     outcome_of(verdict, failed, unmeasured, r.total.interrupted)

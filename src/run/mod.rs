@@ -672,29 +672,22 @@ fn percent_of(fraction: f64) -> f64 {
 }
 
 /// One line on a threshold: `threshold failed: loss 5.60% > --max-loss 0.50%`, or
-/// `threshold not judged: --max-loss: nothing was sent`.
-pub fn describe_check(c: &ThresholdCheck) -> String {
-    describe_check_of(c, false)
-}
-
-/// [`describe_check`] of a `--reliable` run's check: `--max-loss` judged residual loss and
-/// `--max-latency-p99` the delivery latency, and the line says so.
-pub fn describe_check_of(c: &ThresholdCheck, reliable: bool) -> String {
+/// `threshold not judged: --max-loss: nothing was sent`. Of a `reliable` run's check,
+/// `--max-loss` judged residual loss and `--max-latency-p99` the delivery latency, and the
+/// line says so.
+pub fn describe_check(c: &ThresholdCheck, reliable: bool) -> String {
     let option = format!("--{}", c.name.replace('_', "-"));
-    let reliable_label = match c.name.as_str() {
-        "max_loss" if reliable => Some("residual loss (messages never delivered)"),
-        "max_latency_p99" if reliable => Some("delivery latency p99"),
-        _ => None,
-    };
-    let label = reliable_label.unwrap_or(match c.name.as_str() {
+    let label = match c.name.as_str() {
+        "max_loss" if reliable => "residual loss (messages never delivered)",
         "max_loss" => "loss",
         "max_dup" => "duplicates",
         "max_reorder" => "reordered",
         "max_jitter" => "jitter",
+        "max_latency_p99" if reliable => "delivery latency p99",
         "max_latency_p99" => "one-way latency p99",
         "max_rtt_p99" => "RTT p99",
         other => other,
-    });
+    };
     let Some(measured) = c.measured else {
         return format!(
             "threshold not judged: {option}: {}",
@@ -718,19 +711,13 @@ pub fn describe_check_of(c: &ThresholdCheck, reliable: bool) -> String {
 pub fn judge(report: &mut RunReport, th: &Thresholds) -> Outcome {
     report.thresholds = check_thresholds(report, th);
     report.verdict = Verdict::of(&report.thresholds);
-    let (failed, unmeasured) =
-        threshold_lines_of(&report.thresholds, "", report.reliable.is_some());
+    let (failed, unmeasured) = threshold_lines(&report.thresholds, "", report.reliable.is_some());
     outcome_of(report.verdict, failed, unmeasured, report.interrupted)
 }
 
 /// The lines on the checks that did not pass, each starting with `prefix`: (failed, not
-/// measured).
-pub fn threshold_lines(checks: &[ThresholdCheck], prefix: &str) -> (Vec<String>, Vec<String>) {
-    threshold_lines_of(checks, prefix, false)
-}
-
-/// [`threshold_lines`] of a run that is `reliable` or not (see [`describe_check_of`]).
-pub fn threshold_lines_of(
+/// measured), of a run that is `reliable` or not (see [`describe_check`]).
+pub fn threshold_lines(
     checks: &[ThresholdCheck],
     prefix: &str,
     reliable: bool,
@@ -739,7 +726,7 @@ pub fn threshold_lines_of(
         checks
             .iter()
             .filter(|c| !c.passed && c.measured.is_some() == failed)
-            .map(|c| format!("{prefix}{}", describe_check_of(c, reliable)))
+            .map(|c| format!("{prefix}{}", describe_check(c, reliable)))
             .collect()
     };
     (lines(true), lines(false))
@@ -1059,7 +1046,7 @@ mod tests {
         assert!(c.passed);
         assert_eq!(report.verdict, Verdict::Pass);
         assert_eq!(
-            describe_check(c),
+            describe_check(c, false),
             "threshold met: loss 0.50% <= --max-loss 0.50%"
         );
     }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::{ScenarioResult, SuiteDocument};
-use crate::run::describe_check_of;
+use crate::run::describe_check;
 
 /// Escapes text for an XML attribute or element (quotes too, so both are safe), dropping the
 /// control characters XML 1.0 cannot carry.
@@ -52,7 +52,7 @@ fn problems(s: &ScenarioResult) -> Vec<Problem> {
         } else {
             ("error", "incomplete")
         };
-        let mut message = format!("{}: {}", c.name, describe_check_of(c, s.is_reliable()));
+        let mut message = format!("{}: {}", c.name, describe_check(c, s.is_reliable()));
         if s.repeat > 1 && c.measured.is_some() {
             message.push_str(&format!(" (median of {} repeats)", s.repeat));
         }

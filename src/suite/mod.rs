@@ -425,7 +425,7 @@ pub fn summary_text(doc: &SuiteDocument) -> String {
         };
         let _ = writeln!(t, "  {:<24} {verdict}", s.name);
         for c in &s.thresholds {
-            let _ = writeln!(t, "    {}", run::describe_check_of(c, s.is_reliable()));
+            let _ = writeln!(t, "    {}", run::describe_check(c, s.is_reliable()));
         }
     }
     for s in doc.scenarios.iter().filter(|s| !s.regressions.is_empty()) {
@@ -441,7 +441,7 @@ fn suite_outcome(doc: &SuiteDocument, interrupted: bool) -> Outcome {
     let mut failed = Vec::new();
     let mut unmeasured = Vec::new();
     for s in &doc.scenarios {
-        let (f, u) = run::threshold_lines_of(
+        let (f, u) = run::threshold_lines(
             &s.thresholds,
             &format!("scenario {}: ", s.name),
             s.is_reliable(),
@@ -683,7 +683,7 @@ mod tests {
             text.contains("residual loss (messages never delivered)"),
             "{text}"
         );
-        let (failed, _) = run::threshold_lines_of(&s.thresholds, "", s.is_reliable());
+        let (failed, _) = run::threshold_lines(&s.thresholds, "", s.is_reliable());
         assert!(failed[0].contains("residual loss"), "{failed:?}");
     }
 }
