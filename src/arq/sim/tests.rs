@@ -20,7 +20,12 @@ fn ack(session_id: u32, largest: u64, ranges: &[(u64, u64)], delivered_below: u6
 }
 
 fn sender_with(n: u64) -> (ArqSender, Vec<RDataFrame>) {
-    let mut s = ArqSender::new(ArqConfig::default(), 9, 0);
+    sender_with_config(ArqConfig::default(), n)
+}
+
+/// A sender of `cfg` that sent messages `0..n`, one per millisecond.
+fn sender_with_config(cfg: ArqConfig, n: u64) -> (ArqSender, Vec<RDataFrame>) {
+    let mut s = ArqSender::new(cfg, 9, 0);
     let mut sent = Vec::new();
     for k in 0..n {
         assert!(s.offer(k * 1_000_000));
@@ -423,43 +428,42 @@ fn acks_go_twice_while_a_message_is_missing_and_the_sender_shows_it_missed_an_ac
     assert!(r.stats().ack_datagrams <= r.stats().data_datagrams);
 }
 
+/// Message 0 lost twice on a path of round trip `rtt` with 1 ms sends: its second
+/// transmission went alone (copies start at the third); returns the sender at the moment the
+/// ACK showing the second loss arrived, and that moment.
+fn lose_message_zero_twice(cfg: ArqConfig, rtt: u64) -> (ArqSender, u64) {
+    let (mut s, _) = sender_with_config(cfg, 3);
+    let t1 = 2_000_000 + rtt;
+    s.handle_ack(t1, &ack(9, 2, &[(1, 2)], 0));
+    let second = s.poll_transmit(t1).expect("retransmission");
+    assert_eq!((second.message_id, second.transmission), (0, 2));
+    assert_eq!(
+        s.poll_transmit(t1),
+        None,
+        "no copy of a second transmission"
+    );
+    assert!(s.offer(t1 + 1_000_000));
+    let newer = s.poll_transmit(t1 + 1_000_000).expect("message 3");
+    // The retransmission is lost too: message 3 arrived, packet 3 did not.
+    let t2 = t1 + 1_000_000 + rtt;
+    let pn = newer.packet_number;
+    s.handle_ack(t2, &ack(9, pn, &[(pn, pn), (1, 2)], 0));
+    (s, t2)
+}
+
 #[test]
 fn a_third_transmission_goes_twice_where_a_copy_pays_and_an_unneeded_copy_is_counted() {
     // 1 ms sends on a 40 ms round trip, ordered: one more round trip holds up 40 messages, so
-    // with a quarter of the packets lost (p × 40 ≥ 1) a third transmission goes out twice.
+    // with two of five packets lost (p × 40 ≥ 1) a third transmission goes out twice.
     let cfg = ArqConfig {
         send_interval_ns: 1_000_000,
         initial_rtt_ns: 40_000_000,
         ..ArqConfig::default()
     };
-    let mut s = ArqSender::new(cfg, 9, 0);
-    for k in 0..3u64 {
-        assert!(s.offer(k * 1_000_000));
-        assert!(s.poll_transmit(k * 1_000_000).is_some());
-    }
-    // Packet 0 lost: its second transmission goes alone (copies start at the third).
-    s.handle_ack(42_000_000, &ack(9, 2, &[(1, 2)], 0));
-    let second = s.poll_transmit(42_000_000).expect("retransmission");
-    assert_eq!((second.message_id, second.transmission), (0, 2));
-    assert_eq!(
-        s.poll_transmit(42_000_000),
-        None,
-        "no copy of a second transmission"
-    );
-    assert!(s.offer(43_000_000));
-    let newer = s.poll_transmit(43_000_000).expect("message 3");
-    // The retransmission is lost too: the third transmission and its copy go back to back.
-    s.handle_ack(
-        84_000_000,
-        &ack(
-            9,
-            newer.packet_number,
-            &[(newer.packet_number, newer.packet_number), (1, 2)],
-            0,
-        ),
-    );
-    let third = s.poll_transmit(84_000_000).expect("third transmission");
-    let copy = s.poll_transmit(84_000_000).expect("its copy");
+    let (mut s, t2) = lose_message_zero_twice(cfg, 40_000_000);
+    // The third transmission and its copy go back to back.
+    let third = s.poll_transmit(t2).expect("third transmission");
+    let copy = s.poll_transmit(t2).expect("its copy");
     assert_eq!((third.message_id, third.transmission), (0, 3));
     assert_eq!((copy.message_id, copy.transmission), (0, 4));
     assert_eq!(copy.packet_number, third.packet_number + 1);
@@ -500,19 +504,7 @@ fn no_copy_when_disabled_or_when_it_does_not_pay() {
             ordering,
             ..ArqConfig::default()
         };
-        let mut s = ArqSender::new(cfg, 9, 0);
-        for k in 0..3u64 {
-            assert!(s.offer(k * 1_000_000));
-            assert!(s.poll_transmit(k * 1_000_000).is_some());
-        }
-        let t1 = 2_000_000 + rtt;
-        s.handle_ack(t1, &ack(9, 2, &[(1, 2)], 0));
-        assert_eq!(s.poll_transmit(t1).map(|f| f.transmission), Some(2));
-        assert!(s.offer(t1 + 1_000_000));
-        let newer = s.poll_transmit(t1 + 1_000_000).expect("message 3");
-        let t2 = t1 + 1_000_000 + rtt;
-        let pn = newer.packet_number;
-        s.handle_ack(t2, &ack(9, pn, &[(pn, pn), (1, 2)], 0));
+        let (mut s, t2) = lose_message_zero_twice(cfg, rtt);
         assert_eq!(s.poll_transmit(t2).map(|f| f.transmission), Some(3));
         assert_eq!(
             s.poll_transmit(t2),
@@ -531,11 +523,7 @@ fn the_probe_timeout_waits_out_a_host_stall_on_a_short_path() {
         initial_rtt_ns: 100_000,
         ..ArqConfig::default()
     };
-    let mut s = ArqSender::new(cfg, 9, 0);
-    for k in 0..2u64 {
-        assert!(s.offer(k * 1_000_000));
-        assert!(s.poll_transmit(k * 1_000_000).is_some());
-    }
+    let (mut s, _) = sender_with_config(cfg, 2);
     s.handle_ack(100_000, &ack(9, 0, &[(0, 0)], 1));
     assert!(s.stats().srtt_ns <= 200_000);
     let pto = s.poll_timeout().expect("message 1 is outstanding");
