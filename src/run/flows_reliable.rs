@@ -41,6 +41,10 @@ pub fn combine(flows: &[RunReport]) -> Option<ReliableReport> {
     // estimate is each flow's handshake) are in each flow's report.
     let mut arq = ArqReport::new(first.arq.config.clone(), sender, receiver, duration_ns);
     arq.config = None;
+    // Each flow's deadline drops include the last messages its receiver never knew of (its
+    // own sender's word, settled per flow by `ArqReport::new`); summed receivers cannot redo
+    // that, so the total takes the flows' settled counts.
+    arq.deadline_drops = reports.iter().map(|r| r.arq.deadline_drops).sum();
     Some(ReliableReport {
         mode: first.mode.clone(),
         impaired: first.impaired.clone(),
@@ -350,6 +354,41 @@ mod tests {
         assert_eq!(t.flows_combined, Some(2));
         assert!(t.receiver_results);
         assert_eq!(max_of_flows(&flows), Some(7_000));
+    }
+
+    #[test]
+    fn the_total_keeps_the_deadline_drops_each_flow_settled() {
+        // Two deadline flows of 10 messages; each sender gave its last one up at the deadline
+        // before any RData named it: each receiver knew of 9, so each flow counts 1 drop.
+        let deadline_flow = || {
+            let config = ArqConfig {
+                deadline: crate::arq::ArqDeadline::After { ns: 200_000 },
+                ..ArqConfig::default()
+            };
+            let sender = ArqSenderStats {
+                messages: 10,
+                deadline_given_up: 1,
+                ..ArqSenderStats::default()
+            };
+            let receiver = ArqReceiverStats {
+                delivered: 9,
+                messages_known: Some(9),
+                ..ArqReceiverStats::default()
+            };
+            RunReport {
+                reliable: Some(ReliableReport {
+                    mode: "deadline=200us".into(),
+                    receiver_results: true,
+                    arq: ArqReport::new(Some(config), sender, receiver, 1_000_000),
+                    ..ReliableReport::default()
+                }),
+                ..RunReport::default()
+            }
+        };
+        let flows = [deadline_flow(), deadline_flow()];
+        assert_eq!(flows[0].reliable.as_ref().unwrap().arq.deadline_drops, 1);
+        let t = combine(&flows).unwrap();
+        assert_eq!((t.arq.residual_lost, t.arq.deadline_drops), (2, 2));
     }
 
     /// `T` with every whole-number field set to `n` (what serde sees of it).
